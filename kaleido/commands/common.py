@@ -1,0 +1,30 @@
+"""Helpers shared by the commands: one-line errors and the recipe loader with rich output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+RecipeArg = typer.Argument(..., help="a recipe TOML file", show_default=False)
+SetOption = typer.Option([], "--set", help="override a field: --set masker.name=random (repeatable)")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a clear error (one line per problem) and exit."""
+    for line in str(message).splitlines() or [""]:
+        console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def load(recipe: Path, overrides: list[str] | None = None):
+    """Load and validate a recipe in the launching process; exit with every error on failure."""
+    from kaleido.recipe import RecipeError, load_recipe
+
+    try:
+        return load_recipe(recipe, overrides or [])
+    except RecipeError as exc:
+        fail(str(exc))

@@ -1,0 +1,56 @@
+"""The unit every stage reads: one image-text row of a product, and the reader protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+class BadRow(ValueError):
+    """A row that cannot be used (corrupt image, wrong shape ...): skipped and counted, never guessed."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        self.index, self.reason = index, reason
+        super().__init__(f"row {index}: {reason}")
+
+
+@dataclass(frozen=True)
+class RowMeta:
+    """Everything about a row except its pixels (cheap to read for all rows)."""
+
+    index: int
+    text: str
+    category: str
+    subcategory: str
+    product_id: str
+    pose: str
+
+
+@dataclass(frozen=True)
+class Row(RowMeta):
+    """A row with its image: H x W x 3 uint8 RGB."""
+
+    image: np.ndarray | None = None
+
+
+class Reader(Protocol):
+    """A split of a data set. Lazy: opening is cheap, pixels are read per row.
+
+    Safe with several DataLoader workers: each process opens its own file handle.
+    """
+
+    text_fallbacks: int  # rows whose text needed a decoding fallback
+
+    def __len__(self) -> int: ...
+
+    def meta(self, index: int) -> RowMeta: ...
+
+    def row(self, index: int) -> Row:
+        """The row with its image; raises :class:`BadRow` when the image is unusable."""
+        ...
+
+    def product_ids(self) -> np.ndarray:
+        """Product id of every row (str array), for grouping poses of one product."""
+        ...

@@ -1,0 +1,340 @@
+"""Read a TOML recipe: follow ``extends``, apply ``--set`` overrides, validate, report every error.
+
+Every leaf value remembers the file it came from, so an error names the file where the wrong
+value was written (or ``--set`` for an override), its dotted path, what was given and what was
+expected. All errors are collected and raised together as one :class:`RecipeError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from kaleido import registry
+from kaleido.recipe.params import params_model
+from kaleido.recipe.schema import COMPONENT_SECTIONS, PretrainSettings, RecipeModel
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+OVERRIDE = "--set"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One recipe error: where, what was given, what was expected."""
+
+    file: str
+    path: str
+    given: Any
+    expected: str
+
+    def __str__(self) -> str:
+        given = "nothing" if self.given is _MISSING else repr(self.given)
+        return f"{self.file}: {self.path or '(top)'}: got {given}, expected {self.expected}"
+
+
+class RecipeError(ValueError):
+    """Every problem found in a recipe, one per line."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "nothing"
+
+
+_MISSING = _Missing()
+
+
+def _read_toml(path: Path, origin: str) -> dict:
+    if not path.is_file():
+        raise RecipeError([Problem(origin, "extends" if origin != str(path) else "", str(path),
+                                   "an existing recipe file")])
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RecipeError([Problem(str(path), "", "unparsable TOML", f"valid TOML ({exc})")]) from None
+
+
+def _flatten_origins(data: dict, origin: str, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        out[dotted] = origin
+        if isinstance(value, dict):
+            out.update(_flatten_origins(value, origin, dotted + "."))
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """Deep merge: tables merge key by key, any other value replaces."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            # A component section that changes its `name` starts from a clean table: the old
+            # component's parameters would not fit the new one.
+            if "name" in value and value.get("name") != out[key].get("name") and key in COMPONENT_SECTIONS:
+                out[key] = copy.deepcopy(value)
+            else:
+                out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict[str, str]]:
+    path = path.resolve()
+    if path in seen:
+        raise RecipeError([Problem(str(seen[-1]), "extends", str(path), "no circular extends")])
+    data = _read_toml(path, str(seen[-1]) if seen else str(path))
+    parent = data.pop("extends", None)
+    origins = _flatten_origins(data, str(path))
+    if parent is None:
+        return data, origins
+    if not isinstance(parent, str):
+        raise RecipeError([Problem(str(path), "extends", parent, "a path to another recipe")])
+    base, base_origins = _load_chain(path.parent / parent, (*seen, path))
+    merged = _merge(base, data)
+    base_origins.update(origins)
+    # keys dropped by a component-name switch keep no stale origin
+    return merged, {k: v for k, v in base_origins.items() if _has_path(merged, k)}
+
+
+def _has_path(data: dict, dotted: str) -> bool:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str], origins: dict[str, str]) -> list[Problem]:
+    problems = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(Problem(OVERRIDE, item, item, "KEY=VALUE, e.g. masker.name=random"))
+            continue
+        dotted, text = item.split("=", 1)
+        dotted = dotted.strip()
+        parts = dotted.split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        value = _parse_value(text.strip())
+        if parts[-1] == "name" and len(parts) == 2 and parts[0] in COMPONENT_SECTIONS:
+            if node.get("name") != value:  # a new component: drop the old one's parameters
+                for key in list(node):
+                    origins.pop(f"{parts[0]}.{key}", None)
+                node.clear()
+        node[parts[-1]] = value
+        origins[dotted] = OVERRIDE
+    return problems
+
+
+def _origin(origins: dict[str, str], dotted: str, default: str) -> str:
+    parts = dotted.split(".")
+    while parts:
+        key = ".".join(parts)
+        if key in origins:
+            return origins[key]
+        parts.pop()
+    return default
+
+
+def _lookup(data: dict, loc: tuple) -> Any:
+    node: Any = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return _MISSING
+    return node
+
+
+def _expected(err: dict) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "no such key (unknown key)"
+    if kind == "missing":
+        return "a value (required)"
+    return err["msg"]
+
+
+def _pydantic_problems(exc: ValidationError, data: dict, origins: dict[str, str], prefix: tuple,
+                       default_file: str, allowed: list[str] | None = None) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(prefix) + tuple(err["loc"])
+        dotted = ".".join(str(p) for p in loc)
+        expected = _expected(err)
+        if err["type"] == "extra_forbidden" and allowed is not None:
+            expected = f"no such key; allowed keys: {', '.join(allowed) or '(none)'}"
+        problems.append(Problem(_origin(origins, dotted, default_file), dotted, _lookup(data, loc), expected))
+    return problems
+
+
+@dataclass
+class Recipe:
+    """A validated recipe: typed settings plus the resolved data it came from."""
+
+    model: RecipeModel
+    data: dict
+    source: str
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self.model, item)
+
+    def component(self, section: str) -> Any:
+        """The registered class/function named by a component section."""
+        return registry.REGISTRIES[COMPONENT_SECTIONS[section]].get(getattr(self.model, section).name)
+
+    def params(self, section: str) -> dict:
+        """The component's validated parameters, defaults filled in."""
+        spec = getattr(self.model, section)
+        return params_model(self.component(section))(**spec.params).model_dump()
+
+    def build(self, section: str, **extra: Any) -> Any:
+        """Instantiate a component section: ``recipe.build("masker")``."""
+        spec = getattr(self.model, section)
+        validated = params_model(self.component(section))(**spec.params)
+        kwargs = {k: getattr(validated, k) for k in validated.model_fields}
+        kwargs.update(extra)
+        return self.component(section)(**kwargs)
+
+    def task_params(self, name: str) -> tuple[float, dict]:
+        """(loss weight, validated parameters) of a pre-training task."""
+        raw = dict(self.model.tasks.get(name, {}))
+        weight = float(raw.pop("weight", 1.0))
+        validated = params_model(registry.tasks.get(name))(**raw)
+        return weight, {k: getattr(validated, k) for k in validated.model_fields}
+
+    def build_task(self, name: str) -> Any:
+        return registry.tasks.get(name)(**self.task_params(name)[1])
+
+    def section_hash(self, *sections: str) -> str:
+        """A short key of the named sections' resolved values: what shaped a stage's output."""
+        payload = {s: self.model.model_dump(mode="json").get(s) for s in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(_drop_none(self.model.model_dump(mode="json")))
+
+    def dump(self, path: Path) -> None:
+        """Write the fully resolved recipe next to an output (atomically)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(f"# resolved from {self.source}\n" + self.to_toml(), encoding="utf-8")
+        tmp.replace(path)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def _section_problems(section: str, raw: dict, data: dict, origins: dict[str, str], src: str) -> list[Problem]:
+    """Check one component section: a known name, and parameters that fit its signature."""
+    reg = registry.REGISTRIES[COMPONENT_SECTIONS[section]]
+    where = _origin(origins, f"{section}.name", src)
+    try:
+        schema = params_model(reg.get(raw["name"]))
+    except registry.UnknownComponent as exc:
+        return [Problem(where, f"{section}.name", raw["name"], f"one of: {', '.join(exc.choices)}")]
+    except registry.PluginError as exc:
+        return [Problem(where, f"{section}.name", raw["name"], f"an importable component ({exc})")]
+    try:
+        schema(**{k: v for k, v in raw.items() if k != "name"})
+    except ValidationError as exc:
+        return _pydantic_problems(exc, data, origins, (section,), src, allowed=list(schema.model_fields))
+    return []
+
+
+def _task_problems(task_list: Any, tables: Any, data: dict, origins: dict[str, str], src: str) -> list[Problem]:
+    problems: list[Problem] = []
+    task_names = registry.tasks.names()
+    for i, name in enumerate(task_list if isinstance(task_list, list) else []):
+        if name not in task_names:
+            problems.append(Problem(_origin(origins, "pretrain.tasks", src), f"pretrain.tasks[{i}]", name,
+                                    f"one of: {', '.join(task_names)}"))
+    for name, raw in (tables if isinstance(tables, dict) else {}).items():
+        if name not in task_names:
+            problems.append(Problem(_origin(origins, f"tasks.{name}", src), f"tasks.{name}", name,
+                                    f"a task table named after one of: {', '.join(task_names)}"))
+            continue
+        if not isinstance(raw, dict):
+            continue
+        raw = dict(raw)
+        weight = raw.pop("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+            problems.append(Problem(_origin(origins, f"tasks.{name}.weight", src), f"tasks.{name}.weight",
+                                    weight, "a non-negative number"))
+        schema = params_model(registry.tasks.get(name))
+        try:
+            schema(**raw)
+        except ValidationError as exc:
+            problems += _pydantic_problems(exc, data, origins, ("tasks", name), src,
+                                           allowed=["weight", *schema.model_fields])
+    return problems
+
+
+def _all_component_problems(data: dict, origins: dict[str, str], src: str) -> list[Problem]:
+    """Component and task checks on the raw data, so they run even when plain sections fail."""
+    problems: list[Problem] = []
+    defaults = RecipeModel.model_fields
+    for section in COMPONENT_SECTIONS:
+        raw = data.get(section)
+        if raw is None and defaults[section].default is not None and not defaults[section].is_required():
+            raw = defaults[section].default.model_dump()
+        if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+            problems += _section_problems(section, raw, data, origins, src)
+    pretrain = data.get("pretrain", {})
+    task_list = pretrain.get("tasks", PretrainSettings().tasks) if isinstance(pretrain, dict) else []
+    problems += _task_problems(task_list, data.get("tasks", {}), data, origins, src)
+    return problems
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load, merge, override and validate a recipe; raise :class:`RecipeError` with every problem."""
+    path = Path(path)
+    data, origins = _load_chain(path)
+    problems = apply_overrides(data, list(overrides or []), origins)
+    src = str(path.resolve())
+    model = None
+    try:
+        model = RecipeModel(**data)
+    except ValidationError as exc:
+        problems += _pydantic_problems(exc, data, origins, (), src)
+    problems += _all_component_problems(data, origins, src)
+    if problems or model is None:
+        raise RecipeError(problems)
+    return Recipe(model=model, data=data, source=src, origins=origins)

@@ -1,0 +1,104 @@
+"""The typed shape of a recipe: plain settings sections plus component sections.
+
+A component section (``[masker]``, ``[patcher]`` ...) names a registered component with
+``name`` and passes its other keys to that component, validated against the component's own
+signature (see :mod:`kaleido.recipe.params`). Plain sections are fixed pydantic models.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentSection(BaseModel):
+    """``name`` picks the registered component; every other key is one of its parameters."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @property
+    def params(self) -> dict:
+        return dict(self.model_extra or {})
+
+
+# Which registry each component section draws from.
+COMPONENT_SECTIONS: dict[str, str] = {
+    "data": "datasets",
+    "sod": "sod",
+    "patcher": "patchers",
+    "backbone": "backbones",
+    "aligner": "aligners",
+    "masker": "maskers",
+    "model": "models",
+}
+
+
+class PrepareSettings(Strict):
+    """How the feature store is written (stage 1)."""
+
+    dtype: Literal["float16", "float32"] = "float16"
+    batch_size: int = Field(16, ge=1, description="images per backbone batch")
+    num_workers: int = Field(0, ge=0, description="DataLoader workers decoding images")
+    max_rows: int | None = Field(None, ge=1, description="cap on rows per split (quick runs)")
+
+
+class PretrainSettings(Strict):
+    """Pre-training (stage 3): tasks, optimisation, checkpoints, logging."""
+
+    tasks: list[str] = ["amlm", "itm", "rr", "jps", "cp", "g2cm", "b2cm"]
+    batch_size: int = Field(32, ge=1, description="global batch (all ranks, one optimiser step)")
+    grad_accum: int = Field(1, ge=1)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup_steps: int | None = Field(None, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    clip_grad_norm: float | None = Field(1.0, gt=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    checkpoint_every: int = Field(200, ge=1)
+    keep_last: int = Field(2, ge=1)
+    log_every: int = Field(10, ge=1)
+    num_workers: int = Field(0, ge=0)
+
+
+class EvalSettings(Strict):
+    """Downstream fine-tuning and evaluation (stage 4)."""
+
+    tasks: list[Literal["itr", "tir", "cr", "sub", "fc"]] = ["itr", "tir", "cr", "sub", "fc"]
+    queries: int = Field(1000, ge=1)
+    negatives: int = Field(100, ge=1)
+    finetune_itm: bool = False
+    finetune_epochs: float = Field(1.0, gt=0)
+    finetune_lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(64, ge=1)
+    caption_samples: int = Field(200, ge=1)
+    seed: int = 0
+
+
+class RecipeModel(Strict):
+    """The whole recipe after ``extends`` and overrides are applied."""
+
+    name: str = "recipe"
+    seed: int = 0
+    output_dir: str = "runs"
+    data: ComponentSection
+    sod: ComponentSection = ComponentSection(name="none")
+    patcher: ComponentSection = ComponentSection(name="kaleido")
+    backbone: ComponentSection = ComponentSection(name="mobilenet_v2")
+    aligner: ComponentSection = ComponentSection(name="none")
+    masker: ComponentSection = ComponentSection(name="random")
+    model: ComponentSection = ComponentSection(name="kaleido")
+    tasks: dict[str, dict] = Field(default_factory=dict, description="per-task parameters, incl. weight")
+    prepare: PrepareSettings = PrepareSettings()
+    pretrain: PretrainSettings = PretrainSettings()
+    eval: EvalSettings = EvalSettings()
+    stages: list[Literal["prepare", "align", "pretrain", "eval"]] = ["prepare", "align", "pretrain", "eval"]

@@ -1,0 +1,1 @@
+"""The Kaleido-BERT model (registered ``kaleido``) and its tokenizer."""

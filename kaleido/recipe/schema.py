@@ -71,16 +71,20 @@ class PretrainSettings(Strict):
 
 
 class EvalSettings(Strict):
-    """Downstream fine-tuning and evaluation (stage 4)."""
+    """Downstream fine-tuning and evaluation (stage 4); see docs/EVALUATION.md."""
 
     tasks: list[Literal["itr", "tir", "cr", "sub", "fc"]] = ["itr", "tir", "cr", "sub", "fc"]
-    queries: int = Field(1000, ge=1)
-    negatives: int = Field(100, ge=1)
-    finetune_itm: bool = False
-    finetune_epochs: float = Field(1.0, gt=0)
-    finetune_lr: float = Field(5e-5, gt=0)
+    queries: int = Field(1000, ge=1, description="retrieval query products (capped by the test split)")
+    negatives: int = Field(100, ge=1, description="negatives per query, same sub-category first")
+    finetune_itm: bool = Field(False, description="also rank with ITM fine-tuned on the train split")
+    finetune_epochs: float = Field(1.0, gt=0, description="epochs of ITM fine-tuning")
+    finetune_lr: float = Field(5e-5, gt=0, description="learning rate of every downstream fine-tuning")
+    cls_epochs: float = Field(3.0, gt=0, description="epochs of CR / SUB fine-tuning")
+    caption_epochs: float = Field(3.0, gt=0, description="epochs of captioning fine-tuning")
+    caption_tokens: int = Field(24, ge=2, description="text slots of a generated caption ([SEP] included)")
+    max_train_rows: int | None = Field(None, ge=1, description="cap on train rows used to fine-tune")
     batch_size: int = Field(64, ge=1)
-    caption_samples: int = Field(200, ge=1)
+    caption_samples: int = Field(200, ge=1, description="test images captioned and scored")
     seed: int = 0
 
 

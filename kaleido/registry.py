@@ -96,7 +96,7 @@ class Registry:
                 warnings.warn(f"kaleido: {self.kind} {ep.name!r}: {message}", stacklevel=3)
             self._broken[ep.name] = message
             return None
-        if not self._catalogue.has(ep.name):
+        if ep.name not in self._catalogue:
             self._catalogue.register(ep.name, func=obj)
         return obj
 
@@ -107,7 +107,7 @@ class Registry:
 
     def get(self, name: str) -> Any:
         self._load_builtins()
-        if self._catalogue.has(name):
+        if name in self._catalogue:
             return self._catalogue.get(name)
         ep = self._entry_points().get(name)
         if ep is None:

@@ -1,0 +1,89 @@
+"""Maskers: budgets, level quotas, AGM's alignment priority and one-side rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kaleido import registry
+from kaleido.maskers.agm import AGMMasker
+from kaleido.maskers.random import RandomMasker
+from kaleido.tasks.base import patch_layout
+
+GRIDS = (1, 2, 3, 4, 5)
+LEVELS = patch_layout(GRIDS)
+START = {g: int(np.flatnonzero(LEVELS == i + 1)[0]) for i, g in enumerate(GRIDS)}
+
+
+def _per_level(patches: np.ndarray) -> dict[int, int]:
+    return {g: int((LEVELS[patches] == i + 1).sum()) for i, g in enumerate(GRIDS)}
+
+
+def test_registered_by_name() -> None:
+    assert registry.maskers.get("random") is RandomMasker
+    assert registry.maskers.get("agm") is AGMMasker
+
+
+@pytest.mark.parametrize("masker", [RandomMasker(), AGMMasker()])
+def test_budgets_and_quotas(masker) -> None:
+    rng = np.random.default_rng(0)
+    for n_tokens, expected in [(40, 6), (100, 10), (3, 1), (0, 0)]:
+        plan = masker.plan(n_tokens, LEVELS, GRIDS, None, rng)
+        assert plan.tokens.size == expected
+        assert len(set(plan.tokens.tolist())) == plan.tokens.size
+        assert plan.tokens.size == 0 or (plan.tokens.min() >= 0 and plan.tokens.max() < n_tokens)
+        assert _per_level(plan.patches) == {1: 0, 2: 0, 3: 1, 4: 2, 5: 3}
+
+
+def test_configurable_rates_and_missing_grid() -> None:
+    masker = RandomMasker(token_rate=0.5, max_predictions=4, patch_quotas={"4": 5, "6": 2})
+    plan = masker.plan(20, LEVELS, GRIDS, None, np.random.default_rng(1))
+    assert plan.tokens.size == 4
+    assert _per_level(plan.patches) == {1: 0, 2: 0, 3: 0, 4: 5, 5: 0}  # no 6x6 level: nothing there
+
+
+def test_bad_parameters_fail_in_one_line() -> None:
+    with pytest.raises(ValueError, match="token_rate"):
+        AGMMasker(token_rate=1.5)
+    with pytest.raises(ValueError, match="patch_quotas"):
+        RandomMasker(patch_quotas={3: -1})
+
+
+def test_agm_without_alignments_is_the_random_masker() -> None:
+    for seed in range(20):
+        a = AGMMasker().plan(30, LEVELS, GRIDS, [], np.random.default_rng(seed))
+        r = RandomMasker().plan(30, LEVELS, GRIDS, None, np.random.default_rng(seed))
+        assert np.array_equal(a.tokens, r.tokens) and np.array_equal(a.patches, r.patches)
+
+
+def test_agm_masks_exactly_one_side_of_every_aligned_pair_first() -> None:
+    # Few pairs, within every budget: each must get exactly one side hidden (a random masker
+    # would hit a given aligned item only now and then).
+    pairs = [(0, START[3] + 4), (5, START[4] + 3), (9, START[5] + 7), (12, START[5] + 20)]
+    sides = {"token": 0, "patch": 0}
+    for seed in range(300):
+        plan = AGMMasker().plan(40, LEVELS, GRIDS, pairs, np.random.default_rng(seed))
+        tokens, patches = set(plan.tokens.tolist()), set(plan.patches.tolist())
+        for tok, patch in pairs:
+            assert (tok in tokens) != (patch in patches), (seed, tok, patch)
+            sides["token" if tok in tokens else "patch"] += 1
+        assert _per_level(plan.patches) == {1: 0, 2: 0, 3: 1, 4: 2, 5: 3}
+        assert plan.tokens.size == 6
+    # the side is a fair coin
+    share = sides["token"] / (sides["token"] + sides["patch"])
+    assert 0.4 < share < 0.6
+
+
+def test_agm_one_side_rule_and_quotas_under_dense_alignments() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n_tokens = int(rng.integers(1, 50))
+        count = int(rng.integers(1, 60))
+        pairs = [(int(rng.integers(n_tokens)), int(rng.integers(len(LEVELS)))) for _ in range(count)]
+        plan = AGMMasker().plan(n_tokens, LEVELS, GRIDS, pairs, rng)
+        tokens, patches = set(plan.tokens.tolist()), set(plan.patches.tolist())
+        assert not any(t in tokens and p in patches for t, p in pairs)
+        counts = _per_level(plan.patches)
+        assert counts[1] == counts[2] == 0 and counts[3] <= 1 and counts[4] <= 2 and counts[5] <= 3
+        assert plan.tokens.size <= min(10, max(1, round(0.15 * n_tokens)))
+

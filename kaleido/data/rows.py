@@ -16,6 +16,10 @@ class BadRow(ValueError):
         super().__init__(f"row {index}: {reason}")
 
 
+class DataError(ValueError):
+    """A data file that cannot be used at all (missing, truncated, wrong key): one line naming it."""
+
+
 @dataclass(frozen=True)
 class RowMeta:
     """Everything about a row except its pixels (cheap to read for all rows)."""

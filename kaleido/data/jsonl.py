@@ -1,0 +1,130 @@
+"""Users' own data: a JSONL file of image path, text, category, sub-category and product id.
+
+One object per line: ``image`` (path relative to the JSONL file, or absolute), ``text``,
+``category``, ``subcategory``, ``product_id`` and optionally ``pose``; other keys are ignored.
+A line that is not valid JSON or lacks a key is skipped, counted and logged; images are decoded
+with PIL only when a row is read, and an unreadable one raises :class:`BadRow` with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from kaleido.data.images import to_rgb
+from kaleido.data.rows import BadRow, DataError, Row, RowMeta
+from kaleido.data.text import decode
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("image", "text", "category", "subcategory", "product_id")
+
+
+class JsonlReader:
+    """A JSONL file (or a subset of its rows, for splits) as a :class:`kaleido.data.rows.Reader`."""
+
+    def __init__(self, path: str | Path, rows: Sequence[int] | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: no such file")
+        self.root = self.path.parent
+        self.skipped: list[str] = []  # "line N: reason" of each skipped line
+        self._fallback_lines: set[int] = set()
+        records: list[tuple[RowMeta, str]] = []
+        with open(self.path, "rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                line, fallback = decode(raw)
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    self._skip(number, f"not JSON ({exc.msg})")
+                    continue
+                if not isinstance(obj, dict):
+                    self._skip(number, "not a JSON object")
+                    continue
+                missing = [k for k in REQUIRED if obj.get(k) in (None, "")]
+                if missing:
+                    self._skip(number, f"missing {', '.join(missing)}")
+                    continue
+                if fallback:
+                    self._fallback_lines.add(len(records))
+                records.append((RowMeta(index=len(records), text=str(obj["text"]).strip(),
+                                        category=str(obj["category"]), subcategory=str(obj["subcategory"]),
+                                        product_id=str(obj["product_id"]), pose=str(obj.get("pose", ""))),
+                                str(obj["image"])))
+        if not records:
+            first = f"; first problem: {self.skipped[0]}" if self.skipped else ""
+            raise DataError(f"{self.path}: no usable rows (needs keys {', '.join(REQUIRED)}){first}")
+        if self.skipped:
+            log.warning("%s: skipped %d bad lines (first: %s)", self.path, len(self.skipped), self.skipped[0])
+        selected = range(len(records)) if rows is None else rows
+        self._records = []
+        for new, old in enumerate(selected):
+            meta, image = records[old]
+            self._records.append((RowMeta(new, meta.text, meta.category, meta.subcategory, meta.product_id,
+                                          meta.pose), image, old in self._fallback_lines))
+        self.text_fallbacks = sum(fb for _m, _i, fb in self._records)
+
+    def _skip(self, number: int, reason: str) -> None:
+        self.skipped.append(f"line {number}: {reason}")
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def meta(self, index: int) -> RowMeta:
+        return self._records[index][0]
+
+    def image_path(self, index: int) -> Path:
+        return self.root / self._records[index][1]
+
+    def row(self, index: int) -> Row:
+        from PIL import Image, UnidentifiedImageError
+
+        meta = self.meta(index)
+        path = self.image_path(index)
+        try:
+            with Image.open(path) as img:
+                img.load()
+                if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+                    pixels = np.asarray(img.convert("RGBA"))
+                else:
+                    pixels = np.asarray(img.convert("RGB"))
+        except FileNotFoundError:
+            raise BadRow(meta.index, f"image file not found: {path}") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise BadRow(meta.index, f"unreadable image {path} ({type(exc).__name__}: {exc})") from None
+        return Row(**vars(meta), image=to_rgb(pixels, meta.index))
+
+    def product_ids(self) -> np.ndarray:
+        return np.array([m.product_id for m, _i, _f in self._records], dtype=str)
+
+    def summary(self) -> dict:
+        from PIL import Image
+
+        sizes: Counter = Counter()
+        unreadable = 0
+        for i in range(len(self)):
+            try:
+                with Image.open(self.image_path(i)) as img:  # reads the header only
+                    sizes[(img.height, img.width, 3)] += 1
+            except (OSError, SyntaxError, ValueError):
+                unreadable += 1
+        return {
+            "format": "jsonl",
+            "rows": len(self),
+            "products": len(set(self.product_ids().tolist())),
+            "categories": Counter(m.category for m, _i, _f in self._records),
+            "subcategories": Counter(m.subcategory for m, _i, _f in self._records),
+            "image_shape": sizes.most_common(1)[0][0] if sizes else None,
+            "image_shapes": len(sizes),
+            "unreadable_images": unreadable,
+            "skipped_lines": len(self.skipped),
+            "text_fallbacks": self.text_fallbacks,
+        }

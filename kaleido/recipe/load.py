@@ -221,7 +221,7 @@ class Recipe:
         """Instantiate a component section: ``recipe.build("masker")``."""
         spec = getattr(self.model, section)
         validated = params_model(self.component(section))(**spec.params)
-        kwargs = {k: getattr(validated, k) for k in validated.model_fields}
+        kwargs = {k: getattr(validated, k) for k in type(validated).model_fields}
         kwargs.update(extra)
         return self.component(section)(**kwargs)
 
@@ -230,7 +230,7 @@ class Recipe:
         raw = dict(self.model.tasks.get(name, {}))
         weight = float(raw.pop("weight", 1.0))
         validated = params_model(registry.tasks.get(name))(**raw)
-        return weight, {k: getattr(validated, k) for k in validated.model_fields}
+        return weight, {k: getattr(validated, k) for k in type(validated).model_fields}
 
     def build_task(self, name: str) -> Any:
         return registry.tasks.get(name)(**self.task_params(name)[1])
@@ -262,7 +262,9 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
-def _section_problems(section: str, raw: dict, data: dict, origins: dict[str, str], src: str) -> list[Problem]:
+def _section_problems(
+    section: str, raw: dict, data: dict, origins: dict[str, str], src: str
+) -> list[Problem]:
     """Check one component section: a known name, and parameters that fit its signature."""
     reg = registry.REGISTRIES[COMPONENT_SECTIONS[section]]
     where = _origin(origins, f"{section}.name", src)
@@ -279,7 +281,9 @@ def _section_problems(section: str, raw: dict, data: dict, origins: dict[str, st
     return []
 
 
-def _task_problems(task_list: Any, tables: Any, data: dict, origins: dict[str, str], src: str) -> list[Problem]:
+def _task_problems(
+    task_list: Any, tables: Any, data: dict, origins: dict[str, str], src: str
+) -> list[Problem]:
     problems: list[Problem] = []
     task_names = registry.tasks.names()
     for i, name in enumerate(task_list if isinstance(task_list, list) else []):

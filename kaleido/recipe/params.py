@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import typing
-from functools import lru_cache
+from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, create_model
@@ -19,7 +20,7 @@ def _signature_target(component: Any) -> Any:
     return component.__init__ if inspect.isclass(component) else component
 
 
-@lru_cache(maxsize=None)
+@cache
 def params_model(component: Any) -> type[BaseModel]:
     """A pydantic model with one field per keyword parameter of ``component``."""
     target = _signature_target(component)
@@ -35,6 +36,8 @@ def params_model(component: Any) -> type[BaseModel]:
         if annotation is inspect.Parameter.empty:
             annotation = Any
         default = ... if param.default is inspect.Parameter.empty else param.default
+        if isinstance(default, Mapping) and not isinstance(default, dict):
+            default = dict(default)  # read-only mappings (MappingProxyType) cannot be copied by pydantic
         fields[name] = (annotation, default)
     model_name = f"{getattr(component, '__name__', 'Component')}Params"
     return create_model(model_name, __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),

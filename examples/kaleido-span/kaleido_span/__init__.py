@@ -1,0 +1,1 @@
+"""Example third-party kaleido plugin: adds the ``span_geometric`` masker."""

@@ -1,0 +1,135 @@
+"""Recipe loading: validation messages, `extends`, `--set` overrides, resolved output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kaleido.recipe import RecipeError, load_recipe
+
+BASE = """
+name = "base"
+seed = 3
+[data]
+name = "synthetic"
+products = 40
+[masker]
+name = "agm"
+[pretrain]
+tasks = ["amlm", "itm"]
+batch_size = 8
+"""
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _problems(exc: RecipeError) -> dict[str, str]:
+    return {p.path: str(p) for p in exc.problems}
+
+
+def test_valid_recipe_builds_components(tmp_path):
+    recipe = load_recipe(_write(tmp_path / "base.toml", BASE))
+    assert recipe.seed == 3 and recipe.pretrain.batch_size == 8
+    assert recipe.masker.name == "agm"
+    assert type(recipe.build("masker")).__name__.lower().startswith("agm")
+    assert recipe.params("data")["products"] == 40
+
+
+def test_unknown_component_names_file_path_and_choices(tmp_path):
+    path = _write(tmp_path / "r.toml", BASE.replace('name = "agm"', 'name = "agmx"'))
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    message = _problems(info.value)["masker.name"]
+    assert str(path) in message and "'agmx'" in message
+    assert "agm" in message and "random" in message
+
+
+def test_wrong_type_and_unknown_key_and_bad_task_all_reported_at_once(tmp_path):
+    text = (
+        BASE.replace("batch_size = 8", 'batch_size = "eight"')
+        .replace('name = "agm"', 'name = "agm"\nbogus_key = 1')
+        .replace('["amlm", "itm"]', '["amlm", "itmx"]')
+        .replace("seed = 3", "seed = 3\ncolour = 'red'")
+    )
+    path = _write(tmp_path / "r.toml", text)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    problems = _problems(info.value)
+    assert "'eight'" in problems["pretrain.batch_size"] and "integer" in problems["pretrain.batch_size"]
+    assert "unknown key" in problems["colour"] or "no such key" in problems["colour"]
+    assert "masker.bogus_key" in problems and "allowed keys" in problems["masker.bogus_key"]
+    assert "itmx" in problems["pretrain.tasks[1]"] and "amlm" in problems["pretrain.tasks[1]"]
+    assert all(str(path) in m for m in problems.values())
+
+
+def test_missing_file_and_missing_extends(tmp_path):
+    with pytest.raises(RecipeError, match="nope.toml"):
+        load_recipe(tmp_path / "nope.toml")
+    path = _write(tmp_path / "child.toml", 'extends = "gone.toml"\n')
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert "gone.toml" in str(info.value) and str(path) in str(info.value)
+
+
+def test_unparsable_toml_is_one_clear_error(tmp_path):
+    path = _write(tmp_path / "bad.toml", "[data\nname=")
+    with pytest.raises(RecipeError, match="valid TOML"):
+        load_recipe(path)
+
+
+def test_extends_states_only_the_difference_and_errors_name_the_right_file(tmp_path):
+    base = _write(tmp_path / "base.toml", BASE)
+    child = _write(
+        tmp_path / "child.toml", 'extends = "base.toml"\nname = "child"\n[masker]\nname = "random"\n'
+    )
+    recipe = load_recipe(child)
+    assert recipe.name == "child" and recipe.masker.name == "random"
+    assert recipe.seed == 3 and recipe.params("data")["products"] == 40  # inherited
+    # an error in the inherited part names the base file, one in the child names the child
+    _write(base, BASE.replace("seed = 3", 'seed = "x"'))
+    _write(child, 'extends = "base.toml"\n[pretrain]\nlr = -1\n')
+    with pytest.raises(RecipeError) as info:
+        load_recipe(child)
+    problems = _problems(info.value)
+    assert str(base.resolve()) in problems["seed"]
+    assert str(child.resolve()) in problems["pretrain.lr"]
+
+
+def test_switching_component_drops_the_old_parameters(tmp_path):
+    _write(tmp_path / "base.toml", BASE.replace('name = "agm"', 'name = "agm"\nmax_predictions = 7'))
+    child = _write(tmp_path / "child.toml", 'extends = "base.toml"\n[masker]\nname = "random"\n')
+    assert load_recipe(child).masker.name == "random"
+
+
+def test_set_overrides_any_field_and_are_named_in_errors(tmp_path):
+    path = _write(tmp_path / "base.toml", BASE)
+    recipe = load_recipe(path, ["masker.name=random", "pretrain.lr=0.001", "pretrain.tasks=['amlm']"])
+    assert recipe.masker.name == "random" and recipe.pretrain.lr == 0.001
+    assert recipe.pretrain.tasks == ["amlm"]
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, ["pretrain.batch_size=zero"])
+    assert "--set" in _problems(info.value)["pretrain.batch_size"]
+
+
+def test_resolved_recipe_round_trips(tmp_path):
+    recipe = load_recipe(_write(tmp_path / "base.toml", BASE), ["seed=9"])
+    out = tmp_path / "out" / "recipe.toml"
+    recipe.dump(out)
+    again = load_recipe(out)
+    assert again.model == recipe.model
+    assert again.section_hash("data", "masker") == recipe.section_hash("data", "masker")
+    assert recipe.section_hash("data") != load_recipe(out, ["data.products=41"]).section_hash("data")
+
+
+def test_task_parameters_and_weights(tmp_path):
+    path = _write(tmp_path / "r.toml", BASE + "\n[tasks.itm]\nweight = 2.0\n")
+    weight, _params = load_recipe(path).task_params("itm")
+    assert weight == 2.0
+    with pytest.raises(RecipeError) as info:
+        load_recipe(_write(tmp_path / "r2.toml", BASE + "\n[tasks.itm]\nweight = -1\nfoo = 2\n"))
+    problems = _problems(info.value)
+    assert "tasks.itm.weight" in problems and "tasks.itm.foo" in problems

@@ -1,0 +1,193 @@
+"""The task contract shared by the data path (:mod:`kaleido.training.dataset`) and the objective.
+
+A task lives on both sides of the batch:
+
+- data side (numpy, in DataLoader workers): ``pair`` may choose which text goes with which
+  image (only ITM does), ``prepare`` applies the task's input transform to a :class:`Sample`
+  and stores its labels in ``sample.labels[name]``, ``collate`` turns those labels into tensors
+  whose keys are prefixed ``"<name>/"``;
+- model side: ``build_head(model)`` returns a :class:`TaskHead`, a module whose forward maps the
+  encoder output and the batch to ``(loss, metrics)`` with the accuracy under ``"acc"``.
+
+Everything random on the data side draws from the one generator the dataset passes in, so a
+sample is a pure function of (seed, epoch, index). A task never reads another task's labels.
+
+Mismatched ITM pairs (text and image of different products): every input transform still
+runs, so that a negative cannot be told from a positive by the absence of ``[MASK]`` tokens,
+grey or blank patches; but the tasks that reconstruct one modality from the other (AMLM,
+G2CM, B2CM) mark their labels invalid on them, since the other side carries nothing about it.
+The image-only tasks (RR, JPS, CP) keep their labels: they depend on the image alone.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from kaleido.maskers.base import MaskPlan, level_of_grid
+
+
+@dataclass
+class Sample:
+    """One pre-training example while the tasks transform it (numpy, float32 features)."""
+
+    index: int
+    text_row: int
+    image_row: int
+    matched: bool
+    input_ids: np.ndarray  # (T,) [CLS] tokens [SEP] pad
+    n_tokens: int  # text tokens between [CLS] and [SEP]
+    features: np.ndarray  # (P, D) what the model sees (tasks transform it in place)
+    original: np.ndarray  # (P, D) the image row's untouched features (reconstruction targets)
+    positions: np.ndarray  # (P, 5)
+    plan: MaskPlan
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class SampleSource(Protocol):
+    """What a task may ask of the dataset while preparing a sample."""
+
+    store: Any
+    mask_token_id: int
+    random_token_ids: np.ndarray
+
+    def other_product(self, row: int, rng: np.random.Generator) -> int: ...
+
+
+def patch_layout(grids: tuple[int, ...]) -> np.ndarray:
+    """Level id (1-based) of every patch in the store's order: level by level, g*g patches each."""
+    return np.concatenate([np.full(g * g, i + 1, dtype=np.int64) for i, g in enumerate(grids)])
+
+
+class TaskHead(nn.Module):
+    """A task's head: ``forward(sequence, pooled, batch, model) -> (loss, metrics)``."""
+
+    def forward(self, sequence: torch.Tensor, pooled: torch.Tensor, batch: dict[str, torch.Tensor],
+                model: nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+
+class Task:
+    """Base class of the registered tasks; subclasses set ``name`` and, for AKPM, ``grid``."""
+
+    name: ClassVar[str] = ""
+    grid: ClassVar[int | None] = None  # the Kaleido level (by grid size) the task works on
+
+    level: int | None = None
+    start: int = 0  # first patch index of the task's level
+    count: int = 0  # patches in that level
+
+    def bind(self, grids: tuple[int, ...] | list[int]) -> None:
+        """Locate the task's level in a patch layout; a missing level fails here, at build time."""
+        grids = tuple(int(g) for g in grids)
+        if self.grid is None:
+            return
+        level = level_of_grid(grids, self.grid)
+        if level is None:
+            raise ValueError(f"task {self.name!r} needs the {self.grid}x{self.grid} Kaleido level, but the "
+                             f"features have grids {grids}; drop the task or use a patcher with that grid")
+        layout = patch_layout(grids)
+        self.level = level
+        self.start = int(np.flatnonzero(layout == level)[0])
+        self.count = self.grid * self.grid
+
+    def params(self) -> dict[str, Any]:
+        """The task's recipe parameters (its ``__init__`` keywords), to save with a checkpoint."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {n: getattr(self, n) for n in names}
+
+    def planned(self, sample: Sample) -> np.ndarray:
+        """The masker's patches that fall in this task's level (patch indices, sorted)."""
+        patches = sample.plan.patches
+        return patches[(patches >= self.start) & (patches < self.start + self.count)]
+
+    # -- data side --------------------------------------------------------------------------
+    def pair(self, index: int, rng: np.random.Generator, source: SampleSource) -> tuple[int, int] | None:
+        """(text_row, image_row) for this example, or None to keep the row's own pair."""
+        return None
+
+    def prepare(self, sample: Sample, rng: np.random.Generator, source: SampleSource) -> None:
+        raise NotImplementedError
+
+    def collate(self, labels: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    # -- model side -------------------------------------------------------------------------
+    def build_head(self, model: Any) -> TaskHead:
+        raise NotImplementedError
+
+
+def pad_stack(arrays: list[np.ndarray], fill: float | int | bool, dtype: torch.dtype) -> torch.Tensor:
+    """Stack variable-length arrays along a new batch axis, padding the first axis to the longest
+    (at least 1, so every batch has the key with a fixed rank)."""
+    length = max(1, max(a.shape[0] for a in arrays))
+    tail = next((a.shape[1:] for a in arrays if a.size), arrays[0].shape[1:])
+    kind = np.float32 if dtype.is_floating_point else np.int64
+    out = np.full((len(arrays), length, *tail), fill, dtype=kind)
+    for i, a in enumerate(arrays):
+        if a.shape[0]:
+            out[i, : a.shape[0]] = a
+    return torch.as_tensor(out).to(dtype)
+
+
+def zero_loss(*tensors: torch.Tensor) -> torch.Tensor:
+    """A zero that still depends on the head (so every parameter gets a gradient, as DDP wants)."""
+    return sum(t.sum() for t in tensors) * 0.0
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if labels.numel() == 0:
+        return logits.new_zeros(())
+    return (logits.argmax(-1) == labels).float().mean().detach()
+
+
+class LevelClassifierHead(TaskHead):
+    """RR / JPS / CP (SPEC section 9): one linear layer over the flattened hidden states of a level."""
+
+    def __init__(self, task: str, start: int, count: int, hidden_size: int, classes: int) -> None:
+        super().__init__()
+        self.task, self.start, self.count = task, start, count
+        self.classifier = nn.Linear(count * hidden_size, classes)
+
+    def logits(self, sequence: torch.Tensor, text_len: int) -> torch.Tensor:
+        first = text_len + self.start
+        return self.classifier(sequence[:, first: first + self.count].flatten(1))
+
+    def forward(self, sequence, pooled, batch, model):
+        logits = self.logits(sequence, batch["input_ids"].shape[1])
+        labels = batch[f"{self.task}/label"]
+        loss = nn.functional.cross_entropy(logits, labels)
+        return loss, {"acc": accuracy(logits, labels)}
+
+
+class FeatureRegressionHead(TaskHead):
+    """G2CM / B2CM (SPEC section 9): gather the hidden states of the masked patches, a bias-free
+    linear layer to the feature size, loss KL(softmax(target) || softmax(prediction)) averaged
+    over patches. The metric ``acc`` is in-batch retrieval: the share of predictions whose most
+    cosine-similar target among the batch's masked patches is their own."""
+
+    def __init__(self, task: str, hidden_size: int, feature_dim: int) -> None:
+        super().__init__()
+        self.task = task
+        self.decoder = nn.Linear(hidden_size, feature_dim, bias=False)
+
+    def forward(self, sequence, pooled, batch, model):
+        text_len = batch["input_ids"].shape[1]
+        index, valid = batch[f"{self.task}/index"], batch[f"{self.task}/valid"]
+        rows, slots = valid.nonzero(as_tuple=True)
+        hidden = sequence[rows, text_len + index[rows, slots]]
+        if hidden.shape[0] == 0:
+            return zero_loss(self.decoder.weight), {"acc": sequence.new_zeros(())}
+        prediction = self.decoder(hidden).float()
+        target = batch[f"{self.task}/target"][rows, slots].float()
+        loss = nn.functional.kl_div(prediction.log_softmax(-1), target.log_softmax(-1), log_target=True,
+                                    reduction="batchmean")
+        with torch.no_grad():
+            sim = nn.functional.normalize(prediction, dim=-1) @ nn.functional.normalize(target, dim=-1).T
+            acc = (sim.argmax(-1) == torch.arange(len(sim), device=sim.device)).float().mean()
+        return loss, {"acc": acc}

@@ -1,0 +1,147 @@
+"""The pre-training data path: store rows -> ITM pairing -> tokens -> mask plan -> task transforms.
+
+Every random choice of an example draws from one ``np.random.Generator`` seeded by
+``(seed, epoch, index)``, so an example depends on nothing else: not on the worker that builds
+it, the batch it lands in, nor where a run resumed. The dataset is picklable (DataLoader workers);
+the store opens its own memory maps per process.
+
+:func:`encode_pairs` is the plain path for evaluation: text row i with image row j, unmasked and
+untransformed, in the same batch layout the model reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from kaleido.tasks.base import Sample, Task, patch_layout
+
+
+class Alignments(Protocol):
+    """Per store row, ``(token_position, patch_index)`` pairs (see docs/ARCHITECTURE.md)."""
+
+    def pairs(self, index: int) -> Sequence[tuple[int, int]]: ...
+
+
+def _text_ids(tokenizer: Any, text: str, max_text_len: int) -> list[int]:
+    """WordPiece ids without special tokens, truncated to leave room for [CLS] and [SEP]."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"][: max_text_len - 2]
+
+
+def _sequence(tokenizer: Any, ids: list[int], max_text_len: int) -> np.ndarray:
+    out = np.full(max_text_len, tokenizer.pad_token_id, dtype=np.int64)
+    out[0], out[1: len(ids) + 1], out[len(ids) + 1] = tokenizer.cls_token_id, ids, tokenizer.sep_token_id
+    return out
+
+
+def _check_store(store: Any) -> tuple[int, ...]:
+    grids = tuple(int(g) for g in store.grids)
+    expected = patch_layout(grids)
+    levels = np.asarray(store.levels)
+    if levels.shape != expected.shape or not np.array_equal(levels, expected):
+        raise ValueError(f"store levels do not follow the level-by-level patch order of grids {grids}")
+    return grids
+
+
+def encode_pairs(store: Any, tokenizer: Any, text_rows: Sequence[int], image_rows: Sequence[int],
+                 max_text_len: int = 64) -> dict[str, torch.Tensor]:
+    """A model batch pairing the text of ``text_rows[k]`` with the image of ``image_rows[k]``:
+    ``input_ids``, ``attention_mask`` (B, T), ``features`` (B, P, D), ``positions`` (B, P, 5)."""
+    if len(text_rows) != len(image_rows):
+        raise ValueError(f"encode_pairs needs as many text rows as image rows, got {len(text_rows)} "
+                         f"and {len(image_rows)}")
+    ids = np.stack([_sequence(tokenizer, _text_ids(tokenizer, store.meta(int(t)).text, max_text_len),
+                              max_text_len) for t in text_rows])
+    images = sorted(set(int(i) for i in image_rows))  # each image read once
+    feats = {i: np.asarray(store.features(i), dtype=np.float32) for i in images}
+    pos = {i: np.asarray(store.positions(i), dtype=np.float32) for i in images}
+    return {"input_ids": torch.from_numpy(ids),
+            "attention_mask": torch.from_numpy((ids != tokenizer.pad_token_id).astype(np.int64)),
+            "features": torch.from_numpy(np.stack([feats[int(i)] for i in image_rows])),
+            "positions": torch.from_numpy(np.stack([pos[int(i)] for i in image_rows]))}
+
+
+class PretrainDataset(torch.utils.data.Dataset):
+    """Map-style pre-training examples over a feature store; ``collate`` makes the batch dict."""
+
+    def __init__(self, store: Any, tokenizer: Any, masker: Any, tasks: Sequence[Task] | Mapping[str, Task],
+                 alignments: Alignments | None = None, seed: int = 0, max_text_len: int = 64) -> None:
+        self.store = store
+        self.tokenizer = tokenizer
+        self.masker = masker
+        self.tasks: list[Task] = list(tasks.values()) if isinstance(tasks, Mapping) else list(tasks)
+        self.alignments = alignments
+        self.seed = int(seed)
+        self.max_text_len = int(max_text_len)
+        self.epoch = 0
+        self.grids = _check_store(store)
+        self.levels = patch_layout(self.grids)
+        for task in self.tasks:
+            task.bind(self.grids)
+        self.product_ids = np.asarray(store.product_ids()).astype(str)
+        if len(self.product_ids) != len(store):
+            raise ValueError(f"store.product_ids() has {len(self.product_ids)} entries for {len(store)} rows")
+        needs_other = any(t.name in ("itm", "cp") for t in self.tasks)
+        if needs_other and len(store) and len(np.unique(self.product_ids)) < 2:
+            raise ValueError("itm and cp need rows of at least two different products")
+        self.mask_token_id = int(tokenizer.mask_token_id)
+        special = set(tokenizer.all_special_ids)
+        self.random_token_ids = np.array([i for i in range(len(tokenizer)) if i not in special],
+                                         dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+    def other_product(self, row: int, rng: np.random.Generator) -> int:
+        """A uniformly drawn row of a different product than ``row`` (never another pose of it)."""
+        own = self.product_ids[row]
+        for _ in range(16):  # rejection is cheap when products are many
+            other = int(rng.integers(len(self.product_ids)))
+            if self.product_ids[other] != own:
+                return other
+        return int(rng.choice(np.flatnonzero(self.product_ids != own)))
+
+    def __getitem__(self, index: int) -> Sample:
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"row {index} out of range for a store of {len(self)} rows")
+        rng = self.rng(index)
+        text_row = image_row = index
+        for task in self.tasks:
+            chosen = task.pair(index, rng, self)
+            if chosen is not None:
+                text_row, image_row = chosen
+        matched = text_row == image_row
+        ids = _text_ids(self.tokenizer, self.store.meta(text_row).text, self.max_text_len)
+        features = np.array(self.store.features(image_row), dtype=np.float32)
+        aligned = self.alignments.pairs(index) if self.alignments is not None and matched else None
+        plan = self.masker.plan(len(ids), self.levels, self.grids, aligned, rng)
+        sample = Sample(index=index, text_row=text_row, image_row=image_row, matched=matched,
+                        input_ids=_sequence(self.tokenizer, ids, self.max_text_len), n_tokens=len(ids),
+                        features=features, original=features.copy(),
+                        positions=np.asarray(self.store.positions(image_row), dtype=np.float32), plan=plan)
+        for task in self.tasks:
+            task.prepare(sample, rng, self)
+        return sample
+
+    def collate(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        """Stack examples into the batch dict the model and the task heads read."""
+        ids = np.stack([s.input_ids for s in samples])
+        batch = {"input_ids": torch.from_numpy(ids),
+                 "attention_mask": torch.from_numpy((ids != self.tokenizer.pad_token_id).astype(np.int64)),
+                 "features": torch.from_numpy(np.stack([s.features for s in samples])),
+                 "positions": torch.from_numpy(np.stack([s.positions for s in samples])),
+                 "index": torch.tensor([s.index for s in samples], dtype=torch.long),
+                 "matched": torch.tensor([s.matched for s in samples], dtype=torch.bool)}
+        for task in self.tasks:
+            batch.update(task.collate([s.labels[task.name] for s in samples]))
+        return batch

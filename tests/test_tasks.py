@@ -1,0 +1,189 @@
+"""Each task's input transform and labels, checked against the store's own features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fakes import FakeAlignments, FakeStore
+
+from kaleido import registry
+from kaleido.maskers.agm import AGMMasker
+from kaleido.maskers.random import RandomMasker
+from kaleido.models.tokenizer import load_tokenizer
+from kaleido.tasks.jps import PERMUTATIONS
+from kaleido.training.dataset import PretrainDataset
+
+ALL = ["amlm", "itm", "rr", "jps", "cp", "g2cm", "b2cm"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("minilm")
+
+
+def _dataset(tokenizer, names=ALL, store=None, masker=None, **params) -> PretrainDataset:
+    tasks = [registry.tasks.get(n)(**params.get(n, {})) for n in names]
+    return PretrainDataset(store or FakeStore(n=12), tokenizer, masker or RandomMasker(), tasks,
+                           max_text_len=16)
+
+
+def _original(store, row):
+    return np.asarray(store.features(row), dtype=np.float32)
+
+
+def test_jps_undoing_the_labelled_permutation_restores_the_order(tokenizer) -> None:
+    ds = _dataset(tokenizer, ["jps"])
+    seen = set()
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            s = ds[i]
+            label = s.labels["jps"]["label"]
+            seen.add(label)
+            block = s.features[1:5]
+            original = _original(ds.store, i)[1:5]
+            perm = PERMUTATIONS[label]
+            assert np.array_equal(block[np.argsort(perm)], original)
+            assert np.array_equal(block, original[perm])
+            if label != 0:  # not the identity: the shown order differs from the original
+                assert not np.array_equal(block, original)
+            assert np.array_equal(s.features[5:], _original(ds.store, i)[5:])
+    assert len(seen) > 10
+
+
+def test_cp_donor_is_another_product_at_the_labelled_position(tokenizer) -> None:
+    store = FakeStore(n=12, poses=3)
+    ds = _dataset(tokenizer, ["cp"], store=store)
+    pids = store.product_ids()
+    positions = set()
+    for i in range(len(ds)):
+        s = ds[i]
+        label, donor = s.labels["cp"]["label"], s.labels["cp"]["donor"]
+        positions.add(label)
+        assert pids[donor] != pids[i]
+        patch = 5 + label  # the 3x3 level starts after 1 + 4 patches
+        assert np.array_equal(s.features[patch], _original(store, donor)[patch])
+        assert not np.array_equal(s.features[patch], _original(store, i)[patch])
+        keep = np.ones(len(s.features), bool)
+        keep[patch] = False
+        assert np.array_equal(s.features[keep], _original(store, i)[keep])
+        # the camouflaged patch is the masker's 3x3 choice
+        assert s.plan.patches[(s.plan.patches >= 5) & (s.plan.patches < 14)].tolist() == [patch]
+    assert len(positions) > 3
+
+
+def test_rr_labels_match_the_features_used(tokenizer) -> None:
+    ds = _dataset(tokenizer, ["rr"])
+    labels = []
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            s = ds[i]
+            r = s.labels["rr"]["label"]
+            labels.append(r)
+            rotated = ds.store.rotations(i)[r - 1].astype(np.float32)
+            expected = _original(ds.store, i)[0] if r == 0 else rotated
+            assert np.array_equal(s.features[0], expected)
+            assert np.array_equal(s.features[1:], _original(ds.store, i)[1:])
+    assert set(labels) == {0, 1, 2, 3}
+
+
+def test_g2cm_greys_and_b2cm_blanks_exactly_the_masked_patches(tokenizer) -> None:
+    ds = _dataset(tokenizer, ["g2cm", "b2cm"])
+    for i in range(len(ds)):
+        s = ds[i]
+        original = _original(ds.store, i)
+        grey_idx, blank_idx = s.labels["g2cm"]["index"], s.labels["b2cm"]["index"]
+        planned = s.plan.patches
+        assert grey_idx.tolist() == planned[(planned >= 14) & (planned < 30)].tolist()
+        assert blank_idx.tolist() == planned[(planned >= 30) & (planned < 55)].tolist()
+        assert len(grey_idx) == 2 and len(blank_idx) == 3
+        assert np.all((blank_idx >= 30) & (blank_idx < 55))
+        assert np.array_equal(s.features[grey_idx], ds.store.grey(i)[grey_idx - 14].astype(np.float32))
+        assert np.all(s.features[blank_idx] == 0)
+        untouched = np.setdiff1d(np.arange(55), np.concatenate([grey_idx, blank_idx]))
+        assert np.array_equal(s.features[untouched], original[untouched])
+        assert np.array_equal(s.labels["g2cm"]["target"], original[grey_idx])
+        assert np.array_equal(s.labels["b2cm"]["target"], original[blank_idx])
+
+
+def test_amlm_80_10_10_split(tokenizer) -> None:
+    store = FakeStore(n=64, texts=["a long description of a black leather jacket with a zip and two pockets "
+                                   "and a stand collar in soft lamb skin"])
+    ds = _dataset(tokenizer, ["amlm"], store=store, masker=RandomMasker(token_rate=0.5, max_predictions=10))
+    masked = random = kept = 0
+    for epoch in range(8):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            s = ds[i]
+            pos, labels = s.labels["amlm"]["positions"], s.labels["amlm"]["labels"]
+            assert np.array_equal(pos, s.plan.tokens + 1)
+            shown = s.input_ids[pos]
+            masked += int((shown == tokenizer.mask_token_id).sum())
+            kept += int((shown == labels).sum())
+            random += int(((shown != labels) & (shown != tokenizer.mask_token_id)).sum())
+            untouched = np.setdiff1d(np.arange(1, s.n_tokens + 1), pos)
+            assert tokenizer.mask_token_id not in s.input_ids[untouched]
+    total = masked + random + kept
+    assert total == 64 * 8 * 7  # 50% of the 14 text positions left by max_text_len=16
+    assert abs(masked / total - 0.8) < 0.03
+    assert abs(random / total - 0.1) < 0.03  # a random token equal to the original counts as kept
+    assert abs(kept / total - 0.1) < 0.03
+
+
+def test_itm_negatives_are_other_products_and_silence_reconstruction(tokenizer) -> None:
+    store = FakeStore(n=24, poses=4)
+    ds = _dataset(tokenizer, ALL, store=store)
+    pids = store.product_ids()
+    matched = 0
+    n = 0
+    for epoch in range(5):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            s = ds[i]
+            n += 1
+            assert s.labels["itm"]["label"] == int(s.matched)
+            assert i in (s.text_row, s.image_row)
+            if s.matched:
+                matched += 1
+                assert np.all(s.labels["amlm"]["labels"] != -100)
+                assert s.labels["g2cm"]["valid"].all() and s.labels["b2cm"]["valid"].all()
+                continue
+            assert pids[s.text_row] != pids[s.image_row]
+            text = store.meta(s.text_row).text
+            expected_ids = ds.tokenizer(text, add_special_tokens=False)["input_ids"][:14]
+            assert s.n_tokens == len(expected_ids)
+            # inputs are corrupted as for positives, but nothing is reconstructed across the mismatch
+            assert s.plan.tokens.size > 0 and np.all(s.labels["amlm"]["labels"] == -100)
+            assert not s.labels["g2cm"]["valid"].any() and not s.labels["b2cm"]["valid"].any()
+            assert np.all(s.features[s.labels["b2cm"]["index"]] == 0)
+    assert 0.35 < matched / n < 0.65
+
+
+def test_itm_ratio_is_configurable(tokenizer) -> None:
+    ds = _dataset(tokenizer, ["itm"], store=FakeStore(n=200), itm={"negative_ratio": 0.2})
+    share = np.mean([ds[i].matched for i in range(len(ds))])
+    assert 0.7 < share < 0.9
+
+
+def test_a_task_without_its_level_fails_at_build(tokenizer) -> None:
+    store = FakeStore(n=4, grids=(4,))
+    with pytest.raises(ValueError, match=r"task 'rr' needs the 1x1 Kaleido level.*grids \(4,\)"):
+        _dataset(tokenizer, ["amlm", "rr"], store=store)
+    ds = _dataset(tokenizer, ["amlm", "itm", "g2cm"], store=store)  # the levels it has are fine
+    assert ds[0].labels["g2cm"]["index"].size == 2
+
+
+def test_agm_in_the_dataset_uses_alignments_only_for_matched_pairs(tokenizer) -> None:
+    store = FakeStore(n=12)
+    aligned = {i: [(0, 40), (1, 41), (2, 42)] for i in range(12)}
+    tasks = [registry.tasks.get("itm")(), registry.tasks.get("b2cm")()]
+    ds = PretrainDataset(store, tokenizer, AGMMasker(), tasks, alignments=FakeAlignments(aligned),
+                         max_text_len=16)
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            s = ds[i]
+            if s.matched:
+                tokens, patches = set(s.plan.tokens.tolist()), set(s.plan.patches.tolist())
+                assert all((t in tokens) != (p in patches) for t, p in aligned[i])

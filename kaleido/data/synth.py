@@ -1,6 +1,6 @@
 """Synthetic fashion data in the Fashion-Gen HDF5 schema: the embedded default data set.
 
-Products are drawn procedurally with PIL: 9 categories x 3 sub-categories with distinct
+Products are drawn procedurally with PIL: 8 categories x 3 sub-categories with distinct
 silhouettes, a colour, a pattern and optional part-level details (collar, pockets, zip, ...)
 drawn at known places. Descriptions name the colour, the pattern and every drawn part, so
 telling a product from others of its own sub-category needs the fine-grained attributes, and a

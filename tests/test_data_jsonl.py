@@ -1,0 +1,107 @@
+"""The JSONL reader on the real myntra-500 photos and on broken input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kaleido.data.jsonl import JsonlReader
+from kaleido.data.rows import BadRow, DataError
+
+
+def test_reads_myntra_as_is(myntra_dir):
+    reader = JsonlReader(myntra_dir / "pairs.jsonl")
+    lines = [json.loads(x) for x in (myntra_dir / "pairs.jsonl").read_text().splitlines()[:3]]
+    assert len(reader) == 500 and reader.text_fallbacks == 0 and reader.skipped == []
+    for i, obj in enumerate(lines):
+        row = reader.row(i)
+        assert row.text == obj["text"] and row.category == obj["category"]
+        assert row.subcategory == obj["subcategory"] and row.product_id == obj["product_id"]
+        with Image.open(myntra_dir / obj["image"]) as img:
+            assert row.image.shape == (img.height, img.width, 3)
+        assert row.image.dtype == np.uint8 and row.image.std() > 5  # a real photo, not a blank
+    assert reader.product_ids()[:3].tolist() == [obj["product_id"] for obj in lines]
+
+
+def _line(image: str, pid: str, **extra) -> str:
+    obj = {"image": image, "text": f"item {pid}", "category": "TOPS", "subcategory": "SHIRTS",
+           "product_id": pid, **extra}
+    return json.dumps(obj)
+
+
+@pytest.fixture()
+def broken_dir(tmp_path: Path, myntra_dir: Path) -> Path:
+    real = sorted((myntra_dir / "images").glob("*.jpg"))[0].read_bytes()
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "good.jpg").write_bytes(real)
+    (tmp_path / "img" / "truncated.jpg").write_bytes(real[: len(real) // 3])
+    (tmp_path / "img" / "garbage.jpg").write_bytes(b"\x00\x01 not an image" * 50)
+    Image.new("L", (20, 12), 77).save(tmp_path / "img" / "grey.png")
+    rgba = Image.new("RGBA", (20, 12), (0, 0, 0, 0))
+    rgba.paste((10, 200, 10, 255), (0, 0, 10, 12))
+    rgba.save(tmp_path / "img" / "rgba.png")
+    lines = [
+        _line("img/good.jpg", "1", pose="front"),
+        _line("img/truncated.jpg", "2"),
+        _line("img/garbage.jpg", "3"),
+        _line("img/missing.jpg", "4"),
+        "{not json",
+        json.dumps({"image": "img/good.jpg", "text": "no category"}),
+        _line("img/grey.png", "5"),
+        _line("img/rgba.png", "6"),
+    ]
+    raw = ("\n".join(lines) + "\n").encode() + _line("img/good.jpg", "7").replace("item", "caf\u00e9").encode(
+        "cp1252") + b"\n"
+    (tmp_path / "data.jsonl").write_bytes(raw)
+    return tmp_path
+
+
+def test_bad_images_are_bad_rows_with_the_reason(broken_dir):
+    reader = JsonlReader(broken_dir / "data.jsonl")
+    assert len(reader) == 7
+    assert reader.row(0).pose == "front" and reader.row(0).image.ndim == 3
+    with pytest.raises(BadRow, match="truncated"):
+        reader.row(1)
+    with pytest.raises(BadRow, match="unreadable image .*garbage.jpg"):
+        reader.row(2)
+    with pytest.raises(BadRow, match="not found: .*missing.jpg"):
+        reader.row(3)
+    assert reader.meta(3).product_id == "4"  # metadata stays readable without the pixels
+
+
+def test_bad_lines_are_skipped_and_counted(broken_dir, caplog):
+    with caplog.at_level("WARNING"):
+        reader = JsonlReader(broken_dir / "data.jsonl")
+    assert len(reader.skipped) == 2
+    assert reader.skipped[0].startswith("line 5: not JSON")
+    assert "line 6: missing category, subcategory, product_id" == reader.skipped[1]
+    assert "skipped 2 bad lines" in caplog.text
+    assert reader.text_fallbacks == 1 and reader.meta(6).text == "caf\u00e9 7"
+    assert reader.summary()["unreadable_images"] == 2  # garbage and missing (a truncated file has a header)
+
+
+def test_grey_and_rgba_images_become_rgb(broken_dir):
+    reader = JsonlReader(broken_dir / "data.jsonl")
+    grey = reader.row(4).image
+    assert grey.shape == (12, 20, 3) and (grey == 77).all()
+    rgba = reader.row(5).image
+    assert tuple(rgba[0, 0]) == (10, 200, 10) and tuple(rgba[0, -1]) == (255, 255, 255)
+
+
+def test_subset_rows_reindex(broken_dir):
+    reader = JsonlReader(broken_dir / "data.jsonl", rows=[6, 0])
+    assert len(reader) == 2 and reader.meta(0).product_id == "7" and reader.meta(1).index == 1
+    assert reader.text_fallbacks == 1
+
+
+def test_no_usable_rows_is_an_error(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text('{"image": "a.jpg"}\n')
+    with pytest.raises(DataError, match="no usable rows.*line 1: missing text"):
+        JsonlReader(path)
+    with pytest.raises(DataError, match="no such file"):
+        JsonlReader(tmp_path / "absent.jsonl")

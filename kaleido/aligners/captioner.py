@@ -1,0 +1,158 @@
+"""Show, Attend and Tell (Xu et al., ICML 2015): an LSTM decoder with soft attention over a CNN grid.
+
+Each decoding step attends over the ``N = h * w`` grid cells of the image's feature map
+(additive attention, ``alpha = softmax(w . tanh(W_f f + W_h h))``), gates the context with
+``beta = sigmoid(f_beta(h))`` and feeds ``[embed(previous word); context]`` to an LSTM cell. The
+attention weights of each generated word are what the alignment stage turns into patches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class SoftAttention(nn.Module):
+    """Additive attention over grid cells; weights sum to one over the grid."""
+
+    def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int) -> None:
+        super().__init__()
+        self.feature_proj = nn.Linear(feature_dim, attention_dim)
+        self.hidden_proj = nn.Linear(hidden_dim, attention_dim)
+        self.score = nn.Linear(attention_dim, 1)
+
+    def forward(self, feats: torch.Tensor, proj_feats: torch.Tensor, hidden: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats (B, N, F), proj_feats = feature_proj(feats), hidden (B, H)
+        -> context (B, F), alpha (B, N)."""
+        energy = self.score(torch.tanh(proj_feats + self.hidden_proj(hidden).unsqueeze(1))).squeeze(-1)
+        alpha = torch.softmax(energy, dim=1)
+        return (alpha.unsqueeze(-1) * feats).sum(1), alpha
+
+
+@dataclass
+class Caption:
+    """A decoded caption: word ids (without ``<start>``/``<end>``), one attention map per word, score."""
+
+    ids: list[int]
+    alphas: torch.Tensor  # (len(ids), N)
+    score: float
+
+
+class Captioner(nn.Module):
+    """The SAT decoder over pre-computed grid features (B, N, D)."""
+
+    def __init__(self, vocab_size: int, input_dim: int, feature_dim: int = 256, embed_dim: int = 128,
+                 hidden_dim: int = 256, attention_dim: int = 128, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        # A learned projection of the frozen backbone's channels keeps the LSTM small (1280 -> 256).
+        self.encode = nn.Sequential(nn.Linear(input_dim, feature_dim), nn.ReLU())
+        self.attention = SoftAttention(feature_dim, hidden_dim, attention_dim)
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.init_h = nn.Linear(feature_dim, hidden_dim)
+        self.init_c = nn.Linear(feature_dim, hidden_dim)
+        self.f_beta = nn.Linear(hidden_dim, feature_dim)
+        self.cell = nn.LSTMCell(embed_dim + feature_dim, hidden_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_dim, vocab_size)
+
+    def _start(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        feats = self.encode(grid)
+        mean = feats.mean(1)
+        return feats, self.attention.feature_proj(feats), torch.tanh(self.init_h(mean)), torch.tanh(
+            self.init_c(mean))
+
+    def _step(self, feats, proj, words, h, c):
+        context, alpha = self.attention(feats, proj, h)
+        context = torch.sigmoid(self.f_beta(h)) * context
+        h, c = self.cell(torch.cat([self.embed(words), context], dim=1), (h, c))
+        return self.out(self.dropout(h)), alpha, h, c
+
+    def forward(self, grid: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing. grid (B, N, D), inputs (B, T) word ids starting with ``<start>``
+        -> logits (B, T, V) for the next word at every step, alphas (B, T, N)."""
+        feats, proj, h, c = self._start(grid)
+        logits, alphas = [], []
+        for t in range(inputs.shape[1]):
+            step_logits, alpha, h, c = self._step(feats, proj, inputs[:, t], h, c)
+            logits.append(step_logits)
+            alphas.append(alpha)
+        return torch.stack(logits, 1), torch.stack(alphas, 1)
+
+    @torch.no_grad()
+    def greedy(self, grid: torch.Tensor, start: int, end: int, max_len: int) -> list[Caption]:
+        """The most likely word at each step, batched; stops at ``<end>`` or ``max_len`` words."""
+        feats, proj, h, c = self._start(grid)
+        batch = grid.shape[0]
+        words = torch.full((batch,), start, dtype=torch.long, device=grid.device)
+        ids, alphas, scores = [], [], torch.zeros(batch, device=grid.device)
+        done = torch.zeros(batch, dtype=torch.bool, device=grid.device)
+        for _ in range(max_len + 1):
+            logits, alpha, h, c = self._step(feats, proj, words, h, c)
+            logp = torch.log_softmax(logits, -1)
+            words = logp.argmax(-1)
+            scores += torch.where(done, torch.zeros_like(scores), logp.gather(1, words[:, None]).squeeze(1))
+            ids.append(torch.where(done, torch.full_like(words, end), words))
+            alphas.append(alpha)
+            done |= words == end
+            if bool(done.all()):
+                break
+        ids_t, alphas_t = torch.stack(ids, 1).cpu(), torch.stack(alphas, 1).cpu()
+        out = []
+        for b in range(batch):
+            seq = ids_t[b].tolist()
+            n = seq.index(end) if end in seq else min(len(seq), max_len)
+            out.append(Caption(seq[:n], alphas_t[b, :n], float(scores[b])))
+        return out
+
+    @torch.no_grad()
+    def beam(self, grid: torch.Tensor, start: int, end: int, max_len: int, beam_size: int = 3) -> Caption:
+        """Beam search for one image (grid (1, N, D)); finished beams are ranked by mean log-prob
+        per word (plain sums would favour the shortest caption)."""
+        feats1, proj1, h, c = self._start(grid)
+        k = beam_size
+        seqs = torch.full((1, 1), start, dtype=torch.long, device=grid.device)
+        seq_alphas = torch.zeros(1, 0, feats1.shape[1], device=grid.device)
+        scores = torch.zeros(1, device=grid.device)
+        finished: list[Caption] = []
+        for step in range(max_len + 1):
+            n_beams = seqs.shape[0]
+            logits, alpha, h, c = self._step(feats1.expand(n_beams, -1, -1), proj1.expand(n_beams, -1, -1),
+                                             seqs[:, -1], h, c)
+            total = scores[:, None] + torch.log_softmax(logits, -1)
+            top, flat = total.flatten().topk(min(k, total.numel()))
+            rows, words = flat // self.vocab_size, flat % self.vocab_size
+            seqs = torch.cat([seqs[rows], words[:, None]], 1)
+            seq_alphas = torch.cat([seq_alphas[rows], alpha[rows][:, None]], 1)
+            h, c, scores = h[rows], c[rows], top
+            keep = []
+            for j in range(len(words)):
+                ended = int(words[j]) == end
+                if ended or step == max_len:
+                    n = seqs.shape[1] - 2  # without <start>, and without <end> (or the word past max_len)
+                    finished.append(Caption(seqs[j, 1:1 + n].tolist(), seq_alphas[j, :n].cpu(),
+                                            float(top[j]) / (n + 1)))
+                else:
+                    keep.append(j)
+            if len(finished) >= k or not keep:
+                break
+            idx = torch.tensor(keep, device=grid.device)
+            seqs, seq_alphas, h, c, scores = seqs[idx], seq_alphas[idx], h[idx], c[idx], scores[idx]
+        return max(finished, key=lambda cap: cap.score)
+
+
+def caption_loss(logits: torch.Tensor, alphas: torch.Tensor, targets: torch.Tensor, pad: int,
+                 alpha_c: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy on the non-pad targets plus the doubly stochastic regulariser
+    ``alpha_c * mean_{b,i} (1 - sum_t alpha_ti)^2``: every grid cell should get some attention
+    over the whole caption (Xu et al. sum over cells; the mean keeps ``alpha_c`` independent of
+    the grid size). Returns (total, cross-entropy)."""
+    mask = targets != pad
+    ce = F.cross_entropy(logits[mask], targets[mask])
+    coverage = (alphas * mask.unsqueeze(-1)).sum(1)  # (B, N)
+    reg = ((1.0 - coverage) ** 2).mean()
+    return ce + alpha_c * reg, ce

@@ -1,0 +1,96 @@
+"""The Show-Attend-Tell captioner: attention, loss, decoding, and that it can learn."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kaleido.aligners.captioner import Captioner, SoftAttention, caption_loss
+from kaleido.aligners.vocab import Vocab
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models are overhead-bound: two threads on a shared 2-core box only fight."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_attention_weights_sum_to_one_over_the_grid() -> None:
+    torch.manual_seed(0)
+    att = SoftAttention(feature_dim=8, hidden_dim=6, attention_dim=5)
+    feats = torch.randn(3, 12, 8)
+    context, alpha = att(feats, att.feature_proj(feats), torch.randn(3, 6))
+    assert alpha.shape == (3, 12) and context.shape == (3, 8)
+    assert torch.allclose(alpha.sum(1), torch.ones(3), atol=1e-6)
+    assert (alpha > 0).all()
+    # the context is the attention-weighted mean of the cells
+    assert torch.allclose(context, torch.einsum("bn,bnf->bf", alpha, feats), atol=1e-6)
+
+
+def test_teacher_forcing_shapes_and_every_step_attention_normalised() -> None:
+    torch.manual_seed(0)
+    model = Captioner(vocab_size=20, input_dim=7, feature_dim=8, embed_dim=6, hidden_dim=10, attention_dim=5)
+    logits, alphas = model(torch.randn(2, 9, 7), torch.randint(0, 20, (2, 5)))
+    assert logits.shape == (2, 5, 20) and alphas.shape == (2, 5, 9)
+    assert torch.allclose(alphas.sum(-1), torch.ones(2, 5), atol=1e-6)
+
+
+def test_doubly_stochastic_regulariser_is_zero_only_for_full_coverage() -> None:
+    logits = torch.zeros(1, 3, 4)
+    targets = torch.tensor([[2, 3, 0]])  # two real steps, one pad
+    # two steps over two cells, each cell attended exactly once overall: no penalty
+    even = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]])
+    total, ce = caption_loss(logits, even, targets, pad=0, alpha_c=1.0)
+    assert torch.isclose(total, ce)
+    # both steps on cell 0: coverage (2, 0) -> mean((1-2)^2, (1-0)^2) = 1
+    peaked = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+    total, ce = caption_loss(logits, peaked, targets, pad=0, alpha_c=0.5)
+    assert torch.isclose(total - ce, torch.tensor(0.5))
+    assert torch.isclose(ce, torch.log(torch.tensor(4.0)))  # uniform logits over 4 words
+
+
+def _overfit(texts: list[str], steps: int = 60) -> tuple[Captioner, Vocab, torch.Tensor]:
+    torch.manual_seed(0)
+    vocab = Vocab.build(texts, min_count=1)
+    caps = [vocab.encode(t, 10) for t in texts]
+    seq = torch.zeros(len(caps), max(map(len, caps)), dtype=torch.long)
+    for i, c in enumerate(caps):
+        seq[i, : len(c)] = torch.tensor(c)
+    grid = torch.randn(len(texts), 6, 16)
+    model = Captioner(len(vocab), 16, feature_dim=32, embed_dim=16, hidden_dim=48, attention_dim=16,
+                      dropout=0.0)
+    optim = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        logits, alphas = model(grid, seq[:, :-1])
+        loss, _ = caption_loss(logits, alphas, seq[:, 1:], vocab.pad, alpha_c=0.1)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    return model.eval(), vocab, grid
+
+
+def test_tiny_captioner_overfits_a_few_captions_greedy_and_beam() -> None:
+    texts = ["red cotton shirt with pockets", "black leather boots", "blue striped dress with long sleeves",
+             "white sneakers with laces"]
+    model, vocab, grid = _overfit(texts)
+    greedy = model.greedy(grid, vocab.start, vocab.end, max_len=10)
+    assert [" ".join(vocab.decode(c.ids)) for c in greedy] == texts
+    for cap in greedy:
+        assert cap.alphas.shape == (len(cap.ids), 6)
+        assert torch.allclose(cap.alphas.sum(-1), torch.ones(len(cap.ids)), atol=1e-5)
+    for i, text in enumerate(texts):
+        beam = model.beam(grid[i:i + 1], vocab.start, vocab.end, max_len=10, beam_size=3)
+        assert " ".join(vocab.decode(beam.ids)) == text
+        assert beam.alphas.shape == (len(beam.ids), 6)
+
+
+def test_untrained_decoding_respects_max_len() -> None:
+    torch.manual_seed(1)
+    model = Captioner(30, 4, feature_dim=8, embed_dim=4, hidden_dim=8, attention_dim=4).eval()
+    for cap in model.greedy(torch.randn(3, 5, 4), start=1, end=2, max_len=4):
+        assert len(cap.ids) <= 4 and 2 not in cap.ids and cap.alphas.shape[0] == len(cap.ids)
+    beam = model.beam(torch.randn(1, 5, 4), start=1, end=2, max_len=4, beam_size=2)
+    assert len(beam.ids) <= 4 and 2 not in beam.ids

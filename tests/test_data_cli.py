@@ -1,0 +1,48 @@
+"""`kaleido data synth` and `kaleido data info` through the real Typer app."""
+
+from __future__ import annotations
+
+import shutil
+
+import h5py
+from typer.testing import CliRunner
+
+from kaleido.cli import app
+
+runner = CliRunner()
+
+
+def test_synth_then_info(tmp_path):
+    out = tmp_path / "s.h5"
+    result = runner.invoke(app, ["data", "synth", "--out", str(out), "--products", "4", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and (tmp_path / "s.h5.parts.json").is_file()
+    with h5py.File(out, "r") as f:
+        rows = f["input_image"].shape[0]
+    result = runner.invoke(app, ["data", "info", str(out)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"rows │ {rows}" in text and "products │ 4" in text
+    assert "256 x 256 x 3" in text and "text decoding fallbacks │ 0" in text
+
+    bad = tmp_path / "bad.h5"
+    shutil.copy(out, bad)
+    with h5py.File(bad, "r+") as f:
+        f["input_description"][0, 0] = b"\xff\xfe broken"
+    result = runner.invoke(app, ["data", "info", str(bad)])
+    assert "text decoding fallbacks │ 1" in " ".join(result.output.split())
+
+
+def test_info_on_jsonl(myntra_dir):
+    result = runner.invoke(app, ["data", "info", str(myntra_dir / "pairs.jsonl")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "rows │ 500" in text and "categories │ 4:" in text and "sub-categories │ 33:" in text
+
+
+def test_errors_are_one_line(tmp_path):
+    result = runner.invoke(app, ["data", "info", str(tmp_path / "absent.h5")])
+    assert result.exit_code == 2 and "no such file" in result.output
+    result = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "x.h5"), "--products", "2",
+                                 "--min-poses", "3", "--max-poses", "2"])
+    assert result.exit_code == 2 and "--min-poses 3 is more than --max-poses 2" in result.output

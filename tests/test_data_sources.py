@@ -1,0 +1,73 @@
+"""The registered datasets: synthetic written once and atomically, fashiongen paths, jsonl splits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from kaleido import registry
+from kaleido.data.fashiongen import FashionGenReader
+from kaleido.data.rows import DataError
+from kaleido.data.sources import open_file
+from kaleido.data.synth import write_synthetic
+
+
+def test_synthetic_writes_disjoint_splits_once(tmp_path):
+    data = registry.datasets.get("synthetic")(dir=str(tmp_path / "syn"), products=5, test_products=3, seed=4)
+    train, test = data.open("train"), data.open("test")
+    assert isinstance(train, FashionGenReader)
+    assert len(np.unique(train.product_ids())) == 5 and len(np.unique(test.product_ids())) == 3
+    assert not set(train.product_ids()) & set(test.product_ids())
+    stamp = (tmp_path / "syn" / "train.h5").stat().st_mtime_ns
+    data.open("train")
+    assert (tmp_path / "syn" / "train.h5").stat().st_mtime_ns == stamp  # not rewritten
+    # the train split is exactly what `kaleido data synth --seed 4` writes
+    ref = write_synthetic(tmp_path / "ref.h5", products=5, seed=4)
+    assert ref.read_bytes() == (tmp_path / "syn" / "train.h5").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "syn").iterdir()) == [
+        "synthetic.json", "test.h5", "test.h5.parts.json", "train.h5", "train.h5.parts.json"]
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        data.open("val")
+
+
+def test_synthetic_refuses_a_folder_made_with_other_parameters(tmp_path):
+    registry.datasets.get("synthetic")(dir=str(tmp_path), products=3, test_products=2).open("test")
+    other = registry.datasets.get("synthetic")(dir=str(tmp_path), products=4, test_products=2)
+    with pytest.raises(DataError, match="data.dir: .* holds synthetic data made with"):
+        other.open("train")
+
+
+def test_fashiongen_missing_file_names_param_and_path(tmp_path):
+    write_synthetic(tmp_path / "tr.h5", products=2, seed=0)
+    data = registry.datasets.get("fashiongen")(train=str(tmp_path / "tr.h5"), test=str(tmp_path / "nope.h5"))
+    assert len(data.open("train")) >= 2
+    with pytest.raises(DataError, match=r"data\.test: no such file: .*nope\.h5"):
+        data.open("test")
+
+
+def test_jsonl_split_is_by_product_and_deterministic(tmp_path):
+    lines = [{"image": f"{i}.jpg", "text": "t", "category": "c", "subcategory": "s",
+              "product_id": str(i // 2)} for i in range(40)]  # 20 products, 2 poses each
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines))
+    data = registry.datasets.get("jsonl")(train=str(path), test_fraction=0.25, seed=1)
+    train, test = data.open("train"), data.open("test")
+    assert len(train) + len(test) == 40 and len(np.unique(test.product_ids())) == 5
+    assert not set(train.product_ids()) & set(test.product_ids())
+    again = registry.datasets.get("jsonl")(train=str(path), test_fraction=0.25, seed=1).open("test")
+    assert again.product_ids().tolist() == test.product_ids().tolist()
+    other = registry.datasets.get("jsonl")(train=str(path), test_fraction=0.25, seed=2).open("test")
+    assert set(other.product_ids()) != set(test.product_ids())
+    explicit = registry.datasets.get("jsonl")(train=str(path), test=str(path)).open("test")
+    assert len(explicit) == 40
+    with pytest.raises(DataError, match=r"data\.train: no such file"):
+        registry.datasets.get("jsonl")(train=str(tmp_path / "x.jsonl")).open("train")
+
+
+def test_open_file_by_suffix(tmp_path, myntra_dir):
+    assert len(open_file(myntra_dir / "pairs.jsonl")) == 500
+    (tmp_path / "a.csv").write_text("x")
+    with pytest.raises(DataError, match="unknown data file type '.csv'"):
+        open_file(tmp_path / "a.csv")

@@ -728,11 +728,11 @@ def _texture(p: Product, pose: Pose) -> np.ndarray:
     if p.pattern == "solid":
         return tex
     s = max(pose.width, pose.height)
-    ys, xs = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
-    xs = (xs - pose.x0) / s
-    ys = (ys - pose.y0) / s
+    axis = np.arange(SIZE, dtype=np.float32)
+    xs = ((axis - np.float32(pose.x0)) / np.float32(s))[None, :]  # broadcast, never a full grid
+    ys = ((axis - np.float32(pose.y0)) / np.float32(s))[:, None]
     if p.pattern == "striped":
-        on = np.mod(ys, 0.07) < 0.025
+        on = np.broadcast_to(np.mod(ys, 0.07) < 0.025, (SIZE, SIZE))
     elif p.pattern == "polka-dot":
         on = (np.mod(xs, 0.08) - 0.04) ** 2 + (np.mod(ys, 0.08) - 0.04) ** 2 < 0.016**2
     else:  # checked

@@ -145,6 +145,7 @@ def test_grey_and_rgba_become_rgb_and_bad_shapes_are_bad_rows(tmp_path):
     image = r.row(0).image
     assert image.shape == (16, 16, 3) and (image == 90).all()
     assert r.meta(1).product_id == "8"  # float ids read as integers
+    assert r.product_ids().tolist() == ["7", "8"]
 
     rgba = np.zeros((1, 16, 16, 4), np.uint8)
     rgba[0, :8, :, :] = (200, 10, 10, 255)  # opaque red top half, transparent bottom half

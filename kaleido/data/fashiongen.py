@@ -138,8 +138,13 @@ class FashionGenReader:
 
     def product_ids(self) -> np.ndarray:
         if self._product_ids is None:
-            ids = self._read(PRODUCT_KEY, slice(None))
-            self._product_ids = np.array([_product_id(v) for v in ids], dtype=str)
+            ids = np.asarray(self._read(PRODUCT_KEY, slice(None))).reshape(len(self), -1)[:, 0]
+            if ids.dtype.kind == "f" and np.all(np.isfinite(ids)) and np.all(ids == np.round(ids)):
+                ids = ids.astype(np.int64)  # 161470.0 -> "161470", as meta() reads it
+            if ids.dtype.kind in "iu":
+                self._product_ids = ids.astype(str)
+            else:
+                self._product_ids = np.array([_product_id(v) for v in ids], dtype=str)
         return self._product_ids
 
     # -- whole-file scans (for `kaleido data info`) -----------------------------------------------

@@ -25,7 +25,9 @@ class AlignSource:
     ``image(i)`` returns the H x W x 3 uint8 image (raising :class:`kaleido.data.rows.BadRow` for an
     unusable one); ``boxes(i)`` the (P, 4) pixel patch boxes in that image; ``offsets(texts)`` the
     tokenizer's character offsets of each text without special tokens; ``feature_map(images)``
-    maps (B, S, S, 3) uint8 to the backbone's last feature map (B, D, h, w).
+    maps a list of H x W x 3 uint8 images (any sizes; the backbone resizes them to its input size)
+    to its last feature map (B, D, h, w). ``grid_key`` names the images, boxes and backbone, and
+    ``cache`` is the folder where per-image caches keyed by it are shared between runs.
     """
 
     split: str
@@ -34,8 +36,9 @@ class AlignSource:
     boxes: Callable[[int], np.ndarray]
     levels: np.ndarray
     offsets: Callable[[Sequence[str]], list[list[tuple[int, int]]]]
-    feature_map: Callable[[np.ndarray], torch.Tensor]
-    grid_key: str = ""  # names the images, boxes and backbone: grid features are cached by it
+    feature_map: Callable[[Sequence[np.ndarray]], torch.Tensor]
+    grid_key: str = ""
+    cache: Path | None = None
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -2,9 +2,9 @@
 
 Three steps, each cached under the stage's folder so that a rerun (or a crash) redoes nothing:
 
-1. **Grid features**: every image (its product region by default) is resized to a square and
-   passed once through the recipe's frozen backbone; the last feature map (h x w cells of D
-   channels) is kept as a float16 memory map.
+1. **Grid features**: every image (its product region by default) is passed once through the
+   recipe's frozen backbone (which resizes it to its input size); the last feature map (h x w
+   cells of D channels) is kept as a float16 memory map shared by every run over the same store.
 2. **Training**: the LSTM captioner learns the training descriptions with teacher forcing and
    the doubly stochastic attention regulariser; a checkpoint every ``checkpoint_every`` steps
    holds the model, optimiser, RNG and the position in the epoch, so a resumed run ends with the
@@ -62,13 +62,10 @@ def crop_region(image: np.ndarray, boxes: np.ndarray, region: str) -> tuple[int,
     return x1, y1, x2, y2
 
 
-def square_crop(image: np.ndarray, region: tuple[int, int, int, int], size: int) -> np.ndarray:
-    """``image[region]`` resized to size x size (bilinear), uint8 RGB."""
-    from PIL import Image
-
+def crop(image: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
+    """``image[region]`` as a contiguous H x W x 3 uint8 array."""
     x1, y1, x2, y2 = region
-    patch = np.ascontiguousarray(image[y1:y2, x1:x2, :3])
-    return np.asarray(Image.fromarray(patch).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    return np.ascontiguousarray(image[y1:y2, x1:x2, :3])
 
 
 @registry.aligners.register("sat")
@@ -77,7 +74,6 @@ class SATAligner:
 
     def __init__(
         self,
-        image_size: int = 224,
         region: Literal["crop", "image"] = "crop",
         feature_dim: int = 256,
         embed_dim: int = 128,
@@ -103,11 +99,9 @@ class SATAligner:
         seed: int = 0,
         device: str = "auto",
     ) -> None:
-        if image_size < 32:
-            raise ValueError(f"sat: image_size must be at least 32, got {image_size}")
         if not levels:
             raise ValueError("sat: levels must name at least one Kaleido level (e.g. [3, 4, 5])")
-        self.image_size, self.region = image_size, region
+        self.region = region
         self.arch = dict(feature_dim=feature_dim, embed_dim=embed_dim, hidden_dim=hidden_dim,
                          attention_dim=attention_dim, dropout=dropout)
         self.epochs, self.batch_size, self.lr, self.alpha_c = epochs, batch_size, lr, alpha_c
@@ -120,7 +114,7 @@ class SATAligner:
 
     # -- settings -------------------------------------------------------------------------
     def key(self) -> dict:
-        return {"name": "sat", "image_size": self.image_size, "region": self.region, **self.arch,
+        return {"name": "sat", "region": self.region, **self.arch,
                 "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "alpha_c": self.alpha_c,
                 "clip_grad_norm": self.clip_grad_norm, "min_count": self.min_count,
                 "max_vocab": self.max_vocab, "max_len": self.max_len, "decode": self.decode,
@@ -140,8 +134,9 @@ class SATAligner:
 
     # -- 1. grid features -----------------------------------------------------------------
     def _grid_dir(self, source: AlignSource, workdir: Path) -> Path:
-        digest = hashlib.sha256(json.dumps([source.grid_key, self.image_size, self.region]).encode())
-        return workdir.parent / f"sat-grid-{digest.hexdigest()[:12]}" / source.split
+        digest = hashlib.sha256(json.dumps([source.grid_key, self.region]).encode())
+        root = source.cache if source.cache is not None else workdir
+        return Path(root) / f"sat-grid-{digest.hexdigest()[:12]}" / source.split
 
     def grids(self, source: AlignSource, workdir: Path, progress: bool = True) -> dict:
         """Backbone grid features of every row, computed once: ``grid`` (N, h*w, D) float16 memmap,
@@ -173,7 +168,7 @@ class SATAligner:
                 if not batch_rows:
                     return
                 with torch.inference_mode():
-                    fmap = source.feature_map(np.stack(batch_imgs))
+                    fmap = source.feature_map(list(batch_imgs))
                 b, d, h, w = fmap.shape
                 if grid is None:
                     hw = (h, w)
@@ -197,7 +192,7 @@ class SATAligner:
                     regions[i] = region
                     valid[i] = True
                     batch_rows.append(i)
-                    batch_imgs.append(square_crop(image, region, self.image_size))
+                    batch_imgs.append(crop(image, region))
                     if len(batch_rows) == 32:
                         flush()
                     pbar.advance(1)
@@ -290,8 +285,8 @@ class SATAligner:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_grad_norm)
                     optim.step()
                     step += 1
-                    history.append(float(ce))
-                    pbar.advance(1, info=f"epoch {epoch + 1}/{self.epochs} ce {float(ce):.3f}")
+                    history.append(float(ce.detach()))
+                    pbar.advance(1, info=f"epoch {epoch + 1}/{self.epochs} ce {history[-1]:.3f}")
                     if step % self.checkpoint_every == 0:
                         save_checkpoint(epoch, b + 1)
                     if on_step is not None:
@@ -371,6 +366,6 @@ class SATAligner:
         image = source.image(i)
         region = crop_region(image, source.boxes(i), self.region)
         with torch.inference_mode():
-            fmap = source.feature_map(square_crop(image, region, self.image_size)[None])
+            fmap = source.feature_map([crop(image, region)])
         cap = self.caption(model, vocab, fmap.float().flatten(2).transpose(1, 2))[0]
         return [vocab.itos[t] for t in cap.ids], cap.alphas.numpy().reshape(-1, *hw), region

@@ -1,0 +1,159 @@
+"""Stage 2, `kaleido align`: the recipe's aligner over the feature store -> an AlignmentStore per split.
+
+Output: ``<output_dir>/cache/align-<key>/<split>`` (see :mod:`kaleido.aligners.store`) beside the
+feature store, the key hashing the feature store's key, the ``[aligner]`` section and the
+tokenizer named by ``[model] init`` (token positions depend on it). A finished store is reused;
+the captioner's checkpoint makes an interrupted run continue. On synthetic data the report also
+holds the alignment precision against the ground-truth part boxes (:mod:`kaleido.aligners.quality`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kaleido.aligners.base import AlignSource
+from kaleido.aligners.store import META, AlignmentStore, write_store
+
+log = logging.getLogger(__name__)
+
+REPORT = "report.json"
+
+
+def tokenizer_init(recipe: Any) -> str:
+    """The ``init`` of the model section: which tokenizer the token positions index."""
+    return str(recipe.params("model").get("init", "minilm"))
+
+
+def align_dir(recipe: Any) -> Path:
+    """``<output_dir>/cache/align-<key>``: shared by recipes with the same store, aligner and tokenizer."""
+    from kaleido.features.prepare import store_dir
+
+    payload = {"store": store_dir(recipe).name, "aligner": recipe.model.model_dump(mode="json")["aligner"],
+               "tokenizer": tokenizer_init(recipe)}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(recipe.output_dir) / "cache" / f"align-{key}"
+
+
+def splits_of(aligner: Any) -> list[str]:
+    return list(getattr(aligner, "splits", ["train"]))
+
+
+def build_source(recipe: Any, split: str, backbone: Any = None) -> tuple[AlignSource, Any]:
+    """The :class:`AlignSource` of one split of the recipe's feature store (backbone built lazily)."""
+    from kaleido.features.images import as_rgb
+    from kaleido.features.prepare import store_dir
+    from kaleido.features.store import FeatureStore
+    from kaleido.models.tokenizer import load_tokenizer
+
+    store = FeatureStore(store_dir(recipe) / split)
+    reader = recipe.build("data").open(split)
+    tokenizer = load_tokenizer(tokenizer_init(recipe))
+    n = len(store)
+    texts = [m.text for m in store.meta(np.arange(n))] if n else []
+    sources = np.asarray(store.source(np.arange(n))) if n else np.zeros(0, dtype=np.int64)
+    held: dict[str, Any] = {"backbone": backbone}
+
+    def image(i: int) -> np.ndarray:
+        return as_rgb(reader.row(int(sources[i])).image, int(sources[i]))
+
+    def feature_map(images: Sequence[np.ndarray]):
+        if held["backbone"] is None:
+            held["backbone"] = recipe.build("backbone")
+        return held["backbone"].feature_map(list(images))
+
+    def offsets(batch: Sequence[str]) -> list[list[tuple[int, int]]]:
+        enc = tokenizer(list(batch), add_special_tokens=False, return_offsets_mapping=True)
+        return [[tuple(o) for o in offs] for offs in enc["offset_mapping"]]
+
+    source = AlignSource(split=split, texts=texts, image=image, boxes=lambda i: store.boxes(int(i)),
+                         levels=store.levels, offsets=offsets, feature_map=feature_map,
+                         grid_key=f"{store_dir(recipe).name}/{split}", cache=store_dir(recipe).parent)
+    return source, store
+
+
+def ground_truth(recipe: Any, split: str, store: Any) -> list[list[dict]] | None:
+    """Per store row, the part boxes of the synthetic side file; None for data without one."""
+    data = recipe.build("data")
+    if not hasattr(data, "path"):
+        return None
+    from kaleido.data.synth import read_parts
+
+    try:
+        rows = read_parts(data.path(split))
+    except (FileNotFoundError, ValueError):
+        return None
+    by_index = {int(r["index"]): r["parts"] for r in rows}
+    return [by_index.get(int(store.source(i)), []) for i in range(len(store))]
+
+
+def _candidate_levels(aligner: Any, levels: np.ndarray) -> list[int]:
+    present = {int(v) for v in np.unique(levels)}
+    wanted = [lv for lv in getattr(aligner, "levels", [3, 4, 5]) if lv in present]
+    return wanted or sorted(present)
+
+
+def evaluate(recipe: Any, split: str, source: AlignSource, store: Any, aligned: AlignmentStore,
+             aligner: Any) -> dict | None:
+    """Precision of a split's alignments on the synthetic part words (None without ground truth)."""
+    from kaleido.aligners.quality import precision
+
+    parts = ground_truth(recipe, split, store)
+    if parts is None:
+        return None
+    n = len(store)
+    return precision([aligned.pairs(i) for i in range(n)], source.texts, source.offsets(source.texts),
+                     [store.boxes(i) for i in range(n)], store.levels, parts,
+                     _candidate_levels(aligner, store.levels))
+
+
+def _write_report(path: Path, report: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def align(recipe: Any, progress: bool = True) -> dict:
+    """Stage 2 for the recipe: fit the aligner on the training split, align its splits, store them.
+
+    Returns the report (also written to ``<align_dir>/report.json``); a finished run is reused.
+    """
+    out = align_dir(recipe)
+    aligner = recipe.build("aligner")
+    splits = splits_of(aligner)
+    if (out / REPORT).is_file() and all((out / s / META).is_file() for s in splits):
+        return {**json.loads((out / REPORT).read_text(encoding="utf-8")), "reused": True}
+    start = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = out / "model"
+    sources = {s: build_source(recipe, s) for s in dict.fromkeys(["train", *splits])}
+    train_src, _ = sources["train"]
+    report: dict = {"path": str(out), "aligner": recipe.aligner.name, "tokenizer": tokenizer_init(recipe),
+                    "fit": aligner.fit(train_src, workdir, progress), "splits": {}}
+    for split in splits:
+        source, store = sources[split]
+        rows, split_report = aligner.align(source, workdir, progress)
+        meta = {"split": split, "aligner": aligner.key(), "tokenizer": report["tokenizer"],
+                "store": str(store.path), "store_key": store.key, "report": split_report}
+        aligned = write_store(out / split, rows, meta)
+        quality = evaluate(recipe, split, source, store, aligned, aligner)
+        if quality is not None:
+            split_report["quality"] = quality
+        report["splits"][split] = split_report
+    report["seconds"] = round(time.time() - start, 1)
+    _write_report(out / REPORT, report)
+    return {**report, "reused": False}
+
+
+def open_alignments(recipe: Any, split: str = "train") -> AlignmentStore:
+    """The recipe's alignments of ``split`` (what the pre-training dataset reads)."""
+    return AlignmentStore.open(align_dir(recipe) / split)

@@ -1,0 +1,260 @@
+"""Alignments: heat map -> patch, words -> wordpieces, the store, and the sat aligner end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kaleido import registry
+from kaleido.aligners.base import AlignSource
+from kaleido.aligners.heatmap import box_mass, choose_patches, row_alignments, upsample, word_token_positions
+from kaleido.aligners.quality import overlaps, precision
+from kaleido.aligners.store import AlignmentStore, write_store
+from kaleido.aligners.vocab import Vocab, words
+from kaleido.data.rows import BadRow
+
+
+def kaleido_boxes(region: tuple[float, float, float, float], grids=(1, 2, 3, 4, 5)):
+    """Patch boxes and levels in the store's order: level by level, row-major."""
+    x0, y0, x1, y1 = region
+    boxes, levels = [], []
+    for level, g in enumerate(grids, 1):
+        w, h = (x1 - x0) / g, (y1 - y0) / g
+        for r in range(g):
+            for c in range(g):
+                boxes.append([x0 + c * w, y0 + r * h, x0 + (c + 1) * w, y0 + (r + 1) * h])
+                levels.append(level)
+    return np.array(boxes), np.array(levels)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from kaleido.models.tokenizer import load_tokenizer
+
+    return load_tokenizer("minilm")
+
+
+def offsets_of(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+
+
+# -- heat map -> patch ---------------------------------------------------------------------------
+def test_box_mass_is_exact_for_fractional_boxes_and_clips_to_region() -> None:
+    heat = upsample(np.ones((7, 7)), (64, 64))
+    assert heat.sum() == pytest.approx(1.0)
+    region = (10.0, 20.0, 110.0, 220.0)  # 100 x 200 pixels
+    boxes = np.array([[10, 20, 110, 220], [10, 20, 60, 220], [10, 20, 43.3, 86.7], [-50, -50, 10, 20],
+                      [60, 120, 500, 500]])
+    mass = box_mass(heat, region, boxes)
+    np.testing.assert_allclose(mass, [1.0, 0.5, (33.3 / 100) * (66.7 / 200), 0.0, 0.25], atol=1e-6)
+
+
+def test_patch_chosen_for_a_hand_made_heat_map() -> None:
+    region = (0.0, 0.0, 250.0, 250.0)
+    boxes, levels = kaleido_boxes(region)
+    grid = np.zeros((5, 5))
+    grid[3, 1] = 1.0  # all attention on the 5x5 cell of row 3, column 1 -> pixels x 50..100, y 150..200
+    heat = upsample(grid, (100, 100))
+    five = 1 + 4 + 9 + 16 + 3 * 5 + 1  # index of that 5x5 patch
+    assert choose_patches(heat, region, boxes, levels, [3, 4, 5], "density") == [five]
+    corner = np.zeros((5, 5))
+    corner[0, 0] = 1.0  # the top-left 3x3 patch (0..83 px) holds everything the 5x5 and 4x4 ones hold
+    assert choose_patches(upsample(corner, (100, 100)), region, boxes, levels, [3, 4, 5], "mass") == [5]
+    per_level = choose_patches(heat, region, boxes, levels, [3, 4, 5], "per_level")
+    assert [levels[p] for p in per_level] == [3, 4, 5] and per_level[-1] == five
+    centre = np.array([75.0, 175.0])
+    for p in per_level:  # each level's best patch contains the peak's centre
+        x1, y1, x2, y2 = boxes[p]
+        assert x1 <= centre[0] <= x2 and y1 <= centre[1] <= y2
+    assert choose_patches(heat, region, boxes, levels, [7], "density") == []
+
+
+def test_heat_map_over_a_cropped_region_maps_to_image_pixels() -> None:
+    region = (100.0, 40.0, 200.0, 240.0)  # the captioner saw only this crop
+    boxes, levels = kaleido_boxes(region)
+    grid = np.zeros((4, 4))
+    grid[0, 3] = 1.0  # top-right of the crop
+    [p] = choose_patches(upsample(grid, (64, 64)), region, boxes, levels, [5], "density")
+    assert p == 1 + 4 + 9 + 16 + 4  # 5x5 row 0, column 4
+    np.testing.assert_allclose(boxes[p], [180, 40, 200, 80])
+
+
+# -- words and wordpieces ------------------------------------------------------------------------
+def test_word_token_positions_cover_every_wordpiece_of_every_occurrence(tokenizer) -> None:
+    text = "Navy drawstring hoodie. A drawstring hood, ribbed cuffs."
+    offs = offsets_of(tokenizer, text)
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
+    pos = word_token_positions(text, offs)
+    assert set(pos) == set(words(text))
+    for word, positions in pos.items():
+        assert "".join(pieces[p].removeprefix("##") for p in positions) == word * words(text).count(word)
+    assert len(pos["drawstring"]) == 2 * len(tokenizer.tokenize("drawstring"))
+    assert "." not in "".join(pieces[p] for ps in pos.values() for p in ps)
+
+
+def test_only_words_of_the_original_description_are_aligned(tokenizer) -> None:
+    text = "Red shirt with a pointed collar and chest pocket."
+    region = (0.0, 0.0, 100.0, 100.0)
+    boxes, levels = kaleido_boxes(region)
+    caption = ["blue", "shirt", "with", "collar", "collar"]  # "blue" is not in the description
+    alphas = np.full((5, 3, 3), 1 / 9)
+    alphas[3] = 0.0
+    alphas[3, 0, 0] = 1.0
+    pairs = row_alignments(caption, alphas.reshape(5, 9), (3, 3), text, offsets_of(tokenizer, text), region,
+                           boxes, levels, [3, 4, 5], "density")
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
+    aligned = {pieces[t] for t, _ in pairs}
+    assert aligned == {"shirt", "collar"}  # not "blue" (absent), not "with" (a stop word)
+    [collar_patch] = {p for t, p in pairs if pieces[t] == "collar"}
+    # the mean of the two "collar" maps still peaks top-left
+    assert boxes[collar_patch][0] == 0 and boxes[collar_patch][1] == 0
+    with_stop = row_alignments(caption, alphas.reshape(5, 9), (3, 3), text, offsets_of(tokenizer, text),
+                               region, boxes, levels, [3, 4, 5], "density", skip_stopwords=False)
+    assert "with" in {pieces[t] for t, _ in with_stop}
+
+
+def test_vocab_round_trip(tmp_path) -> None:
+    vocab = Vocab.build(["Red shirt, red collar.", "Blue shirt", "Café collar"], min_count=2)
+    assert vocab.itos[4:] == ["collar", "red", "shirt"]  # by count, then alphabetically; "café" once
+    ids = vocab.encode("A red SHIRT", max_len=10)
+    assert ids[0] == vocab.start and ids[-1] == vocab.end and vocab.unk in ids
+    assert vocab.decode(ids[1:]) == ["red", "shirt"]
+    vocab.save(tmp_path / "v.json")
+    assert Vocab.load(tmp_path / "v.json").itos == vocab.itos
+    assert words("Café crème T-shirt") == ["cafe", "creme", "t", "shirt"]
+
+
+# -- the store -----------------------------------------------------------------------------------
+def test_alignment_store_round_trip_and_atomic_replace(tmp_path) -> None:
+    rows = [[(0, 12), (1, 12)], [], [(5, 54)]]
+    store = write_store(tmp_path / "train", rows, {"aligner": {"name": "test"}})
+    again = AlignmentStore.open(tmp_path / "train")
+    assert [again.pairs(i) for i in range(3)] == rows and len(again) == 3
+    assert again.meta["pairs"] == 3 and again.meta["rows_with_pairs"] == 2 and store.rows_with_pairs() == 2
+    write_store(tmp_path / "train", [[(2, 3)]], {})
+    assert AlignmentStore.open(tmp_path / "train").pairs(0) == [(2, 3)]
+    assert [p.name for p in tmp_path.iterdir()] == ["train"]  # no temporary folder left behind
+    with pytest.raises(IndexError):
+        again.pairs(3)
+    with pytest.raises(FileNotFoundError, match="kaleido align"):
+        AlignmentStore.open(tmp_path / "missing")
+
+
+def test_precision_counts_overlap_and_exact_random_baseline(tokenizer) -> None:
+    region = (0.0, 0.0, 100.0, 100.0)
+    boxes, levels = kaleido_boxes(region)
+    text = "Shirt with a collar and a pocket"
+    offs = offsets_of(tokenizer, text)
+    pos = word_token_positions(text, offs)
+    collar5 = 30  # 5x5 row 0, column 0: box 0..20 x 0..20
+    pocket5 = 30 + 24  # 5x5 bottom right
+    pairs = [[(pos["collar"][0], collar5), (pos["pocket"][0], pocket5)]]
+    parts = [[{"word": "collar", "boxes": [[0, 0, 10, 10]]}, {"word": "pocket", "boxes": [[0, 0, 10, 10]]},
+              {"word": "sleeves", "boxes": [[50, 50, 60, 60]]}]]
+    q = precision(pairs, [text], [offs], [boxes], levels, parts, [3, 4, 5])
+    assert q["items"] == 2 and q["precision"] == 0.5 and q["part_words"] == 2  # "sleeves" is not in the text
+    # one 5x5 patch of 25 overlaps a 10x10 box in the corner
+    assert q["random_same_level"] == pytest.approx(1 / 25)
+    touching = overlaps(np.array([[0, 0, 10, 10], [10, 0, 20, 10]]), np.array([[5, 5, 10, 10]]))
+    assert touching.tolist() == [True, False]  # sharing an edge is no overlap
+
+
+def test_none_aligner_gives_no_alignments() -> None:
+    aligner = registry.aligners.get("none")()
+    src = AlignSource("train", ["a", "b"], image=None, boxes=None, levels=np.array([1]), offsets=None,
+                      feature_map=None)
+    rows, report = aligner.align(src, None)
+    assert rows == [[], []] and report["aligned_rows"] == 0
+
+
+# -- the sat aligner end to end ------------------------------------------------------------------
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 230)}
+
+
+def _blob_source(n: int = 24, size: int = 40) -> tuple[AlignSource, list[tuple[str, int, int]]]:
+    """Images with one coloured square in a random 5x5 cell; the text names its colour."""
+    rng = np.random.default_rng(0)
+    boxes, levels = kaleido_boxes((0.0, 0.0, float(size), float(size)))
+    images, texts, truth = [], [], []
+    for i in range(n):
+        colour = list(COLOURS)[i % 3]
+        r, c = int(rng.integers(5)), int(rng.integers(5))
+        img = np.full((size, size, 3), 245, np.uint8)
+        s = size // 5
+        img[r * s:(r + 1) * s, c * s:(c + 1) * s] = COLOURS[colour]
+        images.append(img)
+        texts.append(f"{colour} square on white")
+        truth.append((colour, r, c))
+    images[5] = None  # an unreadable row: skipped and counted
+
+    def image(i):
+        if images[i] is None:
+            raise BadRow(i, "truncated image")
+        return images[i]
+
+    def feature_map(batch):  # centred colour channels pooled to a 5x5 grid
+        x = torch.stack([torch.as_tensor(b).permute(2, 0, 1).float() / 255 for b in batch])
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        return 4 * (torch.nn.functional.avg_pool2d(x, size // 5) - 0.5)
+
+    from kaleido.models.tokenizer import load_tokenizer
+
+    tok = load_tokenizer("minilm")
+    src = AlignSource("train", texts, image, lambda i: boxes, levels,
+                      lambda ts: tok(list(ts), add_special_tokens=False, return_offsets_mapping=True)[
+                          "offset_mapping"], feature_map, grid_key="blobs")
+    return src, truth
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models are overhead-bound: two threads on a shared 2-core box only fight."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_sat_fits_resumes_exactly_and_aligns_colour_words(tmp_path, one_thread) -> None:
+    src, truth = _blob_source()
+    make = registry.aligners.get("sat")
+    kw = dict(feature_dim=16, embed_dim=8, hidden_dim=24, attention_dim=8, dropout=0.0, epochs=40,
+              batch_size=8, lr=1e-2, min_count=1, checkpoint_every=5, select="density", alpha_c=0.0)
+    straight = make(**kw).fit(src, tmp_path / "a", progress=False)
+    assert straight["skipped_images"] == 1 and straight["train_rows"] == 23
+    assert straight["final_ce"] < 0.5 * straight["first_ce"]
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step):
+        if step == 13:
+            raise Stop
+
+    with pytest.raises(Stop):
+        make(**kw).fit(src, tmp_path / "b", progress=False, on_step=interrupt)
+    assert (tmp_path / "b" / "checkpoint.pt").is_file()
+    resumed = make(**kw).fit(src, tmp_path / "b", progress=False)
+    assert resumed["steps"] == straight["steps"] and not resumed["reused"]
+    a = torch.load(tmp_path / "a" / "captioner.pt", weights_only=False)["state"]
+    b = torch.load(tmp_path / "b" / "captioner.pt", weights_only=False)["state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert make(**kw).fit(src, tmp_path / "a", progress=False)["reused"]
+
+    rows, report = make(**kw).align(src, tmp_path / "a", progress=False)
+    assert rows[5] == [] and report["skipped_images"] == 1
+    tok_pos = [word_token_positions(t, o) for t, o in zip(src.texts, src.offsets(src.texts), strict=True)]
+    hits = total = 0
+    boxes, _ = kaleido_boxes((0.0, 0.0, 40.0, 40.0))
+    for i, pairs in enumerate(rows):
+        allowed = {p for ps in tok_pos[i].values() for p in ps}
+        assert {t for t, _ in pairs} <= allowed
+        colour, r, c = truth[i]
+        for t, p in pairs:
+            if t in tok_pos[i][colour]:
+                total += 1
+                hits += bool(overlaps(boxes[p:p + 1], np.array([[c * 8, r * 8, c * 8 + 8, r * 8 + 8]]))[0])
+    # the colour word's attention finds its square far more often than a random 5x5 patch (9/25 overlap)
+    assert total >= 20 and hits / total > 0.8

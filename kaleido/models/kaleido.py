@@ -1,0 +1,177 @@
+"""The Kaleido-BERT model (registered ``kaleido``): one BERT stream over text and Kaleido patches.
+
+Sequence: ``[CLS] text [SEP] pad`` (``max_text_len`` positions, text gets BERT's word, position
+and segment-0 embeddings, positions 0..N) followed by the store's P patches (image embeddings of
+:mod:`kaleido.models.embeddings`, no index positions), one attention mask over the text padding.
+
+The registered component :class:`Kaleido` is a factory holding the recipe parameters; the store
+supplies the rest (``feature_dim``, ``grids``) at ``build`` time. A saved folder holds
+``config.json`` + ``model.safetensors`` (the text transformer, loadable by plain
+``transformers.BertModel.from_pretrained``), ``visual.safetensors`` (image embeddings), the
+tokenizer files and ``kaleido.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kaleido import registry
+from kaleido.models.embeddings import VisualEmbeddings
+from kaleido.models.folder import atomic_folder
+from kaleido.models.tokenizer import bert_dir, load_tokenizer
+
+KALEIDO_JSON = "kaleido.json"
+VISUAL_FILE = "visual.safetensors"
+FORMAT = 1
+
+
+class KaleidoModel(nn.Module):
+    """BERT encoder + image embeddings; ``forward(batch) -> (sequence (B, T+P, H), pooled (B, H))``."""
+
+    def __init__(self, bert: Any, feature_dim: int, grids: tuple[int, ...], max_text_len: int,
+                 tokenizer_source: str, dropout: float | None = None) -> None:
+        super().__init__()
+        config = bert.config
+        if not 3 <= max_text_len <= config.max_position_embeddings:
+            raise ValueError(f"max_text_len must lie in [3, {config.max_position_embeddings}] for this BERT, "
+                             f"got {max_text_len}")
+        if bert.pooler is None:
+            raise ValueError("KaleidoModel needs a BertModel with its pooling layer")
+        self.bert = bert
+        self.visual = VisualEmbeddings(feature_dim, config.hidden_size, grids,
+                                       config.hidden_dropout_prob if dropout is None else dropout,
+                                       config.layer_norm_eps, config.initializer_range)
+        self.feature_dim = int(feature_dim)
+        self.grids = tuple(int(g) for g in grids)
+        self.max_text_len = int(max_text_len)
+        self.tokenizer_source = str(tokenizer_source)
+
+    # -- shapes the heads need ----------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        return self.bert.config.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.bert.config.vocab_size
+
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        return self.bert.embeddings.word_embeddings
+
+    @property
+    def num_patches(self) -> int:
+        return self.visual.num_patches
+
+    @property
+    def tokenizer(self) -> Any:
+        return load_tokenizer(self.tokenizer_source)
+
+    # -- forward ------------------------------------------------------------------------------
+    def embed(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input embeddings (B, T+P, H) and the key-padding mask (B, T+P) of a collated batch."""
+        input_ids = batch["input_ids"]
+        text = self.bert.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids))
+        image = self.visual(batch["features"], batch["positions"]).to(text.dtype)
+        mask = torch.cat([batch["attention_mask"].to(torch.long),
+                          input_ids.new_ones(image.shape[:2])], dim=1)
+        return torch.cat([text, image], dim=1), mask
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        embeddings, mask = self.embed(batch)
+        attention = create_bidirectional_mask(config=self.bert.config, inputs_embeds=embeddings,
+                                              attention_mask=mask)
+        sequence = self.bert.encoder(embeddings, attention_mask=attention).last_hidden_state
+        return sequence, self.bert.pooler(sequence)
+
+    # -- folders ------------------------------------------------------------------------------
+    def kaleido_config(self) -> dict[str, Any]:
+        return {"format": FORMAT, "feature_dim": self.feature_dim, "grids": list(self.grids),
+                "max_text_len": self.max_text_len}
+
+    def write(self, folder: Path) -> None:
+        """Write the model files into an existing (temporary) folder; see :meth:`save`."""
+        from safetensors.torch import save_file
+
+        self.bert.save_pretrained(folder, safe_serialization=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.visual.state_dict().items()}
+        save_file(state, str(folder / VISUAL_FILE))
+        self.tokenizer.save_pretrained(str(folder))
+        (folder / KALEIDO_JSON).write_text(json.dumps(self.kaleido_config(), indent=2), encoding="utf-8")
+
+    def save(self, folder: str | Path) -> Path:
+        """Save atomically; the folder's text transformer loads with ``BertModel.from_pretrained``."""
+        with atomic_folder(folder) as tmp:
+            self.write(tmp)
+        return Path(folder)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> KaleidoModel:
+        """Load a folder written by :meth:`save` (or by ``PretrainObjective.save``)."""
+        from safetensors.torch import load_file
+        from transformers import BertModel
+
+        folder = Path(folder)
+        meta_path = folder / KALEIDO_JSON
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{folder} is not a Kaleido model folder (no {KALEIDO_JSON})")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        bert = BertModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="sdpa")
+        model = cls(bert, meta["feature_dim"], tuple(meta["grids"]), meta["max_text_len"], str(folder))
+        model.visual.load_state_dict(load_file(str(folder / VISUAL_FILE)))
+        return model
+
+
+@registry.models.register("kaleido")
+class Kaleido:
+    """Kaleido-BERT: a single-stream BERT over ``[CLS] text [SEP]`` and the Kaleido patches.
+
+    ``init``: ``"minilm"`` (offline pretrained MiniLM-L6-H384), ``"scratch"`` (random weights of
+    the sizes below, bert-base-uncased vocabulary) or a local BERT folder (e.g. bert-base-uncased).
+    The sizes apply to ``"scratch"`` only; a pretrained ``init`` brings its own.
+    """
+
+    def __init__(self, init: str = "minilm", hidden_size: int = 384, num_layers: int = 6, num_heads: int = 12,
+                 intermediate_size: int = 1536, max_text_len: int = 64, dropout: float = 0.1) -> None:
+        if hidden_size % num_heads:
+            raise ValueError(f"model hidden_size {hidden_size} is not a multiple of num_heads {num_heads}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"model dropout must lie in [0, 1), got {dropout}")
+        self.init = init
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_size = intermediate_size
+        self.max_text_len = max_text_len
+        self.dropout = dropout
+
+    def tokenizer(self) -> Any:
+        return load_tokenizer(self.init)
+
+    def bert(self) -> Any:
+        """The text transformer: pretrained from ``init`` or freshly initialised."""
+        from transformers import BertConfig, BertModel
+
+        if self.init == "scratch":
+            config = BertConfig(vocab_size=len(self.tokenizer()), hidden_size=self.hidden_size,
+                                num_hidden_layers=self.num_layers, num_attention_heads=self.num_heads,
+                                intermediate_size=self.intermediate_size,
+                                max_position_embeddings=max(512, self.max_text_len),
+                                hidden_dropout_prob=self.dropout, attention_probs_dropout_prob=self.dropout)
+            config._attn_implementation = "sdpa"
+            return BertModel(config)
+        return BertModel.from_pretrained(str(bert_dir(self.init)), local_files_only=True,
+                                         attn_implementation="sdpa", hidden_dropout_prob=self.dropout,
+                                         attention_probs_dropout_prob=self.dropout)
+
+    def build(self, feature_dim: int, grids: tuple[int, ...] | list[int]) -> KaleidoModel:
+        """The model for a feature store's ``feature_dim`` and ``grids``."""
+        return KaleidoModel(self.bert(), feature_dim, tuple(grids), self.max_text_len,
+                            "minilm" if self.init == "scratch" else self.init, self.dropout)

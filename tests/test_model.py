@@ -1,0 +1,174 @@
+"""KaleidoModel: the single stream, its masks, its folder; the objective's heads and an overfit run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from fakes import FakeStore
+
+from kaleido import registry
+from kaleido.maskers.random import RandomMasker
+from kaleido.models.kaleido import Kaleido, KaleidoModel
+from kaleido.training.dataset import PretrainDataset, encode_pairs
+from kaleido.training.objective import PretrainObjective
+
+ALL = ["amlm", "itm", "rr", "jps", "cp", "g2cm", "b2cm"]
+TINY = dict(init="scratch", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_text_len=16)
+
+
+def _tiny(dropout: float = 0.0, **kw) -> KaleidoModel:
+    torch.manual_seed(0)
+    return Kaleido(**{**TINY, "dropout": dropout, **kw}).build(16, (1, 2, 3, 4, 5))
+
+
+def _objective(names=ALL) -> tuple[PretrainObjective, PretrainDataset]:
+    model = _tiny()
+    tasks = {n: registry.tasks.get(n)() for n in names}
+    ds = PretrainDataset(FakeStore(n=8), model.tokenizer, RandomMasker(), tasks, max_text_len=16)
+    return PretrainObjective(model, tasks), ds
+
+
+def test_registered_factory_and_shapes() -> None:
+    assert registry.models.get("kaleido") is Kaleido
+    model = _tiny().eval()
+    store = FakeStore(n=4)
+    batch = encode_pairs(store, model.tokenizer, [0, 1, 2], [0, 3, 2], max_text_len=16)
+    assert batch["input_ids"].shape == (3, 16) and batch["features"].shape == (3, 55, 16)
+    assert torch.equal(batch["features"][1], torch.from_numpy(store.features(3).astype(np.float32)))
+    sequence, pooled = model(batch)
+    assert sequence.shape == (3, 16 + 55, 32) and pooled.shape == (3, 32)
+    ids = batch["input_ids"][0]
+    n = int(batch["attention_mask"][0].sum())
+    assert ids[0] == model.tokenizer.cls_token_id and ids[n - 1] == model.tokenizer.sep_token_id
+    assert model.tokenizer.decode(ids[1: n - 1]) == store.meta(0).text
+
+
+def test_padding_is_masked_out_and_patches_are_attended() -> None:
+    model = _tiny().eval()
+    batch = encode_pairs(FakeStore(n=2), model.tokenizer, [0], [0], max_text_len=16)
+    n = int(batch["attention_mask"][0].sum())
+    assert n < 16
+    with torch.no_grad():
+        before, _ = model(batch)
+        changed = {k: v.clone() for k, v in batch.items()}
+        changed["input_ids"][0, n:] = 2000  # garbage in the padding
+        after, _ = model(changed)
+        assert torch.allclose(before[:, :n], after[:, :n], atol=1e-5)
+        assert torch.allclose(before[:, 16:], after[:, 16:], atol=1e-5)
+        changed = {k: v.clone() for k, v in batch.items()}
+        changed["features"][0, 54] += 3.0  # one 5x5 patch: the text must see it
+        after, _ = model(changed)
+        assert not torch.allclose(before[:, :n], after[:, :n], atol=1e-4)
+
+
+def test_each_level_has_its_own_projector() -> None:
+    model = _tiny().eval()
+    feats, pos = torch.randn(1, 55, 16), torch.rand(1, 55, 5)
+    with torch.no_grad():
+        before = model.visual(feats, pos)
+        model.visual.project[2].weight.add_(1.0)  # the 3x3 level: patches 5..13
+        after = model.visual(feats, pos)
+    differs = (before - after).abs().amax(-1)[0] > 1e-6
+    assert differs[5:14].all() and not differs[:5].any() and not differs[14:].any()
+
+
+def test_save_load_round_trip_and_plain_bert_loads(tmp_path) -> None:
+    from transformers import BertModel, BertTokenizerFast
+
+    model = _tiny().eval()
+    batch = encode_pairs(FakeStore(n=3), model.tokenizer, [0, 1], [1, 2], max_text_len=16)
+    folder = model.save(tmp_path / "model")
+    assert {"config.json", "model.safetensors", "visual.safetensors", "kaleido.json", "tokenizer.json"} <= {
+        p.name for p in folder.iterdir()}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp folder cleaned up
+    loaded = KaleidoModel.load(folder).eval()
+    with torch.no_grad():
+        assert torch.allclose(model(batch)[0], loaded(batch)[0], atol=1e-6)
+    bert = BertModel.from_pretrained(str(folder), local_files_only=True)
+    assert torch.equal(bert.embeddings.word_embeddings.weight, model.bert.embeddings.word_embeddings.weight)
+    assert torch.equal(bert.pooler.dense.weight, model.bert.pooler.dense.weight)
+    assert len(BertTokenizerFast.from_pretrained(str(folder))) == model.vocab_size
+
+
+def test_pretrained_init_keeps_the_minilm_weights() -> None:
+    from transformers import BertModel
+
+    from kaleido.weights import minilm_dir
+
+    model = Kaleido(init="minilm", max_text_len=16).build(16, (1, 2, 3, 4, 5))
+    reference = BertModel.from_pretrained(str(minilm_dir()), local_files_only=True)
+    assert model.hidden_size == 384
+    layer, ref = model.bert.encoder.layer[3], reference.encoder.layer[3]
+    assert torch.equal(layer.output.dense.weight, ref.output.dense.weight)
+
+
+def test_bad_model_parameters_fail_in_one_line() -> None:
+    with pytest.raises(ValueError, match="multiple of num_heads"):
+        Kaleido(init="scratch", hidden_size=30, num_heads=4)
+    with pytest.raises(ValueError, match="max_text_len"):
+        Kaleido(**{**TINY, "max_text_len": 2}).build(16, (1,))
+
+
+def test_objective_reports_every_task_and_weights_the_sum() -> None:
+    objective, ds = _objective()
+    objective.weights = {n: float(i + 1) for i, n in enumerate(ALL)}
+    batch = ds.collate([ds[i] for i in range(len(ds))])
+    out = objective(batch)
+    assert set(out.losses) == set(ALL)
+    assert set(out.metrics) == {f"{n}/acc" for n in ALL}
+    expected = sum(objective.weights[n] * out.losses[n] for n in ALL)
+    assert torch.allclose(out.loss, expected)
+    out.loss.backward()
+    assert objective.model.visual.project[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in objective.heads.parameters())
+
+
+def test_objective_save_load_and_evaluation_helpers(tmp_path) -> None:
+    objective, ds = _objective()
+    objective.weights["cp"] = 0.5
+    objective.eval()
+    batch = ds.collate([ds[i] for i in range(4)])
+    folder = objective.save(tmp_path / "objective")
+    loaded = PretrainObjective.load(folder).eval()
+    assert loaded.weights["cp"] == 0.5
+    with torch.no_grad():
+        assert torch.allclose(objective(batch).loss, loaded(batch).loss, atol=1e-5)
+        plain = encode_pairs(ds.store, objective.model.tokenizer, [0, 1], [0, 5], max_text_len=16)
+        assert loaded.itm_logits(plain).shape == (2, 2)
+        assert loaded.match_scores(plain).shape == (2,)
+        assert loaded.mlm_logits(plain).shape == (2, 16, objective.model.vocab_size)
+
+
+@pytest.mark.slow
+def test_tiny_model_overfits_one_batch_on_every_task() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matmuls: threads only fight over the shared cores
+    try:
+        torch.manual_seed(0)
+        objective, ds = _objective()
+        batch = ds.collate([ds[i] for i in range(8)])
+        optimizer = torch.optim.AdamW(objective.parameters(), lr=3e-3)
+        with torch.no_grad():
+            start = {k: v.item() for k, v in objective(batch).losses.items()}
+
+        def done(out) -> bool:
+            return all(out.losses[n].item() < 0.3 * start[n] for n in ALL) and all(
+                out.metrics[f"{n}/acc"].item() == 1.0 for n in ["itm", "rr", "jps", "cp", "amlm"])
+
+        for _ in range(300):
+            out = objective(batch)
+            if done(out):
+                break
+            optimizer.zero_grad()
+            out.loss.backward()
+            optimizer.step()
+        objective.eval()
+        with torch.no_grad():
+            end = objective(batch)
+    finally:
+        torch.set_num_threads(threads)
+    for name in ALL:
+        assert end.losses[name].item() < 0.3 * start[name], (name, start[name], end.losses[name].item())
+    for name in ["itm", "rr", "jps", "cp", "amlm"]:
+        assert end.metrics[f"{name}/acc"].item() == 1.0, name

@@ -1,0 +1,1 @@
+"""Stage 3, pre-training: the dataset and objective (built from a recipe), the trainer, checkpoints."""

@@ -1,0 +1,75 @@
+"""The training log: one JSON object per logged step in ``log.jsonl``, mirrored to TensorBoard.
+
+Keys: ``step``, ``epoch``, ``lr``, ``loss`` (the weighted total), ``loss/<task>``, the tasks'
+own metrics (``metric/<name>``), ``samples_per_s`` and ``data_wait`` (share of step time spent
+waiting for the next batch). On resume, entries after the checkpoint's step are cut so that the
+log reads as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """Every complete entry of a ``log.jsonl`` (a half-written last line is ignored)."""
+    entries = []
+    path = Path(path)
+    if not path.is_file():
+        return entries
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf; keep them readable
+    return value
+
+
+class RunLog:
+    """Appends entries to ``log.jsonl`` and TensorBoard (rank 0 only)."""
+
+    def __init__(self, folder: Path, resume_step: int = 0, tensorboard: bool = True) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / "log.jsonl"
+        self.truncate_after(resume_step)
+        self._fh = open(self.path, "a", encoding="utf-8")
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            purge = resume_step + 1 if resume_step else None  # hide steps redone after a resume
+            self._tb = SummaryWriter(str(self.folder / "tb"), purge_step=purge)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop entries logged after ``step`` (they are redone by the resumed run)."""
+        if not self.path.exists():
+            return
+        kept = [e for e in read_log(self.path) if int(e.get("step", 0)) <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(e) + "\n" for e in kept), encoding="utf-8")
+        tmp.replace(self.path)
+
+    def write(self, entry: dict[str, Any]) -> None:
+        self._fh.write(json.dumps({k: _clean(v) for k, v in entry.items()}) + "\n")
+        self._fh.flush()
+        if self._tb is not None:
+            step = int(entry["step"])
+            for key, value in entry.items():
+                if key != "step" and isinstance(value, int | float) and math.isfinite(value):
+                    self._tb.add_scalar(key if "/" in key else f"train/{key}", value, step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+        if self._tb is not None:
+            self._tb.close()

@@ -1,0 +1,388 @@
+"""The pre-training loop: DDP, gradient accumulation, clipping, mixed precision, exact resume.
+
+The trainer knows nothing about Kaleido-BERT: it drives any *objective* (an ``nn.Module`` with
+``objective(batch) -> ObjectiveOutput(loss, losses, metrics)`` and ``save(folder)``) over any
+map-style *dataset* (``set_epoch(e)``, ``collate(samples)``, deterministic per seed, epoch and
+index). Everything that decides the next step (weights, optimiser, scheduler, scaler, every RNG
+of every rank, and the position in the data) is checkpointed, so a killed run restarted from
+its latest checkpoint ends with the same weights as an uninterrupted one.
+
+Test hook: ``KALEIDO_KILL_AT_STEP=k`` makes the process SIGKILL itself right after optimiser
+step ``k`` (before that step's log or checkpoint), to test recovery from a hard crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kaleido.recipe.schema import PretrainSettings
+from kaleido.training import checkpoint as ckpt
+from kaleido.training.distributed import DistInfo, ShardedBatches, all_gather_objects, all_reduce_sum, barrier
+from kaleido.training.logs import RunLog
+from kaleido.training.optim import build_optimizer, build_scheduler, warmup_steps
+
+log = logging.getLogger(__name__)
+
+KILL_ENV = "KALEIDO_KILL_AT_STEP"
+DONE_FILE = "done.json"
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss (or the gradient) became NaN or infinite; the step was not applied."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    total_steps: int
+    resumed_from: int
+    last: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Move every tensor of a (nested) batch to ``device``; other values are left as they are."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(v, device, non_blocking) for v in batch)
+    return batch
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` is bf16 on CUDA and fp32 on CPU; fp16 (with a grad scaler) needs CUDA."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("pretrain.precision = 'fp16' needs a CUDA device; use 'fp32' or 'bf16' on CPU")
+    return precision
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Pre-train ``objective`` on ``dataset`` with the recipe's ``[pretrain]`` settings.
+
+    ``out_dir`` receives ``checkpoints/``, ``log.jsonl``, ``tb/``, ``model/``, ``loss.png`` and,
+    last of all, ``done.json``. Only rank 0 writes; logged values are averaged over ranks.
+    """
+
+    def __init__(self, objective: nn.Module, dataset: Any, settings: PretrainSettings, out_dir: Path, *,
+                 seed: int = 0, info: DistInfo | None = None, progress: bool = True,
+                 tensorboard: bool = True, find_unused_parameters: bool = True,
+                 plot: bool = True) -> None:
+        self.find_unused_parameters, self.plot = find_unused_parameters, plot
+        self.objective, self.dataset, self.s = objective, dataset, settings
+        self.out_dir, self.seed = Path(out_dir), seed
+        self.info = info or DistInfo()
+        self.progress, self.tensorboard = progress, tensorboard
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        n = len(dataset)
+        probe = ShardedBatches(n, settings.batch_size, world_size=self.info.world_size,
+                               grad_accum=settings.grad_accum)  # validates the batch arithmetic
+        self.steps_per_epoch = probe.steps_per_epoch
+        if settings.max_steps is not None:
+            self.total_steps = settings.max_steps
+        else:
+            self.total_steps = max(1, math.ceil(settings.epochs * self.steps_per_epoch))
+        self.precision = resolve_precision(settings.precision, self.info.device)
+        self._keys: list[str] | None = None
+
+    # -- pieces ----------------------------------------------------------------------------
+    def _loader(self, epoch: int, start_step: int) -> torch.utils.data.DataLoader:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        sampler = ShardedBatches(len(self.dataset), self.s.batch_size, world_size=self.info.world_size,
+                                 rank=self.info.rank, grad_accum=self.s.grad_accum, seed=self.seed,
+                                 epoch=epoch, start_step=start_step)
+        collate = getattr(self.dataset, "collate", None)
+        # An explicit generator: building a loader must not draw from the global RNG that dropout
+        # uses, or a resumed run would drift from an uninterrupted one.
+        gen = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        return torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.s.num_workers,
+            pin_memory=self.info.device.type == "cuda", generator=gen,
+        )
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.info.device.type, dtype=dtype)
+
+    def _reduce(self, values: dict[str, float | torch.Tensor]) -> dict[str, float]:
+        """Average each logged value over the ranks that reported it (one small all-reduce)."""
+        if self._keys is None:
+            names = all_gather_objects(self.info, sorted(values))
+            self._keys = sorted({k for part in names for k in part})
+        keys = self._keys
+        dev = self.info.device
+        vec = torch.zeros(2 * len(keys), dtype=torch.float64, device=dev)
+        for i, key in enumerate(keys):
+            if key in values:
+                vec[i] = torch.as_tensor(values[key], dtype=torch.float64, device=dev)
+                vec[len(keys) + i] = 1.0
+        all_reduce_sum(self.info, vec)
+        out = vec.tolist()
+        return {k: out[i] / out[len(keys) + i] for i, k in enumerate(keys) if out[len(keys) + i] > 0}
+
+    def _state(self, model: nn.Module, optimizer, scheduler, scaler, step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "epoch": step // self.steps_per_epoch,
+            "step_in_epoch": step % self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "global_batch": self.s.batch_size,
+            "world_size": self.info.world_size,
+            "seed": self.seed,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": None,  # filled with every rank's RNG state by _save
+        }
+
+    def _save(self, model, optimizer, scheduler, scaler, step: int) -> None:
+        rngs = all_gather_objects(self.info, ckpt.rng_state())
+        if self.info.is_main:
+            state = self._state(model, optimizer, scheduler, scaler, step)
+            state["rng"] = rngs
+            ckpt.save_checkpoint(self.ckpt_dir, step, state, keep=self.s.keep_last)
+        barrier(self.info)
+
+    def _resume(self, model, optimizer, scheduler, scaler) -> int:
+        found = ckpt.load_latest(self.ckpt_dir)
+        if found is None:
+            return 0
+        step, state = found
+        if state["global_batch"] != self.s.batch_size:
+            raise ckpt.CheckpointError(
+                f"{self.ckpt_dir}: checkpoint at step {step} used a global batch of {state['global_batch']}, "
+                f"the recipe asks for {self.s.batch_size}; use --force pretrain to start over")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        rngs = state["rng"]
+        if len(rngs) == self.info.world_size:
+            ckpt.set_rng_state(rngs[self.info.rank])
+        else:  # another number of ranks: the data order still matches, dropout draws cannot
+            log.warning("resuming %d ranks from a %d-rank checkpoint: RNG streams are reseeded",
+                        self.info.world_size, len(rngs))
+            seed_everything(self.seed * 1000 + step + self.info.rank)
+        if self.info.is_main:
+            log.info("resumed from %s at step %d", self.ckpt_dir, step)
+        return step
+
+    def _finish(self, model: nn.Module, result: TrainResult) -> None:
+        """Rank 0: save the model atomically, draw the loss curves, then mark the stage done."""
+        if not self.info.is_main:
+            return
+        if hasattr(model, "save"):
+            final = self.out_dir / "model"
+            tmp = self.out_dir / f".model.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+        if self.plot:
+            try:
+                from kaleido.training.plot import plot_losses
+
+                plot_losses(self.out_dir / "log.jsonl")
+            except (ValueError, FileNotFoundError) as exc:  # a run too short to log: no curve
+                log.warning("no loss plot: %s", exc)
+        done = {"steps": result.steps, "total_steps": result.total_steps, "resumed_from": result.resumed_from,
+                "wall_s": round(result.wall_s, 2), "last": result.last}
+        tmp = self.out_dir / (DONE_FILE + ".tmp")
+        tmp.write_text(json.dumps(done, indent=2), encoding="utf-8")
+        tmp.replace(self.out_dir / DONE_FILE)
+
+    def _progress_bar(self):
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        return Progress(TextColumn("[bold]pretrain"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                        TimeRemainingColumn(), console=Console(stderr=True),
+                        disable=not (self.progress and self.info.is_main))
+
+    def _forward_backward(self, ddp: nn.Module, scaler, batches) -> tuple[dict[str, float], float, int]:
+        """The ``grad_accum`` micro-steps of one optimiser step: (rank-averaged values, data wait, rows)."""
+        info, accum = self.info, self.s.grad_accum
+        local: dict[str, torch.Tensor] = {}
+        wait, rows = 0.0, 0
+        for micro in range(accum):
+            tw = time.perf_counter()
+            batch = next(batches)
+            wait += time.perf_counter() - tw
+            batch = to_device(batch, info.device, non_blocking=info.device.type == "cuda")
+            # gradients are all-reduced once per optimiser step, on the last micro-step
+            last_micro = micro == accum - 1 or not info.distributed
+            with nullcontext() if last_micro else ddp.no_sync():
+                with self._autocast():
+                    out = ddp(batch)
+                scaler.scale(out.loss / accum).backward()
+            parts = {"loss": out.loss}
+            parts.update({f"loss/{k}": v for k, v in out.losses.items()})
+            parts.update({f"metric/{k}": v for k, v in out.metrics.items()})
+            for k, v in parts.items():
+                v = v.detach().float() / accum
+                local[k] = local[k] + v if k in local else v
+            rows += _batch_size(batch)
+        return self._reduce(local), wait, rows
+
+    def _check_finite(self, values: dict[str, float], step: int) -> None:
+        bad = [k for k, v in values.items() if k.startswith("loss") and not math.isfinite(v)]
+        if bad:
+            tasks = [k.split("/", 1)[1] for k in bad if "/" in k] or ["total"]
+            raise NonFiniteLoss(f"non-finite loss in task {', '.join(tasks)} at step {step}; the step was "
+                                f"not applied; the last good checkpoint stays in {self.ckpt_dir}")
+
+    def _optimizer_step(self, model: nn.Module, optimizer, scheduler, scaler, step: int) -> float:
+        """Unscale, clip, step; returns the learning rate the step used."""
+        scaler.unscale_(optimizer)
+        if self.s.clip_grad_norm is not None:
+            norm = nn.utils.clip_grad_norm_(model.parameters(), self.s.clip_grad_norm)
+            if not torch.isfinite(norm) and self.precision != "fp16":  # fp16: the scaler skips the step
+                raise NonFiniteLoss(f"non-finite gradient norm at step {step}; the step was not applied; "
+                                    f"the last good checkpoint stays in {self.ckpt_dir}")
+        lr = optimizer.param_groups[0]["lr"]
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        return lr
+
+    # -- the loop --------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        s, info = self.s, self.info
+        start_wall = time.perf_counter()
+        seed_everything(self.seed)
+        model = self.objective.to(info.device)
+        model.train()
+        optimizer = build_optimizer(model, s.lr, s.weight_decay, s.betas, s.eps)
+        scheduler = build_scheduler(optimizer, warmup_steps(self.total_steps, s.warmup_steps, s.warmup_ratio),
+                                    self.total_steps)
+        scaler = torch.amp.GradScaler(info.device.type, enabled=self.precision == "fp16")
+        seed_everything(self.seed + 100_003 * info.rank)  # dropout differs per rank, fixed per seed
+        step = self._resume(model, optimizer, scheduler, scaler)
+        resumed_from = step
+        ddp = model
+        if info.distributed:
+            ddp = nn.parallel.DistributedDataParallel(
+                model, device_ids=[info.local_rank] if info.device.type == "cuda" else None,
+                # a task with nothing masked in a batch leaves its head unused: DDP must allow it
+                find_unused_parameters=self.find_unused_parameters)
+        runlog = None
+        if info.is_main:
+            runlog = RunLog(self.out_dir, resume_step=step, tensorboard=self.tensorboard)
+        kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
+        window = _Window()
+        try:
+            with self._progress_bar() as bar:
+                task = bar.add_task("pretrain", total=self.total_steps, completed=step, info="")
+                while step < self.total_steps:
+                    epoch, in_epoch = divmod(step, self.steps_per_epoch)
+                    batches = iter(self._loader(epoch, in_epoch))
+                    for _ in range(in_epoch, min(self.steps_per_epoch, in_epoch + self.total_steps - step)):
+                        t0 = time.perf_counter()
+                        values, wait, rows = self._forward_backward(ddp, scaler, batches)
+                        self._check_finite(values, step + 1)
+                        lr = self._optimizer_step(model, optimizer, scheduler, scaler, step + 1)
+                        step += 1
+                        if kill_at and step == kill_at:
+                            os.kill(os.getpid(), signal.SIGKILL)
+                        window.add(values, time.perf_counter() - t0, wait, rows * info.world_size)
+                        bar.update(task, completed=step, info=f"loss {values['loss']:.3f}")
+                        if step % s.log_every == 0 or step == self.total_steps:
+                            entry = window.flush(step, step / self.steps_per_epoch, lr)
+                            if runlog is not None:
+                                runlog.write(entry)
+                        if step % s.checkpoint_every == 0 or step == self.total_steps:
+                            self._save(model, optimizer, scheduler, scaler, step)
+        finally:
+            if runlog is not None:
+                runlog.close()
+        result = TrainResult(steps=step, total_steps=self.total_steps, resumed_from=resumed_from,
+                             last=window.last, wall_s=time.perf_counter() - start_wall)
+        self._finish(model, result)
+        barrier(info)
+        return result
+
+
+class _Window:
+    """Values summed over the steps since the last log entry."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps, self.time, self.wait, self.samples = 0, 0.0, 0.0, 0
+
+    def add(self, values: dict[str, float], dt: float, wait: float, samples: int) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.steps += 1
+        self.time += dt
+        self.wait += wait
+        self.samples += samples
+
+    def flush(self, step: int, epoch: float, lr: float) -> dict[str, float]:
+        self.last = {k: v / self.steps for k, v in self.sums.items()}
+        entry = {"step": step, "epoch": round(epoch, 4), "lr": lr, **self.last,
+                 "samples_per_s": self.samples / max(self.time, 1e-9),
+                 "data_wait": self.wait / max(self.time, 1e-9)}
+        self._reset()
+        return entry
+
+
+def _batch_size(batch: Any) -> int:
+    """Rows in a collated batch: the first dimension of its first tensor."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    if isinstance(batch, dict):
+        for value in batch.values():
+            n = _batch_size(value)
+            if n:
+                return n
+    if isinstance(batch, list | tuple):
+        for value in batch:
+            n = _batch_size(value)
+            if n:
+                return n
+    return 0
+
+
+def is_done(out_dir: Path) -> bool:
+    return (Path(out_dir) / DONE_FILE).is_file()

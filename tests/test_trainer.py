@@ -1,0 +1,136 @@
+"""The training loop on the toy objective: a short run, sharding, schedule, DDP parity, non-finite stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kaleido.recipe.schema import PretrainSettings
+from kaleido.training import checkpoint as ckpt
+from kaleido.training.distributed import ShardedBatches
+from kaleido.training.logs import read_log
+from kaleido.training.optim import lr_factor, warmup_steps
+from kaleido.training.toy import ToyDataset, ToyObjective
+from kaleido.training.trainer import NonFiniteLoss, Trainer, seed_everything
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _toy_run(out: Path, dropout: float = 0.1, **settings) -> tuple[Trainer, object]:
+    seed_everything(0)
+    base = {"batch_size": 16, "max_steps": 30, "log_every": 5, "checkpoint_every": 10, "lr": 0.01,
+            "keep_last": 2}
+    base.update(settings)
+    trainer = Trainer(ToyObjective(dropout=dropout), ToyDataset(128), PretrainSettings(**base), out,
+                      seed=0, progress=False, tensorboard=True, find_unused_parameters=False)
+    return trainer, trainer.fit()
+
+
+def test_short_single_process_run_learns_and_writes_its_outputs(tmp_path):
+    _, result = _toy_run(tmp_path, max_steps=40)
+    entries = read_log(tmp_path / "log.jsonl")
+    assert [e["step"] for e in entries] == [5, 10, 15, 20, 25, 30, 35, 40]
+    for key in ("loss", "loss/reg", "loss/cls", "metric/cls/acc", "lr", "samples_per_s", "data_wait"):
+        assert key in entries[0], key
+    assert entries[-1]["loss"] < 0.6 * entries[0]["loss"]  # it learns
+    assert 0.0 <= entries[0]["data_wait"] <= 1.0 and entries[0]["samples_per_s"] > 0
+    assert abs(entries[0]["loss"] - entries[0]["loss/reg"] - entries[0]["loss/cls"]) < 1e-5
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "checkpoints")] == [30, 40]  # keep_last = 2
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "loss.png").stat().st_size > 5000
+    assert list((tmp_path / "tb").iterdir())
+    done = json.loads((tmp_path / "done.json").read_text())
+    assert done["steps"] == 40 and result.steps == 40
+
+
+def test_a_finished_run_restarted_does_no_more_steps(tmp_path):
+    _toy_run(tmp_path, max_steps=20)
+    trainer, result = _toy_run(tmp_path, max_steps=20)
+    assert result.resumed_from == 20 and result.steps == 20
+    assert [e["step"] for e in read_log(tmp_path / "log.jsonl")] == [5, 10, 15, 20]
+
+
+def test_sharding_covers_the_global_batch_once_and_is_deterministic():
+    single = ShardedBatches(100, 12, seed=3, epoch=1)
+    parts = [ShardedBatches(100, 12, world_size=2, rank=r, grad_accum=3, seed=3, epoch=1) for r in range(2)]
+    for step in range(single.steps_per_epoch):
+        whole = single.step_indices(step)[0]
+        mine = [i for p in parts for micro in p.step_indices(step) for i in micro]
+        assert sorted(mine) == sorted(whole) and len(set(mine)) == 12
+    assert list(ShardedBatches(100, 12, seed=3, epoch=1)) == list(single)
+    assert list(ShardedBatches(100, 12, seed=3, epoch=2)) != list(single)
+    resumed = list(ShardedBatches(100, 12, seed=3, epoch=1, start_step=5))
+    assert resumed == list(single)[5:]
+    with pytest.raises(ValueError, match="not divisible"):
+        ShardedBatches(100, 10, world_size=3)
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        ShardedBatches(5, 8)
+
+
+def test_warmup_then_linear_decay():
+    assert warmup_steps(1000, None, 0.1) == 100 and warmup_steps(1000, 50, 0.1) == 50
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(10, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100) == pytest.approx(0.5)
+    assert lr_factor(100, 10, 100) == 0.0
+    assert lr_factor(0, 0, 100) == 1.0
+
+
+def test_grad_accumulation_matches_one_big_batch(tmp_path):
+    """Same global batch, 4 micro-steps: the same updates (per-sample mean losses, no dropout)."""
+    _toy_run(tmp_path / "a", dropout=0.0, max_steps=10, log_every=1)
+    _toy_run(tmp_path / "b", dropout=0.0, max_steps=10, log_every=1, grad_accum=4)
+    a = [e["loss"] for e in read_log(tmp_path / "a" / "log.jsonl")]
+    b = [e["loss"] for e in read_log(tmp_path / "b" / "log.jsonl")]
+    assert a == pytest.approx(b, rel=1e-4)
+
+
+def test_non_finite_loss_stops_naming_task_and_step_and_keeps_last_good_checkpoint(tmp_path):
+    seed_everything(0)
+    objective = ToyObjective(nan_from_call=7)
+    settings = PretrainSettings(batch_size=16, max_steps=30, checkpoint_every=5, log_every=1, lr=0.01)
+    trainer = Trainer(objective, ToyDataset(128), settings, tmp_path, progress=False, tensorboard=False,
+                      find_unused_parameters=False)
+    with pytest.raises(NonFiniteLoss, match=r"task cls at step 7"):
+        trainer.fit()
+    step, state = ckpt.load_latest(tmp_path / "checkpoints")
+    assert step == 5
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert all(torch.isfinite(p).all() for p in objective.parameters())  # step 7 was never applied
+    assert not (tmp_path / "done.json").exists()
+    assert max(e["step"] for e in read_log(tmp_path / "log.jsonl")) == 6
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
+    settings = json.dumps({"batch_size": 16, "max_steps": 16, "log_every": 2, "checkpoint_every": 100,
+                           "lr": 0.01})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["-m", "kaleido.training.toy", "--dropout", "0", "--settings", settings]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    ddp = subprocess.run([*launch, *common, "--out", str(tmp_path / "ddp")], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    from kaleido.training.toy import main as toy_main
+
+    # the one-process reference runs in this process (one torch import fewer)
+    toy_main(["--dropout", "0", "--settings", settings, "--out", str(tmp_path / "one")])
+    a = read_log(tmp_path / "ddp" / "log.jsonl")
+    b = read_log(tmp_path / "one" / "log.jsonl")
+    assert [e["step"] for e in a] == [e["step"] for e in b] == list(range(2, 17, 2))
+    assert [e["loss"] for e in a] == pytest.approx([e["loss"] for e in b], rel=1e-4)
+    assert b[-1]["loss"] < 0.7 * b[0]["loss"]
+    # both wrote one model, from rank 0 only
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(tmp_path / "ddp" / "model" / "model.safetensors"), load_file(
+        tmp_path / "one" / "model" / "model.safetensors")
+    for key in wb:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)

@@ -180,7 +180,11 @@ def _expected(err: dict) -> str:
         return "no such key (unknown key)"
     if kind == "missing":
         return "a value (required)"
-    return err["msg"]
+    msg = err["msg"]
+    for prefix in ("Input should be ", "Value should be ", "Value error, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg
 
 
 def _pydantic_problems(exc: ValidationError, data: dict, origins: dict[str, str], prefix: tuple,

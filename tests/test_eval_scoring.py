@@ -28,6 +28,9 @@ class ArrayStore:
     def positions(self, i):
         return self.pos[i]
 
+    def meta(self, i):
+        return [f"text {j}" for j in i] if np.ndim(i) else f"text {i}"
+
 
 def encode(view, texts, images):
     return {"text": torch.as_tensor(texts), "image": torch.as_tensor(images),
@@ -64,6 +67,7 @@ def test_cached_store_serves_the_same_features_and_refuses_other_rows():
     assert np.array_equal(view.features(3), store.f[3].astype(np.float32))
     assert np.array_equal(view.positions(np.array([1, 3])), store.pos[[1, 3]].astype(np.float32))
     assert view.grids == (1,) and len(view) == 30
+    assert view.meta(1) == "text 1" and view.meta(np.array([3, 1])) == ["text 3", "text 1"]
     try:
         view.features(2)
     except KeyError as exc:

@@ -1,0 +1,138 @@
+"""FC, fashion captioning, encoder-only as the authors did: every text slot masked, predicted from patches.
+
+Input: ``[CLS]`` then ``L`` = ``caption_tokens`` slots of ``[MASK]`` (attended), the rest of the
+text positions padding, then the image patches. Training labels: the caption's first ``L - 1``
+WordPieces, then ``[SEP]`` as the end marker; slots after ``[SEP]`` carry no loss. The AMLM head
+of the pre-trained objective (tied to the word embeddings) predicts every slot.
+
+Decoding (one forward pass, non-autoregressive): every slot takes its most probable token,
+``[CLS]``, ``[MASK]``, ``[PAD]`` and ``[UNK]`` excluded; the caption is read left to right and
+ends at the first ``[SEP]`` (length control: the model learns where the end marker goes, with
+at most ``L - 1`` tokens). Immediate repeats of a token (the usual failure of parallel decoding)
+are collapsed. A caption is never empty: if slot 0 predicts ``[SEP]``, slot 0's best other token
+is used.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kaleido.evaluation.finetune import finetune
+
+IGNORE = -100
+Encode = Callable[[Any, np.ndarray, np.ndarray], dict]
+
+
+def caption_batch(batch: dict, tokenizer: Any, slots: int) -> dict:
+    """Replace the text of an encoded batch by ``[CLS]`` + ``slots`` x ``[MASK]`` (+ padding)."""
+    ids = batch["input_ids"]
+    if slots + 1 > ids.shape[1]:
+        raise ValueError(f"caption_tokens={slots} does not fit the model's {ids.shape[1]} text positions")
+    new_ids = torch.full_like(ids, tokenizer.pad_token_id)
+    new_ids[:, 0] = tokenizer.cls_token_id
+    new_ids[:, 1 : slots + 1] = tokenizer.mask_token_id
+    mask = torch.zeros_like(batch["attention_mask"])
+    mask[:, : slots + 1] = 1
+    return {**batch, "input_ids": new_ids, "attention_mask": mask}
+
+
+def caption_labels(texts: Sequence[str], tokenizer: Any, slots: int) -> torch.Tensor:
+    """(B, slots) targets: the first ``slots - 1`` WordPieces, ``[SEP]``, then ignored slots."""
+    out = torch.full((len(texts), slots), IGNORE, dtype=torch.long)
+    for i, text in enumerate(texts):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"][: slots - 1]
+        out[i, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+        out[i, len(ids)] = tokenizer.sep_token_id
+    return out
+
+
+def decode(logits: torch.Tensor, tokenizer: Any) -> list[str]:
+    """Captions from (B, slots, V) logits by the rule in the module docstring."""
+    logits = logits.float().clone()
+    banned = [tokenizer.cls_token_id, tokenizer.mask_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id]
+    logits[..., banned] = float("-inf")
+    best = logits.argmax(-1)
+    sep = tokenizer.sep_token_id
+    out = []
+    for b in range(best.shape[0]):
+        ids = best[b].tolist()
+        if ids[0] == sep:
+            row = logits[b, 0].clone()
+            row[sep] = float("-inf")
+            ids[0] = int(row.argmax())
+        words: list[int] = []
+        for t in ids:
+            if t == sep:
+                break
+            if not words or words[-1] != t:
+                words.append(t)
+        out.append(tokenizer.decode(words, skip_special_tokens=True).strip())
+    return out
+
+
+def constant_caption(train_texts: Sequence[str]) -> str:
+    """The baseline caption: the most frequent training text (ties: the first seen)."""
+    return Counter(train_texts).most_common(1)[0][0]
+
+
+def train_captioner(
+    model: nn.Module,
+    mlm_head: nn.Module,
+    tokenizer: Any,
+    train_store: Any,
+    encode: Encode,
+    rows: np.ndarray,
+    texts: Sequence[str],
+    slots: int,
+    batch_size: int,
+    epochs: float,
+    lr: float,
+    seed: int,
+    progress: Callable | None = None,
+) -> tuple[nn.Module, nn.Module, dict]:
+    """Fine-tune copies of the encoder and AMLM head to write ``texts[i]`` from ``rows[i]``'s patches."""
+    encoder, head = copy.deepcopy(model), copy.deepcopy(mlm_head)
+    labels = caption_labels(texts, tokenizer, slots)
+
+    def loss_fn(batch_idx: np.ndarray) -> torch.Tensor:
+        r = rows[batch_idx]
+        sequence, _ = encoder(caption_batch(encode(train_store, r, r), tokenizer, slots))
+        logits = head.logits(sequence[:, 1 : slots + 1], encoder).float()
+        return nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels[batch_idx].reshape(-1), ignore_index=IGNORE
+        )
+
+    params = list(encoder.parameters()) + list(head.parameters())
+    summary = finetune(
+        params, [encoder, head], loss_fn, len(rows), batch_size, epochs, lr, seed, "fc", progress
+    )
+    return encoder, head, summary
+
+
+@torch.inference_mode()
+def generate(
+    encoder: nn.Module,
+    head: nn.Module,
+    tokenizer: Any,
+    store: Any,
+    encode: Encode,
+    rows: np.ndarray,
+    slots: int,
+    batch_size: int,
+) -> list[str]:
+    """One caption per store row, from its image patches alone (its own text never enters)."""
+    encoder.eval()
+    head.eval()
+    out: list[str] = []
+    for b in range(0, len(rows), batch_size):
+        r = rows[b : b + batch_size]
+        sequence, _ = encoder(caption_batch(encode(store, r, r), tokenizer, slots))
+        out += decode(head.logits(sequence[:, 1 : slots + 1], encoder), tokenizer)
+    return out

@@ -1,0 +1,48 @@
+"""`kaleido eval RUN_DIR --recipe R`: the downstream tasks on a finished pre-training run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from kaleido.commands.common import SetOption, console, fail, load
+
+
+def _pretrain_dir(run_dir: Path) -> Path:
+    """``RUN_DIR`` itself when it holds the objective, else its newest ``pretrain-*`` folder."""
+    if (run_dir / "objective.json").is_file() or (run_dir / "model" / "objective.json").is_file():
+        return run_dir
+    found = sorted(run_dir.glob("pretrain-*/model/objective.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        fail(f"no pre-trained model under {run_dir} (expected pretrain-*/model/objective.json)")
+    return found[-1].parent
+
+
+RunDirArg = typer.Argument(..., help="run folder (or a pretrain folder)", show_default=False)
+
+
+def eval_command(run_dir: Path = RunDirArg,
+                 recipe: Path = typer.Option(..., "--recipe", "-r", help="the recipe of that run"),
+                 out: Path = typer.Option(None, "--out", help="output folder (default RUN_DIR/eval-<key>)"),
+                 overrides: list[str] = SetOption) -> None:
+    """Fine-tune and evaluate ITR, TIR, CR, SUB and FC; write results.json and results.md."""
+    resolved = load(recipe, overrides)
+    if not run_dir.is_dir():
+        fail(f"{run_dir} is not a folder")
+    pretrain = _pretrain_dir(run_dir)
+    if out is None:
+        base = run_dir if pretrain != run_dir else run_dir.parent
+        out = base / f"eval-{resolved.section_hash('eval')}"
+    from kaleido.evaluation.run import evaluate
+
+    try:
+        evaluate(resolved, pretrain, out, progress=True)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    console.print((out / "results.md").read_text(encoding="utf-8"), highlight=False, markup=False)
+    console.print(f"[green]wrote[/] {out / 'results.json'} and {out / 'results.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

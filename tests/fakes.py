@@ -21,7 +21,8 @@ class FakeStore:
     """``n`` rows of random features; ``poses`` consecutive rows share one product."""
 
     def __init__(self, n: int = 12, feature_dim: int = 16, grids: tuple[int, ...] = (1, 2, 3, 4, 5),
-                 poses: int = 2, seed: int = 0, texts: list[str] | None = None) -> None:
+                 poses: int = 2, seed: int = 0, texts: list[str] | None = None,
+                 product_ids: list[str] | None = None) -> None:
         rng = np.random.default_rng(seed)
         self.grids = tuple(grids)
         self.levels = patch_layout(self.grids)
@@ -33,8 +34,9 @@ class FakeStore:
         self._grey = rng.normal(size=(n, grey_count, feature_dim)).astype(np.float16)
         self._positions = rng.random(size=(n, p, 5)).astype(np.float16)
         texts = texts or TEXTS
+        pids = product_ids or [f"p{i // poses}" for i in range(n)]
         self._meta = [RowMeta(index=i, text=texts[i % len(texts)], category="c", subcategory="s",
-                              product_id=f"p{i // poses}", pose=str(i % poses)) for i in range(n)]
+                              product_id=pids[i], pose=str(i % poses)) for i in range(n)]
 
     def __len__(self) -> int:
         return len(self._meta)

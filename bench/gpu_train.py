@@ -1,0 +1,285 @@
+"""Pre-training throughput and model FLOPs utilisation (MFU) of the BERT-base recipe on one device.
+
+Run on a CUDA machine:  python bench/gpu_train.py                      (bf16 autocast, batch 96)
+Run here (CPU, tiny):   python bench/gpu_train.py --device cpu --tiny
+
+The model is the full Kaleido-BERT objective (the ``kaleido`` model with ``init = "scratch"``,
+hidden 768, 12 layers, 12 heads, FFN 3072, 64 text positions + 55 Kaleido patches of 2048-d
+features = 119 positions, and all seven task heads), trained with AdamW on batches built by the
+real :class:`PretrainDataset` (random masker, ITM negatives, every AKPM transform) over an
+in-memory store of random features. Random weights: no download, no weights package needed.
+A few batches are collated once and moved to the device, so the figure is the model step alone.
+
+FLOPs per sample of one training step (forward + backward = 3 x forward, matmuls only):
+
+    encoder     6 * L * (4 H^2 + 2 H I) * S          S = T + P = 119 positions, text and image
+    attention   12 * L * S^2 * H                      QK^T and AV, forward 4 S^2 H per layer
+    image side  6 * P * (D * H + 5 * H)               per-level patch FC (D -> H) + 5-d position FC
+    pooler+ITM  6 * (H^2 + 2 H)
+    RR/JPS/CP   6 * (1*H*4 + 4*H*24 + 9*H*9)          linear over the flattened level
+    AMLM        6 * m_tok * (H^2 + H * V)             per masked token (dense + tied decoder)
+    G2CM/B2CM   6 * m_patch * H * D                   per masked patch
+
+``m_tok`` and ``m_patch`` are counted from the batches actually fed. MFU = FLOPs per step /
+step time / peak; the peak is the device's dense bf16 figure (H100 SXM: 989 TFLOP/s) or
+``--peak-tflops``. ``--check-flops`` also counts the FLOPs of one step with
+``torch.utils.flop_counter`` (eager attention) to confirm the formula.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TASKS = ("amlm", "itm", "rr", "jps", "cp", "g2cm", "b2cm")
+GRIDS = (1, 2, 3, 4, 5)
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+TEXTS = ["black leather biker jacket with silver zip and two zipped chest pockets",
+         "white cotton crew neck t-shirt with a small embroidered logo on the chest",
+         "blue slim fit denim jeans with five pockets and a button fly",
+         "red floral print midi dress with short sleeves and a tie belt"]
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden: int
+    layers: int
+    heads: int
+    ffn: int
+    text: int
+    feature_dim: int
+    vocab: int
+
+    @property
+    def patches(self) -> int:
+        return sum(g * g for g in GRIDS)
+
+    @property
+    def positions(self) -> int:
+        return self.text + self.patches
+
+
+BASE = dict(hidden=768, layers=12, heads=12, ffn=3072, text=64, feature_dim=2048)
+TINY = dict(hidden=64, layers=2, heads=4, ffn=128, text=32, feature_dim=32)
+
+
+class RandomStore:
+    """An in-memory store with the FeatureStore API: random features, real Kaleido positions."""
+
+    def __init__(self, n: int, feature_dim: int, seed: int = 0) -> None:
+        from kaleido.data.rows import RowMeta
+        from kaleido.tasks.base import patch_layout
+
+        rng = np.random.default_rng(seed)
+        self.grids, self.feature_dim = GRIDS, feature_dim
+        self.levels = patch_layout(GRIDS)
+        p = len(self.levels)
+        self._f = rng.normal(size=(n, p, feature_dim)).astype(np.float16)
+        self._rot = rng.normal(size=(n, 3, feature_dim)).astype(np.float16)
+        self._grey = rng.normal(size=(n, 16, feature_dim)).astype(np.float16)
+        boxes = np.concatenate([[(c / g, r / g, (c + 1) / g, (r + 1) / g) for r in range(g) for c in range(g)]
+                                for g in GRIDS])
+        pos = np.stack([boxes[:, 0], boxes[:, 2], boxes[:, 1], boxes[:, 3],
+                        (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])], axis=1)
+        self._pos = pos.astype(np.float32)
+        self._meta = [RowMeta(i, TEXTS[i % len(TEXTS)], "c", "s", f"p{i // 2}", str(i % 2)) for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self._meta)
+
+    def features(self, i: int) -> np.ndarray:
+        return self._f[i]
+
+    def rotations(self, i: int) -> np.ndarray:
+        return self._rot[i]
+
+    def grey(self, i: int) -> np.ndarray:
+        return self._grey[i]
+
+    def positions(self, i: int) -> np.ndarray:
+        return self._pos
+
+    def meta(self, i: int):
+        return self._meta[i]
+
+    def product_ids(self) -> np.ndarray:
+        return np.array([m.product_id for m in self._meta])
+
+
+def build(shape: dict, batch: int, n_batches: int, seed: int = 0):
+    """(objective, list of collated batches, Shape) for the given sizes; random weights."""
+    from kaleido import registry
+    from kaleido.models.kaleido import Kaleido
+    from kaleido.training.dataset import PretrainDataset
+    from kaleido.training.objective import PretrainObjective
+
+    torch.manual_seed(seed)
+    factory = Kaleido(init="scratch", hidden_size=shape["hidden"], num_layers=shape["layers"],
+                      num_heads=shape["heads"], intermediate_size=shape["ffn"], max_text_len=shape["text"],
+                      dropout=0.1)
+    model = factory.build(shape["feature_dim"], GRIDS)
+    tasks = {name: registry.tasks.get(name)() for name in TASKS}
+    objective = PretrainObjective(model, tasks)
+    store = RandomStore(max(2 * batch, 8), shape["feature_dim"], seed)
+    data = PretrainDataset(store, model.tokenizer, registry.maskers.get("random")(), tasks, seed=seed,
+                           max_text_len=shape["text"])
+    order = np.random.default_rng(seed).permutation(len(store))
+    batches = [data.collate([data[int(order[(k * batch + j) % len(store)])] for j in range(batch)])
+               for k in range(n_batches)]
+    dims = Shape(vocab=model.vocab_size, **shape)
+    return objective, batches, dims
+
+
+def masked_counts(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(masked tokens with a label, masked patches with a target) in one batch."""
+    tokens = int((batch["amlm/labels"] != -100).sum())
+    patches = int(batch["g2cm/valid"].sum()) + int(batch["b2cm/valid"].sum())
+    return tokens, patches
+
+
+def step_flops(d: Shape, batch_size: int, m_tok: int, m_patch: int) -> dict[str, float]:
+    """Training FLOPs of one step by part (see the module docstring), for the whole batch."""
+    h, s, p = d.hidden, d.positions, d.patches
+    per_sample = {
+        "encoder": 6 * d.layers * (4 * h * h + 2 * h * d.ffn) * s,
+        "attention": 12 * d.layers * s * s * h,
+        "image_projection": 6 * p * (d.feature_dim * h + 5 * h),
+        "pooler_itm": 6 * (h * h + 2 * h),
+        "level_heads": 6 * (h * 4 + 4 * h * 24 + 9 * h * 9),
+    }
+    out = {k: float(v * batch_size) for k, v in per_sample.items()}
+    out["amlm"] = float(6 * m_tok * (h * h + h * d.vocab))
+    out["reconstruction"] = float(6 * m_patch * h * d.feature_dim)
+    out["total"] = sum(out.values())
+    return out
+
+
+def counted_flops(objective: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
+    """FLOPs of one forward + backward as torch's flop counter sees them (eager attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = objective.model.bert.config
+    old = config._attn_implementation
+    config._attn_implementation = "eager"  # the counter does not see fused CPU attention kernels
+    try:
+        with FlopCounterMode(display=False) as counter:
+            objective(batch).loss.backward()
+    finally:
+        config._attn_implementation = old
+    objective.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def peak_tflops(device: torch.device, given: float | None) -> tuple[float | None, str]:
+    if given is not None:
+        return given, "--peak-tflops"
+    if device.type != "cuda":
+        return None, "unknown (CPU)"
+    name = torch.cuda.get_device_name(device)
+    for key, value in PEAK_BF16_TFLOPS.items():
+        if key in name:
+            return value, f"{name} dense bf16"
+    return None, f"unknown for {name}: pass --peak-tflops"
+
+
+@dataclass
+class Result:
+    device: str
+    shape: dict
+    batch: int
+    steps: int
+    precision: str
+    step_s: float
+    samples_per_s: float
+    tflops_per_s: float
+    flops_per_step: float
+    flops_by_part: dict
+    peak_tflops: float | None
+    peak_source: str
+    mfu: float | None
+    counted_flops_per_step: float | None = None
+
+
+def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, steps: int = 20, warmup: int = 5,
+        precision: str = "bf16", peak: float | None = None, check_flops: bool = False,
+        compile_model: bool = False) -> Result:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: no CUDA device here; use --device cpu --tiny to try the script on CPU")
+    shape = TINY if tiny else BASE
+    batch = batch or (8 if tiny else 96)
+    objective, batches, dims = build(shape, batch, n_batches=4)
+    counted = counted_flops(objective, batches[0]) if check_flops else None
+    objective.to(dev).train()
+    batches = [{k: v.to(dev, non_blocking=True) for k, v in b.items()} for b in batches]
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-4, weight_decay=1e-4,
+                                  fused=dev.type == "cuda")
+    step_fn = torch.compile(objective) if compile_model else objective
+    dtype = {"bf16": torch.bfloat16, "fp32": None}[precision]
+
+    def one(b: dict[str, torch.Tensor]) -> None:
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            loss = step_fn(b).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(objective.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for k in range(warmup):
+        one(batches[k % len(batches)])
+    sync()
+    start = time.perf_counter()
+    for k in range(steps):
+        one(batches[k % len(batches)])
+    sync()
+    step_s = (time.perf_counter() - start) / steps
+    counts = [masked_counts(batches[k % len(batches)]) for k in range(steps)]
+    m_tok, m_patch = (float(np.mean([c[i] for c in counts])) for i in (0, 1))
+    parts = step_flops(dims, batch, m_tok, m_patch)
+    peak_value, source = peak_tflops(dev, peak)
+    achieved = parts["total"] / step_s
+    return Result(device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                  shape=asdict(dims), batch=batch, steps=steps, precision=precision, step_s=step_s,
+                  samples_per_s=batch / step_s, tflops_per_s=achieved / 1e12, flops_per_step=parts["total"],
+                  flops_by_part=parts, peak_tflops=peak_value, peak_source=source,
+                  mfu=achieved / (peak_value * 1e12) if peak_value else None,
+                  counted_flops_per_step=counted)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tiny", action="store_true", help="a tiny model (tests, CPU)")
+    ap.add_argument("--batch", type=int, default=None, help="samples per step (default 96; tiny 8)")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU")
+    ap.add_argument("--check-flops", action="store_true", help="also count one step's FLOPs with torch")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the objective")
+    ap.add_argument("--json", type=Path, default=None, help="write the result here")
+    args = ap.parse_args(argv)
+    r = run(args.device, args.tiny, args.batch, args.steps, args.warmup, args.precision, args.peak_tflops,
+            args.check_flops, args.compile)
+    mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else f"n/a (peak {r.peak_source})"
+    print(f"{r.device}: batch {r.batch}, {r.precision}, {r.step_s * 1000:.1f} ms/step, "
+          f"{r.samples_per_s:.1f} samples/s, {r.tflops_per_s:.2f} TFLOP/s, MFU {mfu}")
+    print("FLOPs per step: " + ", ".join(f"{k} {v / 1e9:.2f} G" for k, v in r.flops_by_part.items()))
+    if r.counted_flops_per_step is not None:
+        print(f"torch flop counter: {r.counted_flops_per_step / 1e9:.2f} G "
+              f"(formula / counted = {r.flops_per_step / r.counted_flops_per_step:.3f})")
+    if args.json is not None:
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(r), indent=1), encoding="utf-8")
+        tmp.replace(args.json)
+
+
+if __name__ == "__main__":
+    main()

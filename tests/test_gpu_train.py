@@ -1,0 +1,51 @@
+"""The GPU training benchmark runs on CPU with a tiny shape, and its FLOPs formula matches torch's count."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "gpu_train.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("gpu_train", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_train"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_tiny_cpu_run_reports_throughput_and_a_flops_formula_that_matches_the_counter():
+    gpu_train = _module()
+    r = gpu_train.run(device="cpu", tiny=True, batch=4, steps=1, warmup=1, precision="fp32", peak=0.5,
+                      check_flops=True)
+    assert r.samples_per_s > 0 and r.step_s > 0
+    # the documented formula (text + image side, heads) agrees with torch's flop counter within 10%
+    assert r.flops_per_step == pytest.approx(r.counted_flops_per_step, rel=0.10)
+    parts = r.flops_by_part
+    assert parts["image_projection"] > 0 and parts["attention"] > 0 and parts["amlm"] > 0
+    assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"))
+    assert r.mfu == pytest.approx(r.tflops_per_s / 0.5)
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            gpu_train.run(device="cuda", tiny=True)
+
+
+def test_formula_counts_every_position_of_the_base_shape():
+    gpu_train = _module()
+    d = gpu_train.Shape(vocab=30522, **gpu_train.BASE)
+    assert d.positions == 119 and d.patches == 55
+    one = gpu_train.step_flops(d, 1, 0, 0)
+    # BERT-base encoder, 119 positions: 6 x 84.9M weights x 119 = 60.7 GFLOP per sample
+    assert one["encoder"] == pytest.approx(6 * 12 * (4 * 768**2 + 2 * 768 * 3072) * 119)
+    assert one["encoder"] / 1e9 == pytest.approx(60.6, abs=0.2)
+    two = gpu_train.step_flops(d, 2, 10, 4)
+    assert two["encoder"] == 2 * one["encoder"]
+    assert two["amlm"] == 6 * 10 * (768**2 + 768 * 30522)
+    assert two["reconstruction"] == 6 * 4 * 768 * 2048

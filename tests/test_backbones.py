@@ -1,0 +1,114 @@
+"""Backbones: `crop` and `roi` agree on shape and dtype, crop/roi geometry, AKPM views, weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kaleido import registry
+from kaleido.patchers.layout import grid_layout
+
+SIZE = 64  # tiny inputs keep these tests fast; geometry does not depend on it
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on two shared cores thrash
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def nets():
+    """The offline ImageNet MobileNetV2 (a random one's activations vanish through eval-mode BN)."""
+    crop = registry.backbones.get("mobilenet_v2")(mode="crop", image_size=SIZE, device="cpu")
+    roi = registry.backbones.get("mobilenet_v2")(mode="roi", image_size=SIZE, device="cpu")
+    return crop, roi
+
+
+def _image(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_crop_and_roi_give_same_shape_and_dtype(nets):
+    images = [_image(80, 96, 0), _image(120, 60, 1)]
+    boxes = [grid_layout([8, 4, 90, 70], 96, 80, (1, 2)).boxes,
+             grid_layout([0, 0, 60, 120], 60, 120, (1, 2)).boxes]
+    outs = [net.extract(images, boxes) for net in nets]
+    assert outs[0].shape == outs[1].shape == (2, 5, 1280)
+    assert outs[0].dtype == outs[1].dtype == torch.float32
+    assert torch.isfinite(outs[0]).all() and torch.isfinite(outs[1]).all()
+    # one pass per image for roi, one per patch for crop
+    assert nets[1].passes >= 2 and nets[0].passes >= 10
+
+
+def test_crop_feature_is_the_patch_on_its_own(nets):
+    crop, _ = nets
+    image = _image(150, 120, 2)
+    # a SIZE x SIZE box is resampled 1:1, so the crop must equal the slice exactly
+    box = np.array([[20, 40, 20 + SIZE, 40 + SIZE]], np.float32)
+    alone = np.ascontiguousarray(image[40:40 + SIZE, 20:20 + SIZE])
+    whole = np.array([[0, 0, SIZE, SIZE]], np.float32)
+    reference = crop.extract([alone], [whole])
+    torch.testing.assert_close(crop.extract([image], [box]), reference, rtol=1e-5, atol=1e-5)
+    shifted = box + np.array([[1, 0, 1, 0]], np.float32)
+    assert not torch.allclose(crop.extract([image], [shifted]), reference, atol=1e-3)
+
+
+def test_roi_features_depend_only_on_the_region():
+    roi = registry.backbones.get("mobilenet_v2")(mode="roi", image_size=128, device="cpu")  # 4x4 map
+    image = _image(100, 120, 3)
+    boxes = grid_layout([30, 20, 90, 80], 120, 100, (1, 2)).boxes
+    base = roi.extract([image], [boxes])
+    outside = image.copy()
+    outside[:15] = 0  # rows above the region
+    outside[:, 95:] = 255  # columns right of it
+    torch.testing.assert_close(roi.extract([outside], [boxes]), base)
+    inside = image.copy()
+    inside[25:45, 35:55] = 0  # the top-left corner of the region
+    changed = (roi.extract([inside], [boxes]) - base).abs().sum(-1)[0]
+    assert changed[0] > 0  # the whole region sees it
+    # 2x2 level: the top-left patch changes more than the bottom-right one
+    assert changed[1] > 1.5 * changed[4]
+
+
+def test_rotation_and_grey_views_are_the_transformed_images(nets):
+    crop, roi = nets
+    image = _image(90, 80, 4)
+    # a SIZE x SIZE region is resampled 1:1, so its crop is exactly this slice
+    layout = grid_layout([10, 5, 10 + SIZE, 5 + SIZE], 80, 90, (1, 2, 3, 4))
+    gs = layout.level_slice(4)
+    region = np.ascontiguousarray(image[5:5 + SIZE, 10:10 + SIZE])
+    for net in (crop, roi):
+        views = net.views([image], [layout.boxes], rotations=True, grey=gs)
+        assert views.features.shape == (1, 30, 1280)
+        assert views.rotations.shape == (1, 3, 1280) and views.grey.shape == (1, 16, 1280)
+        for k in (1, 2, 3):
+            rotated = np.ascontiguousarray(np.rot90(region, k))
+            whole = np.array([[0, 0, rotated.shape[1], rotated.shape[0]]], np.float32)
+            torch.testing.assert_close(views.rotations[0, k - 1], net.extract([rotated], [whole])[0, 0],
+                                       rtol=1e-3, atol=1e-3)
+        assert not torch.allclose(views.rotations[0, 0], views.features[0, 0], atol=1e-3)
+    grey_image = np.repeat((image @ np.array([0.299, 0.587, 0.114]))[..., None], 3, axis=2).round()
+    views = crop.views([image], [layout.boxes], rotations=False, grey=gs)
+    reference = crop.extract([grey_image.astype(np.uint8)], [layout.boxes[gs]])
+    torch.testing.assert_close(views.grey, reference, rtol=0.05, atol=0.05)  # uint8 rounding only
+    assert views.rotations.shape == (1, 0, 1280)
+
+
+def test_feature_map_and_resnet_and_bad_mode():
+    net = registry.backbones.get("resnet50")(mode="roi", image_size=SIZE, weights="none", device="cpu")
+    assert net.feature_dim == 2048
+    fmap = net.feature_map([_image(70, 50, 5), _image(64, 64, 6)])
+    assert fmap.shape == (2, 2048, 2, 2)
+    with pytest.raises(ValueError, match="mode"):
+        registry.backbones.get("mobilenet_v2")(mode="grid", weights="none")
+
+
+def test_offline_mobilenet_weights_load_and_differ_from_random(nets):
+    random = registry.backbones.get("mobilenet_v2")(mode="roi", image_size=SIZE, weights="none", device="cpu")
+    assert not torch.equal(random.trunk[0][0].weight, nets[1].trunk[0][0].weight)
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        registry.backbones.get("mobilenet_v2")(weights="/nonexistent/weights.pth")

@@ -88,6 +88,12 @@ class EvalSettings(Strict):
     seed: int = 0
 
 
+class LaunchSettings(Strict):
+    """How `kaleido run` launches training when its command line does not say."""
+
+    nproc_per_node: int = Field(1, ge=1, description="training processes per node (--nproc-per-node default)")
+
+
 class RecipeModel(Strict):
     """The whole recipe after ``extends`` and overrides are applied."""
 
@@ -105,4 +111,5 @@ class RecipeModel(Strict):
     prepare: PrepareSettings = PrepareSettings()
     pretrain: PretrainSettings = PretrainSettings()
     eval: EvalSettings = EvalSettings()
+    launch: LaunchSettings = LaunchSettings()
     stages: list[Literal["prepare", "align", "pretrain", "eval"]] = ["prepare", "align", "pretrain", "eval"]

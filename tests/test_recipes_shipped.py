@@ -1,0 +1,89 @@
+"""Every shipped recipe validates with `kaleido check`, and each Table-4 recipe differs from
+the full one exactly in its column's factor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kaleido.cli import app
+from kaleido.recipe import load_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+SHIPPED = sorted(RECIPES.glob("*.toml"))
+
+# column recipe -> the top-level sections it may change (besides `name`)
+COLUMNS = {
+    "scale-fixed.toml": {"sod", "patcher", "aligner", "masker", "pretrain"},
+    "kaleido-no-sod.toml": {"sod"},
+    "random-masking.toml": {"masker"},
+    "tasks-b.toml": {"pretrain"},
+    "tasks-b-i.toml": {"pretrain"},
+    "tasks-b-i-ii.toml": {"pretrain"},
+    "tasks-b-i-iii.toml": {"pretrain"},
+    "tasks-b-i-iv.toml": {"pretrain"},
+    "tasks-b-v.toml": {"pretrain"},
+}
+
+
+def test_every_table4_column_ships() -> None:
+    names = {p.name for p in SHIPPED}
+    assert {"full.toml", *COLUMNS} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_kaleido_check_passes(path: Path) -> None:
+    result = CliRunner().invoke(app, ["check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "[pretrain]" in result.output  # the resolved recipe is printed
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_tasks_and_masker_fit_the_patch_layout(path: Path) -> None:
+    """A task whose Kaleido level the patcher lacks would only fail after feature extraction."""
+    from kaleido.maskers.base import patch_budgets
+    from kaleido.tasks.base import patch_layout
+
+    recipe = load_recipe(path)
+    grids = tuple(recipe.build("patcher").grids)
+    for name in recipe.pretrain.tasks:
+        recipe.build_task(name).bind(grids)  # raises for a missing level
+    masker = recipe.build("masker")
+    budgets = patch_budgets(patch_layout(grids), grids, masker.patch_quotas)
+    assert sum(budgets.values()) > 0, f"{path.name}: the masker masks no patch of grids {grids}"
+
+
+def _diff(a: dict, b: dict) -> set[str]:
+    return {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+
+
+@pytest.mark.parametrize("column", sorted(COLUMNS))
+def test_column_changes_only_its_factor(column: str) -> None:
+    text = (RECIPES / column).read_text(encoding="utf-8")
+    assert 'extends = "full.toml"' in text and "paper: SumR" in text
+    full = load_recipe(RECIPES / "full.toml").model.model_dump()
+    variant = load_recipe(RECIPES / column).model.model_dump()
+    changed = _diff(full, variant) - {"name"}
+    assert changed and changed <= COLUMNS[column], changed
+    assert variant["name"] == column.removesuffix(".toml")
+
+
+def test_full_recipe_is_the_paper_setting() -> None:
+    r = load_recipe(RECIPES / "full.toml")
+    assert r.pretrain.tasks == ["amlm", "itm", "rr", "jps", "cp", "g2cm", "b2cm"]
+    assert (r.pretrain.lr, r.pretrain.weight_decay, r.pretrain.warmup_steps) == (2e-5, 1e-4, 5000)
+    assert r.launch.nproc_per_node == 8
+    assert (r.sod.name, r.patcher.name, r.backbone.name, r.aligner.name, r.masker.name) == (
+        "unet", "kaleido", "resnet50", "sat", "agm")
+    assert r.model.data.name == "fashiongen"
+    assert tuple(r.build("patcher").grids) == (1, 2, 3, 4, 5)
+
+
+def test_task_columns_grow_one_level_at_a_time() -> None:
+    order = ["tasks-b", "tasks-b-i", "tasks-b-i-ii", "tasks-b-i-iii", "tasks-b-i-iv", "full"]
+    lists = [load_recipe(RECIPES / f"{n}.toml").pretrain.tasks for n in order]
+    for shorter, longer in zip(lists, lists[1:], strict=False):
+        assert longer[: len(shorter)] == shorter and len(longer) == len(shorter) + 1
+    assert load_recipe(RECIPES / "tasks-b-v.toml").pretrain.tasks == ["amlm", "itm", "b2cm"]

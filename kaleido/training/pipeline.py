@@ -1,0 +1,190 @@
+"""The stage chain of `kaleido run`: prepare -> align -> pretrain -> eval, each skipped when done.
+
+Every stage's output is keyed by a hash of the recipe sections that shape it, so changing the
+masker retrains and re-evaluates but reuses the features and alignments, and running a recipe
+again does nothing. ``force`` redoes the named stages only (their outputs are removed first).
+Pre-training runs in this process for one rank, or through ``torch.distributed.run`` (what
+``torchrun`` does) for several; an interrupted pre-training resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STAGES = ("prepare", "align", "pretrain", "eval")
+PRETRAIN_SECTIONS = ("seed", "data", "sod", "patcher", "backbone", "prepare", "aligner", "masker", "model",
+                     "tasks", "pretrain")
+EVAL_SECTIONS = (*PRETRAIN_SECTIONS, "eval")
+
+
+class StageError(RuntimeError):
+    """A stage failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How pre-training is launched: the torchrun options."""
+
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None
+    rdzv_id: str = "kaleido"
+
+    @property
+    def world(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+
+def run_dir(recipe: Any) -> Path:
+    return Path(recipe.output_dir) / recipe.name
+
+
+def pretrain_dir(recipe: Any) -> Path:
+    return run_dir(recipe) / f"pretrain-{recipe.section_hash(*PRETRAIN_SECTIONS)}"
+
+
+def eval_dir(recipe: Any) -> Path:
+    return run_dir(recipe) / f"eval-{recipe.section_hash(*EVAL_SECTIONS)}"
+
+
+def splits_needed(recipe: Any) -> list[str]:
+    return ["train", "test"] if "eval" in recipe.stages else ["train"]
+
+
+def stage_done(recipe: Any, stage: str) -> bool:
+    """Whether ``stage`` has finished output for this recipe."""
+    if stage == "prepare":
+        from kaleido.features.prepare import PREPARE_SECTIONS, is_complete, store_dir
+
+        key = recipe.section_hash(*PREPARE_SECTIONS)
+        return all(is_complete(store_dir(recipe) / s, key) for s in splits_needed(recipe))
+    if stage == "align":
+        if recipe.aligner.name == "none":
+            return True
+        from kaleido.aligners.align import align_dir
+
+        return (align_dir(recipe) / "report.json").is_file()
+    if stage == "pretrain":
+        from kaleido.training.trainer import is_done
+
+        return is_done(pretrain_dir(recipe))
+    if stage == "eval":
+        return (eval_dir(recipe) / "results.json").is_file()
+    raise ValueError(f"unknown stage {stage!r}; expected one of: {', '.join(STAGES)}")
+
+
+def stage_output(recipe: Any, stage: str) -> Path:
+    if stage == "prepare":
+        from kaleido.features.prepare import store_dir
+
+        return store_dir(recipe)
+    if stage == "align":
+        from kaleido.aligners.align import align_dir
+
+        return align_dir(recipe)
+    return pretrain_dir(recipe) if stage == "pretrain" else eval_dir(recipe)
+
+
+def launch_args(recipe_file: Path, out: Path, launch: Launch, progress: bool) -> list[str]:
+    """The `torch.distributed.run` command line that trains ``recipe_file`` into ``out``."""
+    args = ["--nproc-per-node", str(launch.nproc_per_node), "--nnodes", str(launch.nnodes)]
+    if launch.nnodes == 1 and launch.rdzv_endpoint is None:
+        args.append("--standalone")
+    else:
+        if launch.rdzv_endpoint is None:
+            raise StageError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (the same on every node)")
+        args += ["--node-rank", str(launch.node_rank), "--rdzv-backend", "c10d", "--rdzv-endpoint",
+                 launch.rdzv_endpoint, "--rdzv-id", launch.rdzv_id]
+    args += ["-m", "kaleido.training.main", "--recipe", str(recipe_file), "--out", str(out)]
+    if not progress:
+        args.append("--no-progress")
+    return args
+
+
+def _pretrain(recipe: Any, launch: Launch, progress: bool) -> None:
+    out = pretrain_dir(recipe)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe_file = out / "recipe.toml"
+    recipe.dump(recipe_file)
+    if launch.world == 1:
+        from kaleido.training.main import train
+
+        train(recipe, out, progress=progress)
+        return
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    try:
+        run(get_args_parser().parse_args(launch_args(recipe_file, out, launch, progress)))
+    except ChildFailedError as exc:
+        raise StageError(f"pretrain: a training process failed (its error is printed above): "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def _run_stage(recipe: Any, stage: str, launch: Launch, progress: bool) -> None:
+    if stage == "prepare":
+        from kaleido.features.prepare import prepare
+
+        for split in splits_needed(recipe):
+            report = prepare(recipe, split, progress=progress)
+            log.info("prepare %s: %s", split, report)
+    elif stage == "align":
+        from kaleido.aligners.align import align
+
+        align(recipe, progress=progress)
+    elif stage == "pretrain":
+        _pretrain(recipe, launch, progress)
+    elif stage == "eval":
+        from kaleido.evaluation.run import evaluate
+
+        evaluate(recipe, pretrain_dir(recipe), eval_dir(recipe), progress=progress)
+
+
+def run_stages(recipe: Any, *, force: tuple[str, ...] = (), launch: Launch = Launch(), progress: bool = True,
+               echo: Callable[[str], None] = print) -> dict[str, str]:
+    """Run the recipe's stages in order; returns ``{stage: "done" | "skipped" | "reused" | "off"}``."""
+    unknown = [f for f in force if f not in STAGES]
+    if unknown:
+        raise StageError(f"--force {unknown[0]!r}: expected one of: {', '.join(STAGES)}")
+    recipe.dump(run_dir(recipe) / "recipe.toml")
+    status: dict[str, str] = {}
+    for stage in STAGES:
+        if stage not in recipe.stages or (stage == "align" and recipe.aligner.name == "none"):
+            status[stage] = "off"
+            continue
+        if stage == "eval" and launch.node_rank != 0:
+            status[stage] = "off"  # evaluated once, on the first node
+            continue
+        if stage in force:
+            _remove(stage_output(recipe, stage))
+        elif stage_done(recipe, stage):
+            status[stage] = "reused"
+            echo(f"{stage}: finished before, reused ({stage_output(recipe, stage)})")
+            continue
+        echo(f"{stage}: running -> {stage_output(recipe, stage)}")
+        start = time.perf_counter()
+        _run_stage(recipe, stage, launch, progress)
+        echo(f"{stage}: finished in {time.perf_counter() - start:.1f} s")
+        if stage != "pretrain" or launch.node_rank == 0:
+            if not stage_done(recipe, stage):
+                raise StageError(f"{stage}: finished without its output in {stage_output(recipe, stage)}")
+        status[stage] = "done"
+    return status
+
+
+def _remove(path: Path) -> None:
+    """Move a stage's output aside atomically, then delete it (a crash never leaves half of it)."""
+    if path.exists():
+        trash = path.with_name(f".{path.name}.removing-{uuid.uuid4().hex[:8]}")
+        path.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)

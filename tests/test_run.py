@@ -1,0 +1,186 @@
+"""`kaleido run`: stage keys, the torchrun command line, and the whole chain on a tiny recipe."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kaleido.cli import app
+from kaleido.recipe import load_recipe
+from kaleido.training.logs import read_log
+from kaleido.training.pipeline import Launch, StageError, eval_dir, launch_args, pretrain_dir, run_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = """
+name = "tiny"
+seed = 0
+output_dir = "{root}/runs"
+[data]
+name = "synthetic"
+dir = "{root}/data"
+products = 24
+test_products = 12
+[sod]
+name = "background"
+[backbone]
+name = "mobilenet_v2"
+mode = "roi"
+image_size = 96
+[aligner]
+name = "sat"
+epochs = 1
+feature_dim = 32
+embed_dim = 16
+hidden_dim = 32
+attention_dim = 16
+[masker]
+name = "agm"
+[model]
+name = "kaleido"
+init = "scratch"
+hidden_size = 32
+num_layers = 1
+num_heads = 2
+intermediate_size = 64
+max_text_len = 24
+[pretrain]
+batch_size = 8
+max_steps = 6
+log_every = 2
+checkpoint_every = 3
+[eval]
+tasks = ["itr", "tir", "cr"]
+queries = 8
+negatives = 5
+batch_size = 16
+"""
+
+
+def _tiny(root: Path) -> Path:
+    path = root / "tiny.toml"
+    path.write_text(TINY.format(root=root), encoding="utf-8")
+    return path
+
+
+def test_stage_keys_follow_the_sections_that_shape_each_stage(tmp_path):
+    from kaleido.aligners.align import align_dir
+    from kaleido.features.prepare import store_dir
+
+    path = _tiny(tmp_path)
+    base = load_recipe(path)
+    masker = load_recipe(path, ["masker.name=random"])
+    evals = load_recipe(path, ["eval.queries=9"])
+    assert store_dir(masker) == store_dir(base) and align_dir(masker) == align_dir(base)
+    assert pretrain_dir(masker) != pretrain_dir(base) and eval_dir(masker) != eval_dir(base)
+    assert pretrain_dir(evals) == pretrain_dir(base) and eval_dir(evals) != eval_dir(base)
+    assert pretrain_dir(base).parent == run_dir(base) == tmp_path / "runs" / "tiny"
+
+
+def test_the_resolved_recipe_reloads_to_the_same_stage_keys(tmp_path):
+    base = load_recipe(_tiny(tmp_path), ["pretrain.lr=3e-4"])
+    base.dump(tmp_path / "resolved.toml")
+    again = load_recipe(tmp_path / "resolved.toml")
+    assert pretrain_dir(again) == pretrain_dir(base) and eval_dir(again) == eval_dir(base)
+
+
+def test_torchrun_command_line():
+    single_node = launch_args(Path("r.toml"), Path("out"), Launch(nproc_per_node=2), progress=False)
+    assert single_node[:5] == ["--nproc-per-node", "2", "--nnodes", "1", "--standalone"]
+    assert single_node[-7:] == ["-m", "kaleido.training.main", "--recipe", "r.toml", "--out", "out",
+                                "--no-progress"]
+    two_nodes = Launch(4, nnodes=2, node_rank=1, rdzv_endpoint="h:29500")
+    multi = launch_args(Path("r.toml"), Path("out"), two_nodes, progress=True)
+    assert "--standalone" not in multi
+    for flag, value in (("--node-rank", "1"), ("--rdzv-endpoint", "h:29500"), ("--rdzv-backend", "c10d")):
+        assert multi[multi.index(flag) + 1] == value
+    from torch.distributed.run import get_args_parser
+
+    parsed = get_args_parser().parse_args(multi)  # exactly what torchrun accepts
+    assert parsed.nproc_per_node == "4" and parsed.module
+    assert parsed.training_script == "kaleido.training.main"
+    with pytest.raises(StageError, match="rdzv-endpoint"):
+        launch_args(Path("r.toml"), Path("out"), Launch(2, nnodes=2), progress=True)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    recipe = _tiny(root)
+    result = CliRunner().invoke(app, ["run", str(recipe), "--no-progress"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return root, recipe, result
+
+
+@pytest.mark.slow
+def test_run_chains_every_stage_and_writes_its_outputs(finished_run):
+    root, recipe_path, result = finished_run
+    recipe = load_recipe(recipe_path)
+    pre = pretrain_dir(recipe)
+    assert (run_dir(recipe) / "recipe.toml").is_file() and (pre / "recipe.toml").is_file()
+    entries = read_log(pre / "log.jsonl")
+    assert [e["step"] for e in entries] == [2, 4, 6]
+    tasks = {k.split("/", 1)[1] for k in entries[0] if k.startswith("loss/")}
+    assert tasks == {"amlm", "itm", "rr", "jps", "cp", "g2cm", "b2cm"}
+    assert (pre / "loss.png").is_file() and (pre / "model" / "objective.json").is_file()
+    assert json.loads((pre / "done.json").read_text())["steps"] == 6
+    results = json.loads((eval_dir(recipe) / "results.json").read_text())
+    assert results  # the evaluation stage wrote its figures
+    for stage in ("prepare", "align", "pretrain", "eval"):
+        assert f"{stage} done" in result.output.replace("\n", " ")
+
+
+@pytest.mark.slow
+def test_run_again_reuses_and_force_redoes_only_that_stage(finished_run):
+    root, recipe_path, _ = finished_run
+    recipe = load_recipe(recipe_path)
+    model_file = pretrain_dir(recipe) / "model" / "model.safetensors"
+    before = model_file.stat().st_mtime_ns
+    again = CliRunner().invoke(app, ["run", str(recipe_path), "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert "finished before, reused" in again.output and model_file.stat().st_mtime_ns == before
+    results = eval_dir(recipe) / "results.json"
+    eval_before = results.stat().st_mtime_ns
+    forced = CliRunner().invoke(app, ["run", str(recipe_path), "--no-progress", "--force", "eval"])
+    assert forced.exit_code == 0, forced.output
+    assert results.stat().st_mtime_ns != eval_before and model_file.stat().st_mtime_ns == before
+    bad = CliRunner().invoke(app, ["run", str(recipe_path), "--force", "train"])
+    assert bad.exit_code == 1 and "expected one of: prepare, align, pretrain, eval" in bad.output
+
+
+@pytest.mark.slow
+def test_torchrun_by_hand_trains_the_real_objective_on_two_gloo_ranks(finished_run, tmp_path):
+    root, recipe_path, _ = finished_run
+    recipe = load_recipe(recipe_path)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "kaleido.training.main", "--recipe", str(pretrain_dir(recipe) / "recipe.toml"),
+           "--out", str(out), "--no-progress"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = read_log(out / "log.jsonl")
+    one = read_log(pretrain_dir(recipe) / "log.jsonl")
+    assert [e["step"] for e in ddp] == [e["step"] for e in one]
+    # same data per step, different dropout draws per rank: the curves agree loosely
+    for a, b in zip(ddp, one, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=0.25)
+    assert (out / "model" / "objective.json").is_file()
+
+
+def test_plot_command_draws_a_log(tmp_path):
+    log = tmp_path / "pretrain-x" / "log.jsonl"
+    log.parent.mkdir()
+    lines = [{"step": s, "loss": 3.0 / s, "loss/amlm": 2.0 / s, "loss/itm": 1.0 / s} for s in range(1, 6)]
+    log.write_text("".join(json.dumps(e) + "\n" for e in lines), encoding="utf-8")
+    result = CliRunner().invoke(app, ["plot", str(tmp_path), "--out", str(tmp_path / "curves.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "curves.png").stat().st_size > 5000
+    missing = CliRunner().invoke(app, ["plot", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "no log.jsonl" in missing.output

@@ -130,6 +130,8 @@ class FashionGenReader:
 
     def row(self, index: int) -> Row:
         m = self.meta(index)
+        if not m.text:  # nothing to pair the image with (the JSONL reader skips such lines too)
+            raise BadRow(m.index, "empty description")
         try:
             pixels = self._file()[IMAGE_KEY][m.index]
         except OSError as exc:

@@ -1,0 +1,218 @@
+"""Stage 1, `kaleido prepare`: rows -> saliency box -> Kaleido layout -> backbone -> feature store.
+
+Rows are decoded, converted, saliency-boxed and laid out in DataLoader workers; the backbone
+runs batched in the main process; every batch is committed to the shard (see
+:mod:`kaleido.features.store`), so an interrupted run continues where it stopped and a finished
+store is reused. With several processes (``torch.distributed.run`` or ``RANK``/``WORLD_SIZE``),
+rank r takes rows r, r + W, r + 2W ... and writes its own shard; the reader joins the shards.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from kaleido.data.images import to_rgb
+from kaleido.data.rows import BadRow
+from kaleido.features.store import MANIFEST, FeatureStore, ShardWriter, shard_name
+
+log = logging.getLogger(__name__)
+
+PREPARE_SECTIONS = ("data", "sod", "patcher", "backbone", "prepare")
+META_FIELDS = ("index", "text", "category", "subcategory", "product_id", "pose")
+
+
+def store_dir(recipe: Any) -> Path:
+    """``<output_dir>/cache/store-<hash of the preparation sections>``: shared by matching recipes."""
+    return Path(recipe.output_dir) / "cache" / f"store-{recipe.section_hash(*PREPARE_SECTIONS)}"
+
+
+@dataclass
+class Report:
+    """What a prepare run did: rows written, rows skipped (row id, why), fallbacks, time."""
+
+    split: str
+    path: Path
+    rows: int
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    fallbacks: int = 0
+    seconds: float = 0.0
+    reused: bool = False
+    resumed_at: int = 0
+    passes: int = 0
+
+    def lines(self) -> list[str]:
+        head = (f"{self.split}: {self.rows} rows in {self.path}"
+                + (" (reused)" if self.reused else f", {self.seconds:.1f} s")
+                + (f", resumed after {self.resumed_at} rows" if self.resumed_at else ""))
+        out = [head, f"  no foreground found (whole image used): {self.fallbacks}",
+               f"  skipped: {len(self.skipped)}"]
+        out += [f"    row {i}: {why}" for i, why in self.skipped[:20]]
+        if len(self.skipped) > 20:
+            out.append(f"    ... and {len(self.skipped) - 20} more (see the shard manifests)")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def grey_slice(grids: Sequence[int]) -> slice | None:
+    """Patch indices of the 4x4 level (the grey-to-colour task's patches), if the layout has one."""
+    if 4 not in grids:
+        return None
+    start = sum(g * g for g in grids[: list(grids).index(4)])
+    return slice(start, start + 16)
+
+
+class _Rows(Dataset):
+    """Decoding, conversion, saliency and layout of one row: the CPU part, run in workers."""
+
+    def __init__(self, reader: Any, positions: Sequence[int], sod: Any, patcher: Any) -> None:
+        self.reader, self.positions, self.sod, self.patcher = reader, list(positions), sod, patcher
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, j: int) -> dict:
+        index = self.positions[j]
+        try:
+            row = self.reader.row(index)
+            image = to_rgb(row.image, index)
+            box, found = self.sod.box(image)
+            layout = self.patcher.layout(box, image.shape[1], image.shape[0])
+        except BadRow as exc:
+            return {"index": index, "bad": exc.reason}
+        except (OSError, ValueError) as exc:  # a decoder or a shape problem in this row only
+            return {"index": index, "bad": f"{type(exc).__name__}: {exc}"}
+        meta = {k: getattr(row, k) for k in META_FIELDS}
+        return {"index": index, "meta": meta, "image": image, "layout": layout, "found": found}
+
+
+def _collate(items: list[dict]) -> list[dict]:
+    return items
+
+
+def shard_positions(n_rows: int, max_rows: int | None, rank: int, world_size: int) -> list[int]:
+    """Reader rows of this rank: the first ``max_rows`` rows, every ``world_size``-th from ``rank``."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    total = n_rows if max_rows is None else min(n_rows, max_rows)
+    return list(range(rank, total, world_size))
+
+
+def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, key: str, *,
+                 dtype: str = "float16", batch_size: int = 16, num_workers: int = 0,
+                 max_rows: int | None = None, rank: int = 0, world_size: int = 1,
+                 on_batch: Callable[[int, int], None] | None = None,  # (rows done, rows)
+                 split: str = "train") -> Report:
+    """Write (or continue) this rank's shard of ``out`` from ``reader``; see :func:`prepare`."""
+    from kaleido.data.rows import RowMeta
+
+    start_time = time.perf_counter()
+    positions = shard_positions(len(reader), max_rows, rank, world_size)
+    grids = tuple(patcher.grids)
+    gs = grey_slice(grids)
+    spec = {"grids": list(grids), "patches": sum(g * g for g in grids), "feature_dim": backbone.feature_dim,
+            "grey": 16 if gs is not None else 0, "dtype": dtype}
+    writer = ShardWriter(Path(out) / shard_name(rank, world_size), key, spec, capacity=len(positions))
+    resumed_at = writer.committed
+    if writer.done:
+        return _report(writer, split, out, start_time, reused=True)
+    if resumed_at:
+        log.info("%s: continuing %s after %d rows", split, writer.path.name, resumed_at)
+    todo = positions[writer.next:]
+    loader = DataLoader(_Rows(reader, todo, sod, patcher), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_collate, persistent_workers=False)
+    done_pos = writer.next
+    passes0 = backbone.passes
+    for batch in loader:
+        good = [b for b in batch if "bad" not in b]
+        skipped = [(b["index"], b["bad"]) for b in batch if "bad" in b]
+        for index, why in skipped:
+            log.warning("%s: row %d skipped: %s", split, index, why)
+        rows: dict[str, np.ndarray] = {}
+        if good:
+            views = backbone.views([b["image"] for b in good], [b["layout"].boxes for b in good],
+                                   rotations=True, grey=gs)
+            rows = {"features": views.features.numpy(), "rotations": views.rotations.numpy(),
+                    "grey": views.grey.numpy(),
+                    "positions": np.stack([b["layout"].positions for b in good]),
+                    "boxes": np.stack([b["layout"].boxes for b in good]),
+                    "source": np.array([b["index"] for b in good], dtype=np.int64),
+                    "fallback": np.array([not b["found"] for b in good], dtype=np.uint8)}
+        else:
+            rows = {name: np.zeros((0,)) for name in ("features", "rotations", "grey", "positions", "boxes",
+                                                       "source", "fallback")}
+        done_pos += len(batch)
+        writer.commit(rows, [RowMeta(**b["meta"]) for b in good], next_pos=done_pos, skipped=skipped,
+                      fallbacks=sum(not b["found"] for b in good))
+        if on_batch is not None:
+            on_batch(done_pos, len(positions))
+    writer.finish({"seconds": time.perf_counter() - start_time})
+    report = _report(writer, split, out, start_time, reused=False)
+    report.resumed_at, report.passes = resumed_at, backbone.passes - passes0
+    return report
+
+
+def _report(writer: ShardWriter, split: str, out: Path, start: float, reused: bool) -> Report:
+    m = writer.manifest
+    return Report(split=split, path=Path(out), rows=m["committed"], skipped=[tuple(s) for s in m["skipped"]],
+                  fallbacks=m["fallbacks"], seconds=time.perf_counter() - start, reused=reused)
+
+
+def is_complete(path: Path, key: str) -> bool:
+    """A split folder whose every shard is finished with this key."""
+    try:
+        store = FeatureStore(path, require_done=True)
+    except (FileNotFoundError, ValueError):
+        return False
+    return store.key == key
+
+
+def prepare(recipe: Any, split: str, out_dir: str | Path | None = None, progress: bool = True, rank: int = 0,
+            world_size: int = 1) -> Report:
+    """Stage 1 for one split into ``<out_dir>/<split>`` (``out_dir`` defaults to :func:`store_dir`).
+
+    A finished store with the same preparation settings is reused as it is; an interrupted one
+    continues. Each of ``world_size`` processes writes its own shard; open the result with
+    ``FeatureStore(<out_dir>/<split>)`` once all ranks are done.
+    """
+    key = recipe.section_hash(*PREPARE_SECTIONS)
+    out = Path(out_dir if out_dir is not None else store_dir(recipe)) / split
+    shard = out / shard_name(rank, world_size)
+    if is_complete(out, key) and (shard / MANIFEST).is_file():
+        store = FeatureStore(out)
+        return Report(split=split, path=out, rows=len(store), skipped=store.skipped,
+                      fallbacks=store.fallbacks, reused=True)
+    reader = recipe.build("data").open(split)
+    sod, patcher = recipe.build("sod"), recipe.build("patcher")
+    if world_size > 1 and torch.cuda.is_available():
+        import os
+
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank % torch.cuda.device_count())))
+    backbone = recipe.build("backbone")
+    settings = recipe.prepare
+    kwargs = dict(dtype=settings.dtype, batch_size=settings.batch_size, num_workers=settings.num_workers,
+                  max_rows=settings.max_rows, rank=rank, world_size=world_size, split=split)
+    if not progress:
+        return prepare_rows(reader, sod, patcher, backbone, out, key, **kwargs)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from kaleido.features.progress import SpeedColumn
+
+    with Progress(TextColumn("[bold]prepare {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  SpeedColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task(split, total=None)
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, total=total, completed=done)
+
+        return prepare_rows(reader, sod, patcher, backbone, out, key, on_batch=tick, **kwargs)

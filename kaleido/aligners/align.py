@@ -50,7 +50,7 @@ def splits_of(aligner: Any) -> list[str]:
 
 def build_source(recipe: Any, split: str, backbone: Any = None) -> tuple[AlignSource, Any]:
     """The :class:`AlignSource` of one split of the recipe's feature store (backbone built lazily)."""
-    from kaleido.features.images import as_rgb
+    from kaleido.data.images import to_rgb as as_rgb
     from kaleido.features.prepare import store_dir
     from kaleido.features.store import FeatureStore
     from kaleido.models.tokenizer import load_tokenizer

@@ -1,0 +1,82 @@
+"""`kaleido ablate`: run a base recipe and its variants, compare them in the layout of Table 4."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from kaleido.commands.common import SetOption, console, fail
+
+_SEVERAL = "(repeatable: several values, one variant each)"
+
+
+def ablate(
+    base: Path = typer.Option(None, "--base", help="the base recipe (default: recipes/full.toml)"),
+    overrides: list[str] = SetOption,
+    patcher: list[str] = typer.Option([], "--patcher", help=f"a patcher, e.g. 'fixed grid=8' {_SEVERAL}"),
+    sod: list[str] = typer.Option([], "--sod", help=f"a saliency component, e.g. none {_SEVERAL}"),
+    masker: list[str] = typer.Option([], "--masker", help=f"a masker, e.g. random {_SEVERAL}"),
+    aligner: list[str] = typer.Option([], "--aligner", help=f"an aligner, e.g. none {_SEVERAL}"),
+    tasks: list[str] = typer.Option([], "--tasks", help=f"B, B+I, B+I~IV, B+V ... or amlm,itm,rr {_SEVERAL}"),
+    variant: list[Path] = typer.Option([], "--variant",
+                                       help=f"a recipe file whose own keys override the base {_SEVERAL}"),
+    paper: bool = typer.Option(False, "--paper", help="every Table-4 column (the shipped column recipes)"),
+    recipes_dir: Path = typer.Option(None, "--recipes-dir", help="where --paper finds the column recipes"),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="runs per setting (mean ± sd reported)"),
+    nproc_per_node: int = typer.Option(None, "--nproc-per-node", min=1,
+                                       help="training processes per run (default: launch.nproc_per_node)"),
+    out: Path = typer.Option(None, "--out", help="folder of ablation.md/json/png (default: "
+                                                 "<output_dir>/ablate-<base name>)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar"),
+) -> None:
+    """Run the base and each variant (reusing shared stages); write ablation.md, .json and .png."""
+    import logging
+
+    from kaleido.ablation.runner import run_ablation
+    from kaleido.ablation.variants import (
+        FULL_COLUMN,
+        Variant,
+        VariantError,
+        component_variant,
+        default_recipes_dir,
+        paper_variants,
+        recipe_variant,
+        tasks_variant,
+    )
+    from kaleido.recipe import RecipeError, load_recipe
+    from kaleido.training.pipeline import Launch
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    recipes_dir = recipes_dir or default_recipes_dir()
+    base = base or recipes_dir / "full.toml"
+    try:
+        resolved = load_recipe(base, overrides)
+        variants: list[Variant] = []
+        for factor, values in (("patcher", patcher), ("sod", sod), ("masker", masker), ("aligner", aligner)):
+            variants += [component_variant(factor, v) for v in values]
+        variants += [tasks_variant(t) for t in tasks]
+        variants += [recipe_variant(p) for p in variant]
+        base_variant = None
+        if paper:
+            variants = paper_variants(recipes_dir) + variants
+            base_variant = Variant("base", FULL_COLUMN.label, (), FULL_COLUMN.paper)
+        if not variants:
+            fail("nothing to compare: give --masker, --patcher, --sod, --aligner, --tasks, --variant "
+                 "or --paper")
+        nproc = nproc_per_node or resolved.launch.nproc_per_node
+        table, paths = run_ablation(base, variants, base_overrides=overrides, base_variant=base_variant,
+                                    seeds=seeds, launch=Launch(nproc_per_node=nproc), out_dir=out,
+                                    progress=progress,
+                                    echo=lambda line: console.print(line, highlight=False, markup=False))
+    except (RecipeError, VariantError) as exc:
+        fail(str(exc))
+    console.print(Path(paths["md"]).read_text(encoding="utf-8"), highlight=False, markup=False)
+    console.print(f"[green]wrote[/] {paths['md']}, {paths['json'].name}, {paths['png'].name}",
+                  highlight=False)
+    if table["failures"]:
+        fail(f"{table['failures']} run(s) failed; their cells show '-' (see the notes above)", code=1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(ablate)

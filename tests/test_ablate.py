@@ -1,0 +1,232 @@
+"""`kaleido ablate` pieces: variant derivation, the Table-4 comparison, and the run orchestration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kaleido.ablation.runner import plan_variant, run_ablation
+from kaleido.ablation.table import Row, build_table, mean_sd, to_markdown, write_all
+from kaleido.ablation.variants import (
+    PAPER_COLUMNS,
+    Variant,
+    VariantError,
+    component_variant,
+    file_overrides,
+    paper_variants,
+    parse_tasks,
+    tasks_variant,
+)
+from kaleido.recipe import load_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+SMALL = """
+name = "small"
+output_dir = "{root}/runs"
+[data]
+name = "synthetic"
+dir = "{root}/data"
+[sod]
+name = "background"
+[aligner]
+name = "none"
+[masker]
+name = "agm"
+[model]
+name = "kaleido"
+init = "scratch"
+"""
+
+
+@pytest.fixture()
+def small(tmp_path: Path) -> Path:
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL.format(root=tmp_path), encoding="utf-8")
+    return path
+
+
+# -- variants ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("spec, tasks", [
+    ("B", ["amlm", "itm"]),
+    ("B+I", ["amlm", "itm", "rr"]),
+    ("B+I~III", ["amlm", "itm", "rr", "jps", "cp"]),
+    ("B+I~V", ["amlm", "itm", "rr", "jps", "cp", "g2cm", "b2cm"]),
+    ("b+v", ["amlm", "itm", "b2cm"]),
+    ("B+IV+II", ["amlm", "itm", "jps", "g2cm"]),
+    ("amlm,itm,cp", ["amlm", "itm", "cp"]),
+])
+def test_task_shorthands(spec: str, tasks: list[str]) -> None:
+    assert parse_tasks(spec) == tasks
+
+
+@pytest.mark.parametrize("spec", ["B+VI", "B+III~I", "B+IIII"])
+def test_bad_task_shorthand_is_one_clear_error(spec: str) -> None:
+    with pytest.raises(VariantError, match="--tasks"):
+        parse_tasks(spec)
+
+
+def test_component_values_become_overrides(small: Path) -> None:
+    v = component_variant("masker", "random token_rate=0.3")
+    assert v.overrides == ('masker.name="random"', "masker.token_rate=0.3")
+    r = load_recipe(small, list(v.overrides))
+    assert r.masker.name == "random" and r.build("masker").token_rate == 0.3
+    with pytest.raises(VariantError, match="key=value"):
+        component_variant("masker", "random fast")
+    with pytest.raises(VariantError, match="component name"):
+        component_variant("sod", "weights=x")
+
+
+@pytest.mark.parametrize("column", PAPER_COLUMNS, ids=lambda c: c.recipe)
+def test_column_file_as_overrides_equals_the_column_recipe(column) -> None:
+    """--paper applies a column's own keys to the base: on full.toml that must give the column recipe."""
+    derived = load_recipe(RECIPES / "full.toml", file_overrides(RECIPES / f"{column.recipe}.toml"))
+    shipped = load_recipe(RECIPES / f"{column.recipe}.toml")
+    a, b = derived.model.model_dump(), shipped.model.model_dump()
+    a.pop("name"), b.pop("name")
+    assert a == b
+
+
+def test_paper_variants_cover_table4() -> None:
+    variants = paper_variants(RECIPES)
+    assert [v.label for v in variants] == [c.label for c in PAPER_COLUMNS]
+    assert {v.factor for v in variants} == {"patcher", "masker", "tasks"}
+    assert variants[0].paper == {"sum_r": 276.97, "sum_cls": 313.43, "sum_cap": 76.6}
+    with pytest.raises(VariantError, match="missing"):
+        paper_variants(RECIPES / "nowhere")
+
+
+def test_slugs_are_distinct_per_column() -> None:
+    slugs = [v.slug for v in paper_variants(RECIPES)]
+    assert len(set(slugs)) == len(slugs) and all("/" not in s and "~" not in s for s in slugs)
+
+
+def test_plan_drops_tasks_without_their_level_and_params_the_base_lacks(small: Path) -> None:
+    """The scale-fixed column on a base without an aligner: aligner.levels has nowhere to go, and
+    every AKPM task of a base with all seven loses its level on the 8x8 grid."""
+    scale_fixed = paper_variants(RECIPES)[0]
+    planned = plan_variant(small, [], scale_fixed, "small-sf", [0, 1])
+    r = planned.recipes[1]
+    assert (r.patcher.name, r.sod.name, r.seed, r.name) == ("fixed", "none", 1, "small-sf")
+    assert r.pretrain.tasks == ["amlm", "itm"]  # the column recipe says so itself
+    assert any("aligner.levels left out" in n for n in planned.variant.notes)
+
+    fixed = plan_variant(small, [], component_variant("patcher", "fixed grid=6"), "small-fixed", [0])
+    assert fixed.recipes[0].pretrain.tasks == ["amlm", "itm"]
+    assert any("rr, jps, cp, g2cm, b2cm dropped" in n for n in fixed.variant.notes)
+
+    five = plan_variant(small, [], component_variant("patcher", "fixed grid=5"), "small-five", [0])
+    assert five.recipes[0].pretrain.tasks == ["amlm", "itm", "b2cm"]  # 5x5 exists: B2CM stays
+
+
+def test_plan_rejects_a_bad_variant_before_running(small: Path) -> None:
+    with pytest.raises(VariantError, match="no_such_masker"):
+        plan_variant(small, [], component_variant("masker", "no_such_masker"), "x", [0])
+    with pytest.raises(VariantError, match="token_rate"):
+        plan_variant(small, [], component_variant("masker", "random token_rate=7"), "x", [0])
+    with pytest.raises(VariantError, match="X\\+I"):  # not a shorthand: a task list with an unknown task
+        plan_variant(small, [], tasks_variant("X+I"), "x", [0])
+
+
+# -- table ------------------------------------------------------------------------------------
+def _row(label: str, values: list[tuple[float | None, float | None, float | None]], factor: str = "masker",
+         paper: dict | None = None) -> Row:
+    runs = [{"sum_r": a, "sum_cls": b, "sum_cap": c} for a, b, c in values]
+    return Row(factor, label, list(range(len(values))), runs, paper)
+
+
+def test_mean_sd_and_paired_delta() -> None:
+    assert mean_sd([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
+    assert mean_sd([5.0]) == (5.0, None) and mean_sd([None]) == (None, None)
+    base = _row("agm", [(100.0, 200.0, 10.0), (110.0, 210.0, 12.0)], "base")
+    var = _row("random", [(90.0, 205.0, None), (104.0, 205.0, None)])
+    assert var.delta(base, "sum_r") == (-8.0, pytest.approx(2 ** 0.5 * 2))  # diffs -10, -6
+    assert var.delta(base, "sum_cls")[0] == 0.0
+    assert var.delta(base, "sum_cap") == (None, None)
+
+
+def test_markdown_layout(tmp_path: Path) -> None:
+    base = _row("full", [(300.0, 310.0, 80.0), (302.0, 312.0, 82.0)], "base",
+                {"sum_r": 319.52, "sum_cls": 318.14, "sum_cap": 84.0})
+    masker = _row("Random masking", [(290.0, 300.0, 70.0), (296.0, 306.0, 72.0)], "masker",
+                  {"sum_r": 299.50, "sum_cls": 314.31, "sum_cap": 78.6})
+    tasks = _row("B", [(None, 1.0, 2.0), (None, 3.0, 4.0)], "tasks")
+    table = build_table(base, [masker, tasks], {"sum_r": 30.0, "sum_cls": 5.0, "sum_cap": 1.5})
+    md = to_markdown(table, "T")
+    lines = md.splitlines()
+    assert "Seeds per setting: 2." in md
+    base_line = next(line for line in lines if "full (base)" in line)
+    assert "301.00 ± 1.41" in base_line and "(" not in base_line.split("|")[3]
+    random_line = next(line for line in lines if "Random masking" in line)
+    assert "293.00 ± 4.24 (-8.00 ± 2.83)" in random_line
+    assert "299.50 (-20.02)" in random_line  # the paper's own change beside ours
+    b_line = next(line for line in lines if "| B |" in line)
+    assert b_line.split("|")[3].strip() == "-"
+    assert "| chance |" in md and "30.00" in md
+
+    paths = write_all(table, tmp_path / "out", "T")
+    assert json.loads(paths["json"].read_text())["variants"][0]["sum_r"]["delta"] == -8.0
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths["md"].read_text() == md
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ablation.json", "ablation.md",
+                                                                    "ablation.png"]
+
+
+# -- orchestration ----------------------------------------------------------------------------
+def test_run_ablation_seeds_dedup_and_failures(small: Path, tmp_path: Path) -> None:
+    """A fake stage chain that scores from the recipe: checks which recipes run, in what order,
+    that an identical recipe runs once, and that a failed run shows as '-' without stopping."""
+    calls: list[tuple[str, int, str, tuple]] = []
+
+    def runner(recipe, launch, echo):
+        calls.append((recipe.name, recipe.seed, recipe.masker.name, tuple(recipe.pretrain.tasks)))
+        if recipe.masker.name == "random" and recipe.seed == 1:
+            raise RuntimeError("boom\nsecond line")
+        out = tmp_path / "fake" / f"{recipe.name}-{recipe.seed}"
+        out.mkdir(parents=True)
+        score = 10.0 * len(recipe.pretrain.tasks) + recipe.seed + (5 if recipe.masker.name == "agm" else 0)
+        results = {"retrieval": {"scorers": {"pre-trained ITM": {"sum_r": score}}, "chance": {"sum_r": 3.0}},
+                   "sum_cls": {"ours": 2 * score, "chance": 1.0}}
+        (out / "results.json").write_text(json.dumps(results))
+        return out / "results.json"
+
+    variants = [component_variant("masker", "random"), component_variant("masker", "agm"), tasks_variant("B")]
+    table, paths = run_ablation(small, variants, seeds=2, progress=False, runner=runner,
+                                out_dir=tmp_path / "abl", echo=lambda line: None)
+    # the "agm" variant is the base itself: it never runs again
+    assert [c[:2] for c in calls] == [("small", 0), ("small", 1), ("small-masker-random", 0),
+                                      ("small-masker-random", 1), ("small-tasks-b", 0), ("small-tasks-b", 1)]
+    assert calls[-1][3] == ("amlm", "itm")
+    base, random_, agm, b = table["base"], *table["variants"]
+    assert base["sum_r"]["mean"] == 75.5 and base["sum_r"]["sd"] == pytest.approx(0.5 ** 0.5)
+    assert random_["sum_r"]["mean"] == 70.0 and random_["sum_r"]["sd"] is None  # seed 1 failed
+    assert random_["sum_r"]["delta"] == -5.0
+    assert any("seed 1 failed: RuntimeError: boom" == n for n in random_["notes"])
+    assert agm["sum_r"]["delta"] == 0.0 and agm["dirs"] == base["dirs"]
+    assert b["sum_r"]["delta"] == -50.0 and b["sum_cap"]["mean"] is None
+    assert table["failures"] == 1 and table["chance"]["sum_r"] == 3.0
+    assert paths["md"].is_file() and "| Masking | random |" in paths["md"].read_text()
+
+
+def test_run_ablation_rejects_duplicate_variants(small: Path) -> None:
+    with pytest.raises(VariantError, match="twice"):
+        run_ablation(small, [tasks_variant("B"), tasks_variant("B")], progress=False,
+                     runner=lambda *a: None)
+
+
+def test_cli_without_variants_fails_clearly(small: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kaleido.cli import app
+
+    result = CliRunner().invoke(app, ["ablate", "--base", str(small)])
+    assert result.exit_code == 2 and "nothing to compare" in result.output
+    result = CliRunner().invoke(app, ["ablate", "--base", str(small), "--tasks", "B+VII"])
+    assert result.exit_code == 2 and "B+VII" in result.output
+
+
+def test_variant_base_label_defaults_to_recipe_name(small: Path) -> None:
+    v = Variant("base", "x")
+    assert v.slug == "base-x"

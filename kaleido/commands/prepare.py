@@ -1,0 +1,145 @@
+"""`kaleido prepare`, `kaleido show` and `kaleido sod train|eval`: stage 1 and its saliency model."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import typer
+
+from kaleido.commands.common import RecipeArg, SetOption, console, fail, load
+
+sod_app = typer.Typer(help="Saliency (SOD): train the `unet` component, measure box IoU.",
+                      no_args_is_help=True)
+
+
+def prepare(recipe: Path = RecipeArg, overrides: list[str] = SetOption,
+            split: list[str] = typer.Option(["train", "test"], "--split", help="split(s) to prepare"),
+            progress: bool = typer.Option(True, help="show a progress bar")) -> None:
+    """Saliency, patching and feature extraction into the feature store (reused when finished).
+
+    Several processes (``torchrun --nproc-per-node N -m kaleido.cli prepare R`` or RANK / WORLD_SIZE
+    in the environment) each write their own shard.
+    """
+    from kaleido.data.rows import DataError
+    from kaleido.features.prepare import prepare as run_prepare
+    from kaleido.features.prepare import store_dir
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    resolved = load(recipe, overrides)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    out = store_dir(resolved)
+    for name in split:
+        try:
+            report = run_prepare(resolved, name, out, progress=progress and rank == 0, rank=rank,
+                                 world_size=world)
+        except (DataError, FileNotFoundError, ValueError) as exc:
+            fail(str(exc))
+        prefix = f"[rank {rank}/{world}] " if world > 1 else ""
+        for line in report.lines():
+            console.print(prefix + line, highlight=False)
+
+
+def _load_image(target: str, resolved, split: str):
+    """An image file, or row N of the recipe's split: (image, title)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from kaleido.data.images import to_rgb
+    from kaleido.data.rows import BadRow
+
+    path = Path(target)
+    if path.is_file():
+        try:
+            with Image.open(path) as im:
+                return to_rgb(np.asarray(im.convert("RGBA") if im.mode in ("RGBA", "LA", "P") else
+                                         im.convert("RGB")), 0), path.name
+        except (UnidentifiedImageError, OSError, BadRow) as exc:
+            fail(f"{path}: not a usable image ({exc})")
+    if not target.lstrip("-").isdigit():
+        fail(f"{target}: neither an image file nor a row number")
+    reader = resolved.build("data").open(split)
+    try:
+        row = reader.row(int(target))
+    except (BadRow, IndexError) as exc:
+        fail(str(exc))
+    return row.image, f"{split} row {row.index}: {row.text[:80]}"
+
+
+def show(target: str = typer.Argument(..., help="an image file, or a row number of the recipe's data"),
+         recipe: Path = typer.Option(..., "--recipe", help="the recipe (its sod and patcher are used)"),
+         out: Path = typer.Option(Path("layout.png"), "--out", help="PNG to write"),
+         split: str = typer.Option("train", help="split for a row number"),
+         overrides: list[str] = SetOption) -> None:
+    """Draw the saliency box and every Kaleido level's grid on an image."""
+    from kaleido.patchers.draw import layout_figure
+
+    resolved = load(recipe, overrides)
+    image, title = _load_image(target, resolved, split)
+    sod, patcher = resolved.build("sod"), resolved.build("patcher")
+    mask = sod.mask(image)
+    box, found = sod.box(image)
+    layout = patcher.layout(box, image.shape[1], image.shape[0])
+    fig = layout_figure(image, layout, box, found=found, mask=mask if found else None, title=title)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(out)
+    console.print(f"[green]wrote[/] {out} ({len(layout)} patches, "
+                  f"{'foreground box' if found else 'no foreground: whole image'})", highlight=False)
+
+
+def _mask_pairs(resolved, split: str, limit: int | None):
+    """(images, masks) from the recipe's data: the synthetic HDF5 files carry ``input_mask``."""
+    import h5py
+
+    reader = resolved.build("data").open(split)
+    path = getattr(reader, "path", None)
+    if path is None:
+        fail(f"data {resolved.data.name!r} has no HDF5 file with masks; SOD training needs `synthetic` data")
+    with h5py.File(path, "r") as f:
+        if "input_mask" not in f:
+            fail(f"{path} has no input_mask dataset (only synthetic data carries foreground masks)")
+        n = len(f["input_mask"]) if limit is None else min(limit, len(f["input_mask"]))
+        return f["input_image"][:n], f["input_mask"][:n]
+
+
+@sod_app.command("train")
+def sod_train(recipe: Path = typer.Option(..., "--recipe", help="recipe with mask data"),
+              out: Path = typer.Option(..., "--out", help="weights file to write (.safetensors)"),
+              steps: int = typer.Option(300, min=1), batch_size: int = typer.Option(16, min=1),
+              size: int = typer.Option(128, min=16), width: int = typer.Option(16, min=2),
+              lr: float = typer.Option(3e-3), max_images: int = typer.Option(2000, min=1),
+              overrides: list[str] = SetOption) -> None:
+    """Train the `unet` SOD on the train split's (image, mask) pairs."""
+    from kaleido.sod.train import train_unet
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    resolved = load(recipe, overrides)
+    images, masks = _mask_pairs(resolved, "train", max_images)
+    result = train_unet(images, masks, out, steps=steps, batch_size=batch_size, size=size, width=width, lr=lr,
+                        seed=resolved.seed)
+    console.print(f"[green]wrote[/] {out}: {steps} steps on {len(images)} images, final loss "
+                  f"{result['final_loss']:.4f}, {result['seconds']:.0f} s; use it with "
+                  f"[sod] name = \"unet\" weights = \"{out}\" size = {size} width = {width}", highlight=False)
+
+
+@sod_app.command("eval")
+def sod_eval(recipe: Path = typer.Option(..., "--recipe", help="recipe whose [sod] is measured"),
+             split: str = typer.Option("test", help="held-out split with ground-truth masks"),
+             limit: int = typer.Option(500, min=1), overrides: list[str] = SetOption) -> None:
+    """Box IoU of the recipe's SOD against the ground-truth masks (synthetic data)."""
+    from kaleido.sod.evaluate import sod_box_iou
+
+    resolved = load(recipe, overrides)
+    images, masks = _mask_pairs(resolved, split, limit)
+    r = sod_box_iou(resolved.build("sod"), images, masks)
+    console.print(f"sod {resolved.sod.name}: box IoU mean {r['mean_iou']:.3f}, median {r['median_iou']:.3f} "
+                  f"on {r['n']} {split} images ({r['fallbacks']} without foreground)", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(prepare)
+    app.command()(show)
+    app.add_typer(sod_app, name="sod")

@@ -1,0 +1,117 @@
+"""The stage-1 commands: `kaleido prepare` (store keyed by the recipe, reused), `show`, `sod train|eval`."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from kaleido.cli import app
+from kaleido.features.prepare import prepare, store_dir
+from kaleido.features.store import FeatureStore
+from kaleido.recipe import load_recipe
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on two shared cores thrash
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def recipe_path(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prep")
+    path = root / "tiny.toml"
+    path.write_text(textwrap.dedent(f"""
+        name = "tiny"
+        output_dir = "{root / 'runs'}"
+        [data]
+        name = "synthetic"
+        dir = "{root / 'data'}"
+        products = 4
+        test_products = 2
+        [sod]
+        name = "background"
+        [patcher]
+        name = "kaleido"
+        [backbone]
+        name = "mobilenet_v2"
+        image_size = 64
+        device = "cpu"
+        [prepare]
+        batch_size = 4
+    """))
+    return path
+
+
+@pytest.mark.slow
+def test_prepare_command_writes_and_reuses_the_store(recipe_path):
+    result = runner.invoke(app, ["prepare", str(recipe_path), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    recipe = load_recipe(recipe_path)
+    train = FeatureStore(store_dir(recipe) / "train")
+    test = FeatureStore(store_dir(recipe) / "test")
+    assert len(train) > 0 and len(test) > 0 and train.features(0).shape == (55, 1280)
+    assert "skipped: 0" in result.output
+    report = prepare(recipe, "train", progress=False)
+    assert report.reused and report.rows == len(train)
+    # another preparation setting is another store; a training-only setting is not
+    other = load_recipe(recipe_path, ["patcher.levels=3"])
+    assert store_dir(other) != store_dir(recipe)
+    assert store_dir(load_recipe(recipe_path, ["pretrain.lr=0.5"])) == store_dir(recipe)
+
+
+def test_prepare_reports_a_bad_recipe_in_one_line(recipe_path):
+    result = runner.invoke(app, ["prepare", str(recipe_path), "--set", "backbone.mode=grid"])
+    assert result.exit_code == 2 and "backbone.mode" in result.output
+
+
+def test_show_writes_a_png_for_a_row_and_a_photo(recipe_path, myntra_dir, tmp_path):
+    out = tmp_path / "row.png"
+    result = runner.invoke(app, ["show", "0", "--recipe", str(recipe_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    photo = json.loads((myntra_dir / "pairs.jsonl").read_text().splitlines()[0])["image"]
+    out2 = tmp_path / "photo.png"
+    result = runner.invoke(app, ["show", str(myntra_dir / photo), "--recipe", str(recipe_path),
+                                 "--out", str(out2)])
+    assert result.exit_code == 0 and "foreground box" in result.output and out2.is_file()
+    result = runner.invoke(app, ["show", "nonsense", "--recipe", str(recipe_path)])
+    assert result.exit_code == 2 and "neither an image file nor a row number" in result.output
+
+
+def test_draw_layout_draws_every_patch_and_the_box():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kaleido.patchers.draw import draw_layout
+    from kaleido.patchers.layout import grid_layout
+
+    fig, ax = plt.subplots()
+    layout = grid_layout([10, 10, 90, 70], 100, 80, (1, 2, 3))
+    draw_layout(ax, np.zeros((80, 100, 3), np.uint8), layout, np.array([10, 10, 90, 70]))
+    assert len(ax.patches) == 14 + 1
+    plt.close(fig)
+
+
+def test_sod_train_and_eval_commands(recipe_path, tmp_path):
+    weights = tmp_path / "unet.safetensors"
+    result = runner.invoke(app, ["sod", "train", "--recipe", str(recipe_path), "--out", str(weights),
+                                 "--steps", "3", "--size", "32", "--width", "4", "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    assert weights.is_file()
+    result = runner.invoke(app, ["sod", "eval", "--recipe", str(recipe_path), "--set", "sod.name=unet",
+                                 "--set", f"sod.weights={json.dumps(str(weights))}", "--set", "sod.size=32",
+                                 "--set", "sod.width=4"])
+    assert result.exit_code == 0, result.output
+    assert "box IoU mean" in result.output

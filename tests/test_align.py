@@ -258,3 +258,40 @@ def test_sat_fits_resumes_exactly_and_aligns_colour_words(tmp_path, one_thread) 
                 hits += bool(overlaps(boxes[p:p + 1], np.array([[c * 8, r * 8, c * 8 + 8, r * 8 + 8]]))[0])
     # the colour word's attention finds its square far more often than a random 5x5 patch (9/25 overlap)
     assert total >= 20 and hits / total > 0.8
+
+
+def test_draw_alignments_labels_each_aligned_word_at_its_patch(tokenizer, tmp_path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from kaleido.aligners.draw import draw_alignments, words_and_boxes
+
+    text = "Black drawstring hoodie with a kangaroo pocket"
+    boxes, _ = kaleido_boxes((0.0, 0.0, 100.0, 100.0))
+    pos = word_token_positions(text, offsets_of(tokenizer, text))
+    pairs = [(p, 40) for p in pos["drawstring"]] + [(pos["pocket"][0], 52)]
+    wb = words_and_boxes(text, offsets_of(tokenizer, text), pairs, boxes)
+    assert [(w, b.tolist()) for w, b in wb] == [("drawstring", boxes[40].tolist()),
+                                                ("pocket", boxes[52].tolist())]
+    fig, ax = plt.subplots()
+    draw_alignments(ax, np.zeros((100, 100, 3), np.uint8), wb, heatmap=(np.eye(3), (0, 0, 100, 100)))
+    assert [t.get_text() for t in ax.texts] == ["drawstring", "pocket"]
+    assert len(ax.patches) == 2 and len(ax.images) == 2
+    fig.savefig(tmp_path / "a.png")
+    plt.close(fig)
+    assert (tmp_path / "a.png").stat().st_size > 1000
+
+
+def test_align_command_without_a_feature_store_fails_in_one_line(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from kaleido.cli import app
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'output_dir = "{tmp_path}/runs"\n[data]\nname = "synthetic"\ndir = "{tmp_path}/d"\n'
+                      '[aligner]\nname = "sat"\n')
+    result = CliRunner().invoke(app, ["align", str(recipe), "--no-progress"])
+    assert result.exit_code == 2
+    assert "no feature store" in result.output and "kaleido prepare" in result.output

@@ -22,4 +22,4 @@ class NoAligner:
         return {"trained": False}
 
     def align(self, source: AlignSource, workdir: Path, progress: bool = True) -> tuple[list[Pairs], dict]:
-        return [[] for _ in range(len(source))], {"rows": len(source), "aligned_rows": 0}
+        return [[] for _ in range(len(source))], {"rows": len(source), "aligned_rows": 0, "pairs": 0}

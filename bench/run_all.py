@@ -33,7 +33,8 @@ WORKDIR_ENV = "KALEIDO_BENCH_DIR"  # a folder shared by the benchmarks of one ru
 # Plain scripts (no ``run``) of other pieces: section title and the arguments per mode.
 SCRIPTS: dict[str, tuple[str, list[str], list[str]]] = {
     "synth_speed": ("Synthetic data", ["--products", "50", "--poses", "2"], []),
-    "bench_extraction": ("Extraction", [], []),
+    "bench_extraction": ("Extraction", ["--images", "6", "--crop-images", "1", "--size", "160",
+                                        "--repeats", "2", "--memory-rows", "20", "80"], []),
     "bench_step": ("Pre-training step", ["--repeats", "5"], []),
     "bench_retrieval": ("Retrieval", ["--lists", "4"], []),
 }

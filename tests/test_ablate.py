@@ -15,6 +15,7 @@ from kaleido.ablation.variants import (
     VariantError,
     component_variant,
     file_overrides,
+    file_variant,
     paper_variants,
     parse_tasks,
     tasks_variant,
@@ -96,6 +97,15 @@ def test_paper_variants_cover_table4() -> None:
     assert variants[0].paper == {"sum_r": 276.97, "sum_cls": 313.43, "sum_cap": 76.6}
     with pytest.raises(VariantError, match="missing"):
         paper_variants(RECIPES / "nowhere")
+
+
+def test_a_column_file_keeps_its_column(tmp_path: Path) -> None:
+    v = file_variant(RECIPES / "kaleido-no-sod.toml")
+    assert (v.factor, v.label, v.overrides) == ("patcher", "Kaleido (no SOD)", ('sod.name="none"',))
+    assert v.paper == {"sum_r": 303.80, "sum_cls": 314.96, "sum_cap": 79.7}
+    own = tmp_path / "mine.toml"
+    own.write_text('extends = "x.toml"\nname = "mine"\n[masker]\ntoken_rate = 0.2\n')
+    assert file_variant(own) == Variant("recipe", "mine", ("masker.token_rate=0.2",))
 
 
 def test_slugs_are_distinct_per_column() -> None:

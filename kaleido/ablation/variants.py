@@ -172,6 +172,15 @@ def recipe_variant(path: Path, label: str | None = None, factor: str = "recipe",
     return Variant(factor, label or path.stem, tuple(file_overrides(path)), paper)
 
 
+def file_variant(path: Path) -> Variant:
+    """``--variant FILE``: a shipped Table-4 column recipe keeps its column's label and figures."""
+    path = Path(path)
+    for col in PAPER_COLUMNS:
+        if path.name == f"{col.recipe}.toml":
+            return recipe_variant(path, col.label, col.factor, col.paper)
+    return recipe_variant(path)
+
+
 def paper_variants(recipes_dir: Path) -> list[Variant]:
     """Every Table-4 column but the full one, from the shipped column recipes."""
     out = []

@@ -40,8 +40,8 @@ def ablate(
         VariantError,
         component_variant,
         default_recipes_dir,
+        file_variant,
         paper_variants,
-        recipe_variant,
         tasks_variant,
     )
     from kaleido.recipe import RecipeError, load_recipe
@@ -56,7 +56,7 @@ def ablate(
         for factor, values in (("patcher", patcher), ("sod", sod), ("masker", masker), ("aligner", aligner)):
             variants += [component_variant(factor, v) for v in values]
         variants += [tasks_variant(t) for t in tasks]
-        variants += [recipe_variant(p) for p in variant]
+        variants += [file_variant(p) for p in variant]
         base_variant = None
         if paper:
             variants = paper_variants(recipes_dir) + variants

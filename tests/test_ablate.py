@@ -240,3 +240,37 @@ def test_cli_without_variants_fails_clearly(small: Path) -> None:
 def test_variant_base_label_defaults_to_recipe_name(small: Path) -> None:
     v = Variant("base", "x")
     assert v.slug == "base-x"
+
+
+@pytest.mark.slow
+def test_cli_passes_nproc_per_node_to_every_run(small: Path, tmp_path: Path, monkeypatch) -> None:
+    """The command line end to end, with the stage chain replaced by one that records its launch."""
+    from typer.testing import CliRunner
+
+    import kaleido.training.pipeline as pipeline
+    from kaleido.cli import app
+
+    seen: list[tuple[str, int, bool]] = []
+
+    def fake_run_stages(recipe, *, launch, progress, echo, force=()):
+        seen.append((recipe.name, launch.nproc_per_node, progress))
+        out = pipeline.eval_dir(recipe)
+        out.mkdir(parents=True, exist_ok=True)  # the launch does not shape results: same folder
+        (out / "results.json").write_text(json.dumps({"sum_cls": {"ours": 100.0 + len(recipe.pretrain.tasks),
+                                                                  "chance": 1.0}}))
+        return {}
+
+    monkeypatch.setattr(pipeline, "run_stages", fake_run_stages)
+    runner = CliRunner()
+    result = runner.invoke(app, ["ablate", "--base", str(small), "--tasks", "B", "--nproc-per-node", "3",
+                                 "--no-progress", "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert seen == [("small", 3, False), ("small-tasks-b", 3, False)]
+    table = json.loads((tmp_path / "a" / "ablation.json").read_text())
+    assert table["variants"][0]["sum_cls"]["delta"] == -5.0  # 2 tasks against the default 7
+
+    seen.clear()
+    result = runner.invoke(app, ["ablate", "--base", str(small), "--set", "launch.nproc_per_node=2",
+                                 "--masker", "random", "--no-progress", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert [s[1] for s in seen] == [2, 2]

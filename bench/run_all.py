@@ -204,6 +204,25 @@ def document(sections: list[Section], command: str, started: float, load: tuple[
     return "\n".join(head) + "\n" + "\n".join(s.markdown() for s in sections) + "\n" + "\n".join(gpu)
 
 
+MARKER = "<!-- bench/run_all.py: generated above this line; hand-written notes below are kept -->"
+KEPT_TITLE = "# Notes by each piece's owner (hand-written, from their own runs; kept by run_all)"
+
+
+def assemble(generated: str, previous: str) -> str:
+    """The generated part, then the owners' hand-written notes of the previous file, kept as they are.
+
+    Before the first generated version the whole previous file is hand-written: all of it but its
+    title is kept; afterwards, whatever follows the marker.
+    """
+    if MARKER in previous:
+        kept = previous.split(MARKER, 1)[1].strip()
+    else:
+        lines = previous.strip().splitlines()
+        kept = "\n".join(lines[1:] if lines and lines[0].startswith("# ") else lines).strip()
+        kept = f"{KEPT_TITLE}\n\n{kept}" if kept else ""
+    return generated.rstrip() + "\n\n" + MARKER + "\n\n" + (kept + "\n" if kept else "")
+
+
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -237,7 +256,8 @@ def main() -> None:
             section = run_one(name, args.quick, args.timeout)
             print(section.markdown(), flush=True)
             sections.append(section)
-    write_atomic(args.out, document(sections, command, started, load))
+    previous = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
+    write_atomic(args.out, assemble(document(sections, command, started, load), previous))
     print(f"[run_all] wrote {args.out}")
 
 

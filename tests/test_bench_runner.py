@@ -41,3 +41,13 @@ def test_ddp_reuses_the_quickstart_store_and_failures_show_in_the_document(monke
     doc = run_all.document([failed, ok], "python bench/run_all.py", 0.0, (1.0, 1.0))
     assert "**Failed in this run:** timed out after 5 s" in doc and "| 10.00x | >= 5x | yes |" in doc
     assert "targets met in the tables run_all builds: 1 of 1" in doc and "failed: 1 of 2" in doc
+
+
+def test_owners_hand_written_notes_survive_every_rewrite():
+    hand = "# Performance\n\n## Step\n\nowner's analysis\n"
+    first = run_all.assemble("# Performance\n\ngenerated 1\n", hand)
+    assert first.index("generated 1") < first.index(run_all.MARKER) < first.index("owner's analysis")
+    assert first.count("# Performance") == 1
+    second = run_all.assemble("# Performance\n\ngenerated 2\n", first.replace("analysis", "analysis, edited"))
+    assert "generated 1" not in second and "generated 2" in second
+    assert "owner's analysis, edited" in second and second.count(run_all.KEPT_TITLE) == 1

@@ -50,7 +50,7 @@ def splits_of(aligner: Any) -> list[str]:
 
 def build_source(recipe: Any, split: str, backbone: Any = None) -> tuple[AlignSource, Any]:
     """The :class:`AlignSource` of one split of the recipe's feature store (backbone built lazily)."""
-    from kaleido.data.images import to_rgb as as_rgb
+    from kaleido.data.images import to_rgb
     from kaleido.features.prepare import store_dir
     from kaleido.features.store import FeatureStore
     from kaleido.models.tokenizer import load_tokenizer
@@ -64,7 +64,7 @@ def build_source(recipe: Any, split: str, backbone: Any = None) -> tuple[AlignSo
     held: dict[str, Any] = {"backbone": backbone}
 
     def image(i: int) -> np.ndarray:
-        return as_rgb(reader.row(int(sources[i])).image, int(sources[i]))
+        return to_rgb(reader.row(int(sources[i])).image, int(sources[i]))
 
     def feature_map(images: Sequence[np.ndarray]):
         if held["backbone"] is None:

@@ -116,14 +116,13 @@ class KaleidoModel(nn.Module):
     def load(cls, folder: str | Path) -> KaleidoModel:
         """Load a folder written by :meth:`save` (or by ``PretrainObjective.save``)."""
         from safetensors.torch import load_file
-        from transformers import BertModel
 
         folder = Path(folder)
         meta_path = folder / KALEIDO_JSON
         if not meta_path.is_file():
             raise FileNotFoundError(f"{folder} is not a Kaleido model folder (no {KALEIDO_JSON})")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        bert = BertModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="sdpa")
+        bert = load_bert(folder)
         model = cls(bert, meta["feature_dim"], tuple(meta["grids"]), meta["max_text_len"], str(folder))
         model.visual.load_state_dict(load_file(str(folder / VISUAL_FILE)))
         return model
@@ -167,11 +166,20 @@ class Kaleido:
                                 hidden_dropout_prob=self.dropout, attention_probs_dropout_prob=self.dropout)
             config._attn_implementation = "sdpa"
             return BertModel(config)
-        return BertModel.from_pretrained(str(bert_dir(self.init)), local_files_only=True,
-                                         attn_implementation="sdpa", hidden_dropout_prob=self.dropout,
-                                         attention_probs_dropout_prob=self.dropout)
+        return load_bert(bert_dir(self.init), hidden_dropout_prob=self.dropout,
+                         attention_probs_dropout_prob=self.dropout)
 
     def build(self, feature_dim: int, grids: tuple[int, ...] | list[int]) -> KaleidoModel:
         """The model for a feature store's ``feature_dim`` and ``grids``."""
         return KaleidoModel(self.bert(), feature_dim, tuple(grids), self.max_text_len,
                             "minilm" if self.init == "scratch" else self.init, self.dropout)
+
+
+def load_bert(folder: str | Path, **config: Any):
+    """A local BERT folder through ``transformers`` (never a hub), without its progress bar,
+    which would only clutter the run's own rich progress output."""
+    from transformers import BertModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    return BertModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="sdpa", **config)

@@ -100,6 +100,7 @@ class KaleidoModel(nn.Module):
         """Write the model files into an existing (temporary) folder; see :meth:`save`."""
         from safetensors.torch import save_file
 
+        _quiet_transformers()
         self.bert.save_pretrained(folder, safe_serialization=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.visual.state_dict().items()}
         save_file(state, str(folder / VISUAL_FILE))
@@ -179,7 +180,12 @@ def load_bert(folder: str | Path, **config: Any):
     """A local BERT folder through ``transformers`` (never a hub), without its progress bar,
     which would only clutter the run's own rich progress output."""
     from transformers import BertModel
+
+    _quiet_transformers()
+    return BertModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="sdpa", **config)
+
+
+def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    return BertModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="sdpa", **config)

@@ -94,3 +94,38 @@ def test_untrained_decoding_respects_max_len() -> None:
         assert len(cap.ids) <= 4 and 2 not in cap.ids and cap.alphas.shape[0] == len(cap.ids)
     beam = model.beam(torch.randn(1, 5, 4), start=1, end=2, max_len=4, beam_size=2)
     assert len(beam.ids) <= 4 and 2 not in beam.ids
+
+
+def test_backbone_feature_map_at_an_earlier_stride_and_own_size() -> None:
+    """``feature_map(stride=16, image_size=S)`` is MobileNetV2's last stride-16 block on the image
+    resized to S: a finer grid (S/16 cells a side) than the last map (S/32)."""
+    import numpy as np
+
+    from kaleido import registry
+
+    net = registry.backbones.get("mobilenet_v2")(image_size=64, device="cpu")
+    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    assert net.feature_map([image]).shape == (1, 1280, 2, 2)
+    fine = net.feature_map([image], stride=16, image_size=96)
+    assert fine.shape == (1, 96, 6, 6)
+    source = net._source[0].eval()  # the unfused trunk: blocks 0..13 end at stride 16
+    pixels = torch.nn.functional.interpolate(
+        torch.as_tensor(image).permute(2, 0, 1)[None].float() / 255, size=(96, 96), mode="bilinear",
+        antialias=True, align_corners=False)
+    with torch.no_grad():
+        ref = source[:14]((pixels - net.mean) / net.std)
+    assert torch.nn.functional.cosine_similarity(fine.flatten(), ref.flatten(), dim=0) > 0.97
+    with pytest.raises(ValueError, match="stride 64"):
+        net.feature_map([image], stride=64)
+
+
+def test_without_global_init_the_image_reaches_the_decoder_only_through_attention() -> None:
+    torch.manual_seed(0)
+    model = Captioner(vocab_size=9, input_dim=6, feature_dim=8, embed_dim=4, hidden_dim=8, attention_dim=4,
+                      global_init=False)
+    a, b = torch.randn(2, 5, 6), torch.randn(2, 5, 6) * 3
+    _, _, h_a, c_a = model._start(a)
+    _, _, h_b, c_b = model._start(b)
+    assert torch.equal(h_a, h_b) and torch.equal(c_a, c_b)
+    model.global_init = True
+    assert not torch.equal(model._start(a)[2], model._start(b)[2])

@@ -66,10 +66,10 @@ def build_source(recipe: Any, split: str, backbone: Any = None) -> tuple[AlignSo
     def image(i: int) -> np.ndarray:
         return to_rgb(reader.row(int(sources[i])).image, int(sources[i]))
 
-    def feature_map(images: Sequence[np.ndarray]):
+    def feature_map(images: Sequence[np.ndarray], **grid: int):
         if held["backbone"] is None:
             held["backbone"] = recipe.build("backbone")
-        return held["backbone"].feature_map(list(images))
+        return held["backbone"].feature_map(list(images), **grid)
 
     def offsets(batch: Sequence[str]) -> list[list[tuple[int, int]]]:
         enc = tokenizer(list(batch), add_special_tokens=False, return_offsets_mapping=True)

@@ -26,7 +26,9 @@ class AlignSource:
     unusable one); ``boxes(i)`` the (P, 4) pixel patch boxes in that image; ``offsets(texts)`` the
     tokenizer's character offsets of each text without special tokens; ``feature_map(images)``
     maps a list of H x W x 3 uint8 images (any sizes; the backbone resizes them to its input size)
-    to its last feature map (B, D, h, w). ``grid_key`` names the images, boxes and backbone, and
+    to its last feature map (B, D, h, w); the keywords ``stride`` and ``image_size`` (passed only
+    when an aligner sets them) pick an earlier, finer map and the input size. ``grid_key`` names the
+    images, boxes and backbone, and
     ``cache`` is the folder where per-image caches keyed by it are shared between runs.
     """
 

@@ -46,8 +46,13 @@ class Captioner(nn.Module):
     """The SAT decoder over pre-computed grid features (B, N, D)."""
 
     def __init__(self, vocab_size: int, input_dim: int, feature_dim: int = 256, embed_dim: int = 128,
-                 hidden_dim: int = 256, attention_dim: int = 128, dropout: float = 0.3) -> None:
+                 hidden_dim: int = 256, attention_dim: int = 128, dropout: float = 0.3,
+                 global_init: bool = True) -> None:
         super().__init__()
+        # global_init: the LSTM state starts from the mean grid cell (Xu et al.). Without it the state
+        # starts from learned constants, so every piece of image evidence has to come through the
+        # attention: the decoder cannot name a part from the global summary without looking at it.
+        self.global_init = global_init
         self.vocab_size = vocab_size
         # A learned projection of the frozen backbone's channels keeps the LSTM small (1280 -> 256).
         self.encode = nn.Sequential(nn.Linear(input_dim, feature_dim), nn.ReLU())
@@ -62,7 +67,7 @@ class Captioner(nn.Module):
 
     def _start(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         feats = self.encode(grid)
-        mean = feats.mean(1)
+        mean = feats.mean(1) if self.global_init else torch.zeros_like(feats[:, 0])
         return feats, self.attention.feature_proj(feats), torch.tanh(self.init_h(mean)), torch.tanh(
             self.init_c(mean))
 

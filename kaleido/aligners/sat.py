@@ -75,15 +75,19 @@ class SATAligner:
     def __init__(
         self,
         region: Literal["crop", "image"] = "crop",
+        image_size: int = 0,
+        stride: int = 0,
         feature_dim: int = 256,
         embed_dim: int = 128,
         hidden_dim: int = 256,
         attention_dim: int = 128,
         dropout: float = 0.3,
+        global_init: bool = True,
         epochs: int = 10,
         batch_size: int = 32,
         lr: float = 1e-3,
         alpha_c: float = 1.0,
+        word_dropout: float = 0.0,
         clip_grad_norm: float = 5.0,
         min_count: int = 2,
         max_vocab: int = 5000,
@@ -101,10 +105,18 @@ class SATAligner:
     ) -> None:
         if not levels:
             raise ValueError("sat: levels must name at least one Kaleido level (e.g. [3, 4, 5])")
+        if image_size and image_size < 32:
+            raise ValueError(f"sat: image_size must be 0 (the backbone's) or >= 32, got {image_size}")
+        if stride < 0:
+            raise ValueError(f"sat: stride must be 0 (the backbone's last map) or positive, got {stride}")
         self.region = region
+        self.image_size, self.stride = image_size, stride
         self.arch = dict(feature_dim=feature_dim, embed_dim=embed_dim, hidden_dim=hidden_dim,
-                         attention_dim=attention_dim, dropout=dropout)
+                         attention_dim=attention_dim, dropout=dropout, global_init=global_init)
+        if not 0.0 <= word_dropout < 1.0:
+            raise ValueError(f"sat: word_dropout must be in [0, 1), got {word_dropout}")
         self.epochs, self.batch_size, self.lr, self.alpha_c = epochs, batch_size, lr, alpha_c
+        self.word_dropout = word_dropout
         self.clip_grad_norm = clip_grad_norm
         self.min_count, self.max_vocab, self.max_len = min_count, max_vocab, max_len
         self.decode, self.beam_size = decode, beam_size
@@ -114,8 +126,10 @@ class SATAligner:
 
     # -- settings -------------------------------------------------------------------------
     def key(self) -> dict:
-        return {"name": "sat", "region": self.region, **self.arch,
+        return {"name": "sat", "region": self.region, "image_size": self.image_size, "stride": self.stride,
+                **self.arch,
                 "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "alpha_c": self.alpha_c,
+                "word_dropout": self.word_dropout,
                 "clip_grad_norm": self.clip_grad_norm, "min_count": self.min_count,
                 "max_vocab": self.max_vocab, "max_len": self.max_len, "decode": self.decode,
                 "beam_size": self.beam_size, "levels": self.levels, "select": self.select,
@@ -134,9 +148,21 @@ class SATAligner:
 
     # -- 1. grid features -----------------------------------------------------------------
     def _grid_dir(self, source: AlignSource, workdir: Path) -> Path:
-        digest = hashlib.sha256(json.dumps([source.grid_key, self.region]).encode())
+        grid_args = self._grid_args()
+        parts = [source.grid_key, self.region, *([grid_args] if grid_args else [])]
+        digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
         root = source.cache if source.cache is not None else workdir
         return Path(root) / f"sat-grid-{digest.hexdigest()[:12]}" / source.split
+
+    def _grid_args(self) -> dict:
+        """Keyword arguments of ``source.feature_map``: the aligner's own grid resolution, when set
+        (a finer grid than the backbone's last map at its patch-feature size)."""
+        args: dict = {}
+        if self.stride:
+            args["stride"] = self.stride
+        if self.image_size:
+            args["image_size"] = self.image_size
+        return args
 
     def grids(self, source: AlignSource, workdir: Path, progress: bool = True) -> dict:
         """Backbone grid features of every row, computed once: ``grid`` (N, h*w, D) float16 memmap,
@@ -168,7 +194,7 @@ class SATAligner:
                 if not batch_rows:
                     return
                 with torch.inference_mode():
-                    fmap = source.feature_map(list(batch_imgs))
+                    fmap = source.feature_map(list(batch_imgs), **self._grid_args())
                 b, d, h, w = fmap.shape
                 if grid is None:
                     hw = (h, w)
@@ -277,7 +303,13 @@ class SATAligner:
                     sel_idx = idx[np.argsort(rows[idx.numpy()], kind="stable")]
                     grid = torch.from_numpy(np.asarray(grids["grid"][sel], dtype=np.float32)).to(device)
                     seq = padded[sel_idx, : int(lengths[sel_idx].max())].to(device)
-                    logits, alphas = model(grid, seq[:, :-1])
+                    inputs = seq[:, :-1]
+                    if self.word_dropout > 0:  # hide previous words: the next one must be read off the image
+                        hide = torch.rand(inputs.shape, device=device) < self.word_dropout
+                        hide[:, 0] = False  # <start>
+                        inputs = torch.where(hide & (inputs != vocab.pad), torch.full_like(inputs, vocab.unk),
+                                             inputs)
+                    logits, alphas = model(grid, inputs)
                     loss, ce = caption_loss(logits, alphas, seq[:, 1:], vocab.pad, self.alpha_c)
                     optim.zero_grad(set_to_none=True)
                     loss.backward()
@@ -366,6 +398,6 @@ class SATAligner:
         image = source.image(i)
         region = crop_region(image, source.boxes(i), self.region)
         with torch.inference_mode():
-            fmap = source.feature_map([crop(image, region)])
+            fmap = source.feature_map([crop(image, region)], **self._grid_args())
         cap = self.caption(model, vocab, fmap.float().flatten(2).transpose(1, 2))[0]
         return [vocab.itos[t] for t in cap.ids], cap.alphas.numpy().reshape(-1, *hw), region

@@ -16,6 +16,7 @@ the grey-scale patches of the 4x4 level.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,6 +77,8 @@ class Backbone(nn.Module):
             raise ValueError(f"need image_size >= 32, batch_size >= 1, roi_output >= 1 (got {image_size}, "
                              f"{batch_size}, {roi_output})")
         self.trunk = _inference_trunk(trunk)
+        self._source = [trunk]  # the unfused trunk (not a submodule): earlier maps are cut from it
+        self._prefixes: dict[int, nn.Module] = {}
         self.feature_dim, self.mode = feature_dim, mode
         self.image_size, self.batch_size, self.roi_output = image_size, batch_size, roi_output
         self.device = resolve_device(device)
@@ -99,12 +102,13 @@ class Backbone(nn.Module):
                          spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
     # -- backbone ------------------------------------------------------------------------------
-    def maps(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, S, S) pixels in [0, 1] -> (N, D, h, w) last feature maps, in chunks of batch_size."""
+    def maps(self, x: torch.Tensor, trunk: nn.Module | None = None) -> torch.Tensor:
+        """(N, 3, S, S) pixels in [0, 1] -> (N, D, h, w) last feature maps (or ``trunk``'s), in chunks."""
+        trunk = self.trunk if trunk is None else trunk
         out = []
         for i in range(0, len(x), self.batch_size):
             chunk = (x[i:i + self.batch_size] - self.mean) / self.std
-            out.append(self.trunk(chunk.contiguous(memory_format=torch.channels_last)).contiguous())
+            out.append(trunk(chunk.contiguous(memory_format=torch.channels_last)).contiguous())
         self.passes += len(x)
         return torch.cat(out) if out else x.new_zeros((0, self.feature_dim, 1, 1))
 
@@ -116,12 +120,35 @@ class Backbone(nn.Module):
                            spatial_scale=scale, sampling_ratio=2, aligned=True)
         return pooled.mean(dim=(2, 3))
 
+    def _prefix(self, stride: int) -> nn.Module:
+        """The trunk cut after its last layer of output stride ``stride`` (sequential trunks only)."""
+        if stride not in self._prefixes:
+            source = self._source[0]
+            if not isinstance(source, nn.Sequential):
+                raise ValueError(f"feature_map(stride={stride}) needs a sequential trunk")
+            x, cut, size = torch.zeros(1, 3, 64, 64, device=self.device), 0, 64
+            with torch.inference_mode():
+                for k, layer in enumerate(source.eval()):
+                    x = layer(x)
+                    if x.ndim == 4 and x.shape[-1] * stride == size:
+                        cut = k + 1
+            if not cut:
+                raise ValueError(f"the backbone has no feature map at stride {stride}")
+            self._prefixes[stride] = _inference_trunk(copy.deepcopy(source[:cut]))
+        return self._prefixes[stride]
+
     @torch.inference_mode()
-    def feature_map(self, images: Sequence[np.ndarray] | torch.Tensor) -> torch.Tensor:
-        """Whole images resized to image_size -> (B, D, h, w) (what the SAT aligner attends over)."""
-        crops = [self._crops(img, torch.tensor([[0, 0, img.shape[1], img.shape[0]]], dtype=torch.float32))
+    def feature_map(self, images: Sequence[np.ndarray] | torch.Tensor, stride: int | None = None,
+                    image_size: int | None = None) -> torch.Tensor:
+        """Whole images resized to ``image_size`` (default the backbone's) -> (B, D, h, w): the last
+        feature map, or with ``stride`` the trunk's last map of that output stride (e.g. 16: a finer,
+        more local grid; what the SAT aligner attends over)."""
+        size = self.image_size if image_size is None else int(image_size)
+        crops = [roi_align(self._pixels(img), [torch.tensor([[0, 0, img.shape[1], img.shape[0]]],
+                                                            dtype=torch.float32, device=self.device)],
+                           output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
                  for img in images]
-        return self.maps(torch.cat(crops))
+        return self.maps(torch.cat(crops), None if stride is None else self._prefix(int(stride)))
 
     @torch.inference_mode()
     def extract(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> torch.Tensor:

@@ -71,6 +71,9 @@ def show(target: str = typer.Argument(..., help="an image file, or a row number 
          recipe: Path = typer.Option(..., "--recipe", help="the recipe (its sod and patcher are used)"),
          out: Path = typer.Option(Path("layout.png"), "--out", help="PNG to write"),
          split: str = typer.Option("train", help="split for a row number"),
+         alignments: bool = typer.Option(False, "--alignments",
+                                         help="add a panel: each aligned word at its patch (row numbers)"),
+         word: str | None = typer.Option(None, "--word", help="add that word's attention heat map"),
          overrides: list[str] = SetOption) -> None:
     """Draw the saliency box and every Kaleido level's grid on an image."""
     from kaleido.patchers.draw import layout_figure
@@ -82,12 +85,37 @@ def show(target: str = typer.Argument(..., help="an image file, or a row number 
     box, found = sod.box(image)
     layout = patcher.layout(box, image.shape[1], image.shape[0])
     fig = layout_figure(image, layout, box, found=found, mask=mask if found else None, title=title)
+    if alignments or word is not None:  # stage-2 panel (kaleido/aligners/show.py)
+        _add_alignment_panel(fig, image, target, resolved, split, word)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, dpi=110)
     tmp.replace(out)
     console.print(f"[green]wrote[/] {out} ({len(layout)} patches, "
                   f"{'foreground box' if found else 'no foreground: whole image'})", highlight=False)
+
+
+def _add_alignment_panel(fig, image, target: str, resolved, split: str, word: str | None) -> None:
+    """Append a panel: each aligned word at its patch, and ``word``'s attention heat map if asked."""
+    from kaleido.aligners.draw import draw_alignments
+    from kaleido.aligners.show import alignment_view
+
+    if not target.lstrip("-").isdigit():
+        fail("--alignments and --word need a row number of the recipe's data, not an image file")
+    try:
+        view = alignment_view(resolved, split, int(target), word)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    n = len(fig.axes)
+    grid = fig.add_gridspec(1, n + 1)
+    for k, ax in enumerate(fig.axes):
+        ax.set_subplotspec(grid[0, k])
+    ax = fig.add_subplot(grid[0, n])
+    fig.set_size_inches(fig.get_size_inches()[0] * (n + 1) / n, fig.get_size_inches()[1])
+    draw_alignments(ax, image, view.words_and_boxes, view.heatmap)
+    ax.set_title(f"{len(view.words_and_boxes)} aligned words" + (f", attention of {word!r}" if word else ""),
+                 fontsize=9)
+    fig.tight_layout()
 
 
 def _mask_pairs(resolved, split: str, limit: int | None):

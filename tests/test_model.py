@@ -103,6 +103,22 @@ def test_pretrained_init_keeps_the_minilm_weights() -> None:
     assert torch.equal(layer.output.dense.weight, ref.output.dense.weight)
 
 
+def test_keep_layers_drops_top_layers_of_a_pretrained_init(tmp_path) -> None:
+    from transformers import BertModel
+
+    from kaleido.weights import minilm_dir
+
+    model = Kaleido(init="minilm", max_text_len=16, keep_layers=2).build(16, (1, 2))
+    reference = BertModel.from_pretrained(str(minilm_dir()), local_files_only=True)
+    assert len(model.bert.encoder.layer) == 2
+    kept, ref = model.bert.encoder.layer[1], reference.encoder.layer[1]
+    assert torch.equal(kept.output.dense.weight, ref.output.dense.weight)
+    model.save(tmp_path / "m")
+    assert len(BertModel.from_pretrained(str(tmp_path / "m")).encoder.layer) == 2
+    with pytest.raises(ValueError, match="keep_layers"):
+        Kaleido(init="minilm", keep_layers=0)
+
+
 def test_bad_model_parameters_fail_in_one_line() -> None:
     with pytest.raises(ValueError, match="multiple of num_heads"):
         Kaleido(init="scratch", hidden_size=30, num_heads=4)

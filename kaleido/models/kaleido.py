@@ -135,11 +135,16 @@ class Kaleido:
 
     ``init``: ``"minilm"`` (offline pretrained MiniLM-L6-H384), ``"scratch"`` (random weights of
     the sizes below, bert-base-uncased vocabulary) or a local BERT folder (e.g. bert-base-uncased).
-    The sizes apply to ``"scratch"`` only; a pretrained ``init`` brings its own.
+    The sizes apply to ``"scratch"`` only; a pretrained ``init`` brings its own, and
+    ``keep_layers`` keeps only its first N layers (a smaller, faster model that still starts
+    from pretrained weights, e.g. for CPU runs).
     """
 
     def __init__(self, init: str = "minilm", hidden_size: int = 384, num_layers: int = 6, num_heads: int = 12,
-                 intermediate_size: int = 1536, max_text_len: int = 64, dropout: float = 0.1) -> None:
+                 intermediate_size: int = 1536, max_text_len: int = 64, dropout: float = 0.1,
+                 keep_layers: int | None = None) -> None:
+        if keep_layers is not None and keep_layers < 1:
+            raise ValueError(f"model keep_layers must be >= 1, got {keep_layers}")
         if hidden_size % num_heads:
             raise ValueError(f"model hidden_size {hidden_size} is not a multiple of num_heads {num_heads}")
         if not 0.0 <= dropout < 1.0:
@@ -151,6 +156,7 @@ class Kaleido:
         self.intermediate_size = intermediate_size
         self.max_text_len = max_text_len
         self.dropout = dropout
+        self.keep_layers = keep_layers
 
     def tokenizer(self) -> Any:
         return load_tokenizer(self.init)
@@ -167,8 +173,12 @@ class Kaleido:
                                 hidden_dropout_prob=self.dropout, attention_probs_dropout_prob=self.dropout)
             config._attn_implementation = "sdpa"
             return BertModel(config)
-        return load_bert(bert_dir(self.init), hidden_dropout_prob=self.dropout,
+        bert = load_bert(bert_dir(self.init), hidden_dropout_prob=self.dropout,
                          attention_probs_dropout_prob=self.dropout)
+        if self.keep_layers is not None and self.keep_layers < len(bert.encoder.layer):
+            bert.encoder.layer = bert.encoder.layer[: self.keep_layers]
+            bert.config.num_hidden_layers = self.keep_layers  # saved folders reload with N layers
+        return bert
 
     def build(self, feature_dim: int, grids: tuple[int, ...] | list[int]) -> KaleidoModel:
         """The model for a feature store's ``feature_dim`` and ``grids``."""

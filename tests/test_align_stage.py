@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 from kaleido.aligners.heatmap import word_token_positions
 from kaleido.aligners.vocab import STOPWORDS
 
+pytestmark = pytest.mark.slow  # prepare + training ~43 s, show ~32 s (measured on the shared, loaded 2 cores)
+
 TINY = """
 name = "tinyalign"
 seed = 0

@@ -101,7 +101,7 @@ def test_evaluate_writes_results_and_learns_categories(pretrained):
 def test_evaluate_captioning_learns_the_colour_words(pretrained):
     from kaleido.evaluation.run import evaluate
 
-    recipe = _recipe(pretrained, tasks=["fc"], batch_size=16, caption_epochs=15, finetune_lr=2e-3,
+    recipe = _recipe(pretrained, tasks=["fc"], batch_size=16, caption_epochs=30, finetune_lr=5e-3,
                      caption_tokens=4, caption_samples=16)
     res = evaluate(recipe, pretrained / "pretrain", pretrained / "out" / "fc", progress=False,
                    stores=pretrained / "stores")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from kaleido.aligners.heatmap import word_token_positions
 from kaleido.aligners.vocab import STOPWORDS
 
-pytestmark = pytest.mark.slow  # prepare + training ~43 s, show ~32 s (measured on the shared, loaded 2 cores)
+pytestmark = pytest.mark.slow  # whole module ~23 s at load ~3 on the shared 2 cores (~75 s at load ~5)
 
 TINY = """
 name = "tinyalign"

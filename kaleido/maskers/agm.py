@@ -9,31 +9,21 @@ sample without alignments therefore gets exactly the ``random`` masker's plan.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from kaleido import registry
-from kaleido.maskers.base import (
-    DEFAULT_QUOTAS,
-    MaskPlan,
-    check_rates,
-    patch_budgets,
-    random_plan,
-    token_budget,
-)
+from kaleido.maskers.base import MaskPlan, patch_budgets, random_plan, token_budget
+from kaleido.maskers.random import RandomMasker
 
 
 @registry.maskers.register("agm")
-class AGMMasker:
-    """Alignment-guided: aligned pairs first, one side each, random fill after."""
+class AGMMasker(RandomMasker):
+    """Alignment-guided: aligned pairs first, one side each, random fill after.
 
-    def __init__(self, token_rate: float = 0.15, max_predictions: int = 10,
-                 patch_quotas: Mapping[int, int] = DEFAULT_QUOTAS) -> None:
-        check_rates(token_rate, max_predictions, patch_quotas)
-        self.token_rate = token_rate
-        self.max_predictions = max_predictions
-        self.patch_quotas = {int(g): int(q) for g, q in patch_quotas.items()}
+    Same parameters as ``random`` (token rate, prediction cap, level quotas): only the choice differs.
+    """
 
     def plan(self, n_tokens: int, levels: np.ndarray, grids: Sequence[int],
              alignments: Sequence[tuple[int, int]] | None, rng: np.random.Generator) -> MaskPlan:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torchvision.ops import roi_align
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -50,6 +49,14 @@ def grey_scale(x: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) RGB in [0, 1] -> the same shape, every channel the luma."""
     w = torch.tensor(GREY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x * w).sum(1, keepdim=True).expand_as(x).contiguous()
+
+
+def roi_align(*args, **kwargs) -> torch.Tensor:
+    """``torchvision.ops.roi_align``, imported on first use: torchvision's import costs seconds,
+    and `kaleido check` / `kaleido components` import this module only for its signatures."""
+    from torchvision.ops import roi_align as _roi_align
+
+    return _roi_align(*args, **kwargs)
 
 
 def _inference_trunk(trunk: nn.Module) -> nn.Module:

@@ -97,6 +97,8 @@ class Backbone(nn.Module):
     # -- pixels -------------------------------------------------------------------------------
     def _pixels(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         """H x W x 3 uint8 -> (1, 3, H, W) float in [0, 1] on the device."""
+        if isinstance(image, np.ndarray) and not image.flags.writeable:
+            image = image.copy()  # read-only rows (memory maps, decoded buffers): torch wants writable
         t = torch.as_tensor(image)
         if t.ndim != 3 or t.shape[2] != 3:
             raise ValueError(f"expected an H x W x 3 image, got shape {tuple(t.shape)}")

@@ -207,14 +207,6 @@ def _blob_source(n: int = 24, size: int = 40) -> tuple[AlignSource, list[tuple[s
     return src, truth
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models are overhead-bound: two threads on a shared 2-core box only fight."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.mark.slow
 def test_sat_fits_resumes_exactly_and_aligns_colour_words(tmp_path, one_thread) -> None:

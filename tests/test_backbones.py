@@ -12,12 +12,7 @@ from kaleido.patchers.layout import grid_layout
 SIZE = 64  # tiny inputs keep these tests fast; geometry does not depend on it
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on two shared cores thrash
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 @pytest.fixture(scope="module")

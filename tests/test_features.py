@@ -6,7 +6,6 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 
 from kaleido import registry
 from kaleido.data.rows import BadRow, Row, RowMeta
@@ -16,12 +15,7 @@ from kaleido.features.store import FeatureStore, ShardWriter, shard_name
 SPEC = {"grids": [1, 2], "patches": 5, "feature_dim": 3, "grey": 0, "dtype": "float16"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on two shared cores thrash
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def _rows(n: int, start: int) -> tuple[dict, list[RowMeta]]:

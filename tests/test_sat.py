@@ -8,14 +8,7 @@ import torch
 from kaleido.aligners.captioner import Captioner, SoftAttention, caption_loss
 from kaleido.aligners.vocab import Vocab
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are overhead-bound: two threads on a shared 2-core box only fight."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_attention_weights_sum_to_one_over_the_grid() -> None:

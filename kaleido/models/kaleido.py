@@ -22,7 +22,7 @@ from torch import nn
 
 from kaleido import registry
 from kaleido.models.embeddings import VisualEmbeddings
-from kaleido.models.folder import atomic_folder
+from kaleido.models.folder import atomic_folder, save_state
 from kaleido.models.tokenizer import bert_dir, load_tokenizer
 
 KALEIDO_JSON = "kaleido.json"
@@ -98,12 +98,9 @@ class KaleidoModel(nn.Module):
 
     def write(self, folder: Path) -> None:
         """Write the model files into an existing (temporary) folder; see :meth:`save`."""
-        from safetensors.torch import save_file
-
         _quiet_transformers()
         self.bert.save_pretrained(folder, safe_serialization=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.visual.state_dict().items()}
-        save_file(state, str(folder / VISUAL_FILE))
+        save_state(self.visual, folder / VISUAL_FILE)
         self.tokenizer.save_pretrained(str(folder))
         (folder / KALEIDO_JSON).write_text(json.dumps(self.kaleido_config(), indent=2), encoding="utf-8")
 

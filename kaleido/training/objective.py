@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from kaleido import registry
-from kaleido.models.folder import atomic_folder
+from kaleido.models.folder import atomic_folder, save_state
 from kaleido.models.kaleido import KaleidoModel
 from kaleido.tasks.base import Task
 
@@ -83,12 +83,9 @@ class PretrainObjective(nn.Module):
     def save(self, folder: str | Path) -> Path:
         """The model folder (see ``KaleidoModel.save``) plus ``heads.safetensors`` and
         ``objective.json`` (tasks, their parameters and weights), written atomically."""
-        from safetensors.torch import save_file
-
         with atomic_folder(folder) as tmp:
             self.model.write(tmp)
-            state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
-            save_file(state, str(tmp / HEADS_FILE))
+            save_state(self.heads, tmp / HEADS_FILE)
             spec = {"tasks": [{"name": n, "weight": self.weights[n], "params": t.params()}
                               for n, t in self.tasks.items()]}
             (tmp / OBJECTIVE_JSON).write_text(json.dumps(spec, indent=2), encoding="utf-8")

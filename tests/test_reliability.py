@@ -458,12 +458,17 @@ def test_sigkill_during_prepare_then_restart_loses_nothing(prepared):
                                    rtol=2e-3, atol=2e-3)
 
 
+def _kill_restart_straight(stage: str, pipelines: dict, kill_after: int) -> dict:
+    """The crash pipeline killed after ``kill_after`` steps then restarted, and a straight run."""
+    killed = _drive(stage, pipelines["crash"], kill_after=kill_after)
+    restarted = _drive(stage, pipelines["crash"])
+    straight = _drive(stage, pipelines["straight"])
+    return {"killed": killed, "restarted": restarted, "straight": straight}
+
+
 @pytest.fixture(scope="module")
 def aligned(pipelines, prepared):
-    killed = _drive("align", pipelines["crash"], kill_after=4)
-    restarted = _drive("align", pipelines["crash"])
-    straight = _drive("align", pipelines["straight"])
-    return {"killed": killed, "restarted": restarted, "straight": straight}
+    return _kill_restart_straight("align", pipelines, kill_after=4)
 
 
 @pytest.mark.slow
@@ -484,10 +489,7 @@ def test_sigkill_during_align_then_restart_loses_nothing(pipelines, aligned):
 
 @pytest.fixture(scope="module")
 def trained(pipelines, aligned):
-    killed = _drive("train", pipelines["crash"], kill_after=3)
-    restarted = _drive("train", pipelines["crash"])
-    straight = _drive("train", pipelines["straight"])
-    return {"killed": killed, "restarted": restarted, "straight": straight}
+    return _kill_restart_straight("train", pipelines, kill_after=3)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from kaleido.data.synth import CATEGORIES, SUBCATEGORIES, read_parts, write_synthetic
+from kaleido.data.synth import CATEGORIES, COLOURS, PART_COLOURS, SUBCATEGORIES, read_parts, write_synthetic
 
 
 def _sha(path: Path) -> str:
@@ -125,16 +125,45 @@ def test_products_of_one_subcategory_differ_in_fine_grained_attributes(tmp_path)
     with h5py.File(path, "r") as f:
         subs = [v[0].decode() for v in f["input_subcategory"][:]]
         names = [v[0].decode() for v in f["input_name"][:]]
-        parts = {r["index"]: tuple(sorted(p["word"] for p in r["parts"])) for r in read_parts(path)}
+        side = read_parts(path)
+    parts = {r["index"]: tuple(sorted(p["word"] for p in r["parts"])) for r in side}
+    coloured = {r["index"]: tuple(sorted((p["word"], p["colour"]) for p in r["parts"])) for r in side}
     groups = defaultdict(list)
     for i, sub in enumerate(subs):
-        groups[sub].append((names[i], parts[i]))
+        groups[sub].append((names[i], coloured[i], parts[i]))
     for sub, items in groups.items():
         assert len(items) == 4, sub
-        # no two products of a sub-category share colour + pattern + parts
-        assert len(set(items)) == len(items), (sub, items)
+        # no two products of a sub-category share colour + pattern + parts with their colours
+        assert len({(n, c) for n, c, _p in items}) == len(items), (sub, items)
     # the shape alone does not identify a product: the same silhouette and parts recur
-    assert any(len({p for _n, p in items}) < len(items) for items in groups.values())
+    assert any(len({p for _n, _c, p in items}) < len(items) for items in groups.values())
+
+
+def test_each_part_is_drawn_in_the_colour_named_right_before_its_word(synth_file):
+    """The description says "<colour> <part word>"; that colour fills part of the part's box, the
+    body's colour is another, and different parts of a product have different colours. Which part
+    word follows a colour word is therefore a matter of the image, not of the text."""
+    rows = read_parts(synth_file)
+    checked = 0
+    with h5py.File(synth_file, "r") as f:
+        for r in rows:
+            text = f["input_description"][r["index"], 0].decode().lower()
+            image = f["input_image"][r["index"]].astype(np.float64)
+            colours = [p["colour"] for p in r["parts"]]
+            assert len(set(colours)) == len(colours), (text, colours)
+            name = f["input_name"][r["index"], 0].decode().lower()
+            body = next(c for c in COLOURS if name.startswith(c + " "))
+            for p in r["parts"]:
+                assert re.search(rf"\b{p['colour']} {p['word']}\b", text), (p, text)
+                assert p["colour"] != body
+                rgb = np.array(PART_COLOURS[p["colour"]], dtype=np.float64)
+                for x1, y1, x2, y2 in p["boxes"]:
+                    # the pose's lighting scales the colour by 0.85 .. 1.12
+                    near = [np.abs(image[y1:y2, x1:x2] - np.minimum(rgb * s, 255)).max(axis=-1) < 12
+                            for s in np.linspace(0.85, 1.12, 28)]
+                    assert np.any(near, axis=0).mean() > 0.05, (r["index"], p, text)
+                    checked += 1
+    assert checked > 100
 
 
 def test_bad_arguments_are_refused(tmp_path):

@@ -19,6 +19,7 @@ from kaleido import registry
 from kaleido.data.fashiongen import FashionGenReader
 from kaleido.data.jsonl import JsonlReader
 from kaleido.data.rows import DataError, Reader
+from kaleido.data.synth import VERSION as SYNTH_VERSION
 
 SPLITS = ("train", "test")
 TEST_SEED_OFFSET = 1_000_000  # the synthetic test split uses seed + this, and product ids after train's
@@ -53,14 +54,19 @@ class SyntheticData:
     """Procedurally drawn fashion products (Fashion-Gen schema), written on first use."""
 
     def __init__(self, dir: str = "data/synthetic", products: int = 300, test_products: int = 60,
-                 seed: int = 0) -> None:
+                 seed: int = 0, version: int = SYNTH_VERSION) -> None:
+        # version: the generator's (kaleido.data.synth.VERSION); part of the recipe so that every
+        # stage key built on the data changes when the generator draws other data.
         if products < 1 or test_products < 1:
             raise ValueError("data.products and data.test_products must be >= 1")
+        if version != SYNTH_VERSION:
+            raise ValueError(f"data.version: this kaleido draws synthetic data version {SYNTH_VERSION}, "
+                             f"not {version}")
         self.dir = Path(dir)
         self.products, self.test_products, self.seed = products, test_products, seed
 
     def manifest(self) -> dict:
-        return {"generator": "kaleido.data.synth", "products": self.products,
+        return {"generator": "kaleido.data.synth", "version": SYNTH_VERSION, "products": self.products,
                 "test_products": self.test_products, "seed": self.seed}
 
     def path(self, split: str) -> Path:
@@ -72,7 +78,13 @@ class SyntheticData:
         manifest_path = self.dir / "synthetic.json"
         if manifest_path.is_file():
             found = json.loads(manifest_path.read_text(encoding="utf-8"))
-            if found != self.manifest():
+            older = found.get("version") != SYNTH_VERSION
+            if older and {**found, "version": SYNTH_VERSION} == self.manifest():
+                # the same data drawn by an older generator: a cache of a procedure, so draw it anew
+                for stale in (manifest_path, self.path("train"), self.path("test")):
+                    stale.unlink(missing_ok=True)
+                found = None
+            if found is not None and found != self.manifest():
                 raise DataError(f"data.dir: {self.dir} holds synthetic data made with {found}, not "
                                 f"{self.manifest()}; delete it or choose another dir")
         from kaleido.data.synth import write_synthetic

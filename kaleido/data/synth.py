@@ -2,11 +2,14 @@
 
 Products are drawn procedurally with PIL: 8 categories x 3 sub-categories with distinct
 silhouettes, a colour, a pattern and optional part-level details (collar, pockets, zip, ...)
-drawn at known places. Descriptions name the colour, the pattern and every drawn part, so
-telling a product from others of its own sub-category needs the fine-grained attributes, and a
-side file ``<out>.parts.json`` records the pixel box of every part word (ground truth for
-alignments). Each product has several poses (shift, scale, flip, lighting) sharing one product
-id. Same arguments => byte-identical files.
+drawn at known places. Every drawn part has its own flat colour (distinct from the body and from
+the product's other parts) and the description names it right before the part word ("a red
+collar, white buttons down the front"), in random order. So which part word follows a colour
+word can only be read off the image at that part; a fixed adjective ("a pointed collar") would
+tell it from the text alone. Telling a product from others of its own sub-category needs these
+fine-grained attributes, and a side file ``<out>.parts.json`` records the pixel box and colour
+of every part word (ground truth for alignments). Each product has several poses (shift, scale,
+flip, lighting) sharing one product id. Same arguments => byte-identical files.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from PIL import Image, ImageDraw
 
 SIZE = 256
 PARTS_FORMAT = "kaleido-synth-parts/1"
+VERSION = 2  # bumped whenever the same arguments draw different data (2: coloured, named parts)
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (28, 28, 30), "navy": (25, 40, 95), "blue": (40, 90, 200), "sky blue": (115, 170, 225),
@@ -31,6 +35,14 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 PATTERNS = ("solid", "striped", "polka-dot", "checked")
 SOLES = {"white": (242, 242, 238), "black": (30, 30, 30), "gum": (168, 110, 60)}
+# Flat colours of the parts, named in the description. "gum" is only a sole's (its slot picks it).
+PART_COLOURS: dict[str, tuple[int, int, int]] = {
+    "white": (244, 244, 240), "black": (26, 26, 28), "red": (212, 30, 36), "yellow": (246, 212, 36),
+    "green": (30, 152, 60), "blue": (34, 82, 214), "pink": (242, 122, 184), "orange": (246, 132, 20),
+    "brown": (118, 66, 32), "grey": (138, 138, 144), "purple": (124, 44, 164), "gold": (212, 170, 50),
+    "gum": SOLES["gum"],
+}
+MIN_COLOUR_DISTANCE = 100.0  # RGB distance between a part and the body or another part of the product
 METAL = (205, 172, 70)
 SHADOW = (45, 42, 40)
 LEATHER = (70, 45, 28)
@@ -77,15 +89,23 @@ class Shape:
     items: list[tuple[str, tuple, str | None, int]] = field(default_factory=list)
     phrases: list[tuple[str, str]] = field(default_factory=list)
     remarks: list[str] = field(default_factory=list)  # closing sentences naming no located part
+    colours: dict[str, str] = field(default_factory=dict)  # part word -> colour fixed by a slot
 
     def add(self, paint: str, *prims: tuple, part: str | None = None, instance: int = 0) -> None:
         for prim in prims:
             self.items.append((paint, prim, part, instance))
 
-    def part(self, word: str, phrase: str) -> str:
-        if word not in phrase.replace("-", " ").split():  # the word must be findable in the text
+    def part(self, word: str, phrase: str, colour: str | None = None) -> str:
+        """Declare a drawn part; ``phrase`` is its determiner and word (plus any words after it,
+        "buttons down the front"); the description puts its colour before the word. ``colour``
+        fixes that colour (a sole's slot), else one is drawn per product."""
+        if word not in phrase.split():  # the word must be findable in the text
             raise ValueError(f"part word {word!r} is not a word of its phrase {phrase!r}")
+        if colour is not None and colour not in PART_COLOURS:
+            raise ValueError(f"part colour {colour!r} is not one of {sorted(PART_COLOURS)}")
         self.phrases.append((word, phrase))
+        if colour is not None:
+            self.colours[word] = colour
         return word
 
 
@@ -116,7 +136,9 @@ def _sleeves(s: Shape, kind: str, left: float, top: float, named: bool, paint: s
         lft = [(left, top), (left, top + 0.24), (left - 0.14, top + 0.33), (left - 0.22, top + 0.2)]
     else:
         lft = [(left, top), (left, top + 0.22), (left - 0.12, 0.9), (left - 0.26, 0.88)]
-    word = s.part("sleeves", f"{kind} sleeves") if named else None
+    word = s.part("sleeves", "sleeves") if named else None
+    if named:
+        s.remarks.append(f"{kind.capitalize()}-sleeved.")
     s.add(paint, poly(lft), part=word, instance=0)
     s.add(paint, poly(mirror(lft)), part=word, instance=1)
 
@@ -132,7 +154,7 @@ def _buttons(s: Shape, u: float, v0: float, v1: float, n: int, word: str = "butt
 def _chest_pockets(s: Shape, n: int, v: float = 0.22) -> None:
     if n == 0:
         return
-    w = s.part("pockets" if n == 2 else "pocket", "two chest pockets" if n == 2 else "a chest pocket")
+    w = s.part("pockets" if n == 2 else "pocket", "two pockets" if n == 2 else "a pocket")
     s.add("trim", rect(0.35, v, 0.45, v + 0.12), part=w, instance=0)
     if n == 2:
         s.add("trim", rect(0.55, v, 0.65, v + 0.12), part=w, instance=1)
@@ -142,7 +164,8 @@ def _tshirt(o: dict) -> Shape:
     s = Shape()
     s.add("body", poly([(0.3, 0.08), (0.42, 0.04), (0.58, 0.04), (0.7, 0.08), (0.7, 1.0), (0.3, 1.0)]))
     _sleeves(s, o["sleeves"], 0.3, 0.08, True)
-    w = s.part("neckline", "a crew neckline" if o["neck"] == "crew" else "a V neckline")
+    w = s.part("neckline", "a neckline")
+    s.remarks.append("Crew neck." if o["neck"] == "crew" else "V-neck.")
     if o["neck"] == "crew":
         s.add("trim", ellipse(0.42, 0.01, 0.58, 0.1), part=w)
     else:
@@ -155,7 +178,7 @@ def _shirt(o: dict) -> Shape:
     s = Shape()
     s.add("body", poly([(0.3, 0.08), (0.42, 0.04), (0.58, 0.04), (0.7, 0.08), (0.7, 1.0), (0.3, 1.0)]))
     _sleeves(s, o["sleeves"], 0.3, 0.08, True)
-    w = s.part("collar", "a pointed collar")
+    w = s.part("collar", "a collar")
     col = [(0.41, 0.03), (0.5, 0.1), (0.4, 0.17)]
     s.add("trim", poly(col), part=w, instance=0)
     s.add("trim", poly(mirror(col)), part=w, instance=0)
@@ -163,7 +186,7 @@ def _shirt(o: dict) -> Shape:
         _buttons(s, 0.5, 0.16, 0.92, 6)
     _chest_pockets(s, o["pockets"])
     if o["sleeves"] == "long" and o["cuffs"]:
-        w = s.part("cuffs", "buttoned cuffs")
+        w = s.part("cuffs", "cuffs")
         cuff = [(0.18, 0.8), (0.04, 0.78), (0.02, 0.88), (0.16, 0.9)]
         s.add("trim", poly(cuff), part=w, instance=0)
         s.add("trim", poly(mirror(cuff)), part=w, instance=1)
@@ -174,22 +197,22 @@ def _sweater(o: dict) -> Shape:
     s = Shape()
     s.add("body", poly([(0.28, 0.14), (0.72, 0.14), (0.72, 0.92), (0.28, 0.92)]))
     _sleeves(s, "long", 0.28, 0.14, False)
-    w = s.part("hem", "a ribbed hem")
+    w = s.part("hem", "a hem")
     s.add("trim", rect(0.28, 0.9, 0.72, 1.0), part=w)
     if o["hood"]:
-        w = s.part("hood", "a drawstring hood")
+        w = s.part("hood", "a hood")
         s.add("trim", ellipse(0.36, 0.0, 0.64, 0.24), part=w)
         s.add("shadow", ellipse(0.42, 0.06, 0.58, 0.22), part=w)
     else:
         s.add("trim", ellipse(0.41, 0.09, 0.59, 0.19))
     if o["zip"]:
-        w = s.part("zip", "a full-length zip")
-        s.add("metal", line([(0.5, 0.22), (0.5, 0.9)], 0.014), part=w)
+        w = s.part("zip", "a zip")
+        s.add("metal", line([(0.5, 0.22), (0.5, 0.9)], 0.028), part=w)
     if o["pocket"]:
-        w = s.part("pocket", "a kangaroo pocket")
+        w = s.part("pocket", "a pocket")
         s.add("trim", poly([(0.36, 0.62), (0.64, 0.62), (0.68, 0.86), (0.32, 0.86)]), part=w)
     if o["cuffs"]:
-        w = s.part("cuffs", "ribbed cuffs")
+        w = s.part("cuffs", "cuffs")
         cuff = [(0.17, 0.8), (0.02, 0.78), (0.02, 0.88), (0.16, 0.9)]
         s.add("trim", poly(cuff), part=w, instance=0)
         s.add("trim", poly(mirror(cuff)), part=w, instance=1)
@@ -201,19 +224,19 @@ def _trousers(o: dict, leg: list[Pt], cuff_box: tuple[float, float, float, float
     s.add("body", poly(leg), poly(mirror(leg)))
     s.add("body", rect(leg[0][0], 0.0, 1.0 - leg[0][0], 0.08))
     if o.get("belt"):
-        w = s.part("belt", "a leather belt")
+        w = s.part("belt", "a belt")
         s.add("leather", rect(leg[0][0] - 0.01, 0.01, 1.01 - leg[0][0], 0.07), part=w)
         s.add("metal", rect(0.45, 0.0, 0.55, 0.08), part=w)
     else:
-        w = s.part("waistband", "a button waistband")
+        w = s.part("waistband", "a waistband")
         s.add("trim", rect(leg[0][0], 0.0, 1.0 - leg[0][0], 0.08), part=w)
     if o.get("pockets"):
-        w = s.part("pockets", "slanted front pockets")
+        w = s.part("pockets", "pockets")
         pk = [(leg[0][0], 0.08), (leg[0][0] + 0.13, 0.08), (leg[0][0], 0.22)]
         s.add("trim", poly(pk), part=w, instance=0)
         s.add("trim", poly(mirror(pk)), part=w, instance=1)
     if o.get("cuffs"):
-        w = s.part("cuffs", "turned-up cuffs")
+        w = s.part("cuffs", "cuffs")
         s.add("trim", rect(*cuff_box), part=w, instance=0)
         s.add("trim", rect(*mirror_box(cuff_box)), part=w, instance=1)
     return s
@@ -223,7 +246,7 @@ def _jeans(o: dict) -> Shape:
     s = _trousers(o, [(0.15, 0.07), (0.5, 0.07), (0.5, 0.3), (0.44, 1.0), (0.25, 1.0), (0.15, 0.3)],
                   (0.25, 0.92, 0.44, 1.0))
     if o["ripped"]:
-        w = s.part("knees", "ripped knees")
+        w = s.part("patches", "patches at the knees")
         s.add("contrast", ellipse(0.25, 0.5, 0.4, 0.56), part=w, instance=0)
         s.add("contrast", ellipse(0.6, 0.5, 0.75, 0.56), part=w, instance=1)
     return s
@@ -233,9 +256,9 @@ def _chinos(o: dict) -> Shape:
     s = _trousers(o, [(0.17, 0.07), (0.5, 0.07), (0.49, 0.28), (0.47, 1.0), (0.19, 1.0)],
                   (0.19, 0.92, 0.47, 1.0))
     if o["pleats"]:
-        w = s.part("pleats", "front pleats")
-        s.add("trim", line([(0.34, 0.08), (0.34, 0.3)], 0.012), part=w, instance=0)
-        s.add("trim", line([(0.66, 0.08), (0.66, 0.3)], 0.012), part=w, instance=1)
+        w = s.part("pleats", "pleats")
+        s.add("trim", line([(0.34, 0.08), (0.34, 0.3)], 0.024), part=w, instance=0)
+        s.add("trim", line([(0.66, 0.08), (0.66, 0.3)], 0.024), part=w, instance=1)
     return s
 
 
@@ -250,7 +273,7 @@ def _shorts(o: dict) -> Shape:
 
 
 def _sole(s: Shape, o: dict, box: tuple[float, float, float, float]) -> None:
-    w = s.part("sole", f"a {o['sole']} rubber sole")
+    w = s.part("sole", "a sole", colour=o["sole"])
     s.add("sole", rect(*box), part=w)
 
 
@@ -260,13 +283,13 @@ def _sneakers(o: dict) -> Shape:
                         (0.97, 0.5), (0.97, 0.8), (0.03, 0.8)]))
     _sole(s, o, (0.02, 0.78, 0.98, 1.0))
     if o["laces"]:
-        w = s.part("laces", "contrast laces")
+        w = s.part("laces", "laces")
         s.add("contrast", line(zigzag(0.4, 0.6, 0.3, 0.14, 4), 0.02), part=w)
     if o["toe"]:
-        w = s.part("toe", "a suede toe cap")
+        w = s.part("toe", "a toe cap")
         s.add("trim", poly([(0.03, 0.6), (0.1, 0.42), (0.22, 0.38), (0.22, 0.78), (0.03, 0.78)]), part=w)
     if o["heel"]:
-        w = s.part("heel", "a padded heel tab")
+        w = s.part("heel", "a heel tab")
         s.add("trim", poly([(0.8, 0.25), (0.97, 0.5), (0.97, 0.7), (0.86, 0.7)]), part=w)
     return s
 
@@ -277,13 +300,13 @@ def _boots(o: dict) -> Shape:
                         (0.05, 0.75), (0.25, 0.62), (0.45, 0.55)]))
     _sole(s, o, (0.03, 0.88, 0.97, 0.96))
     if o["heel"]:
-        w = s.part("heel", "a stacked heel")
+        w = s.part("heel", "a heel")
         s.add("sole", rect(0.72, 0.88, 0.95, 1.0), part=w)
     if o["laces"]:
-        w = s.part("laces", "front laces")
+        w = s.part("laces", "laces")
         s.add("contrast", line(zigzag(0.43, 0.53, 0.08, 0.52, 6), 0.02), part=w)
     if o["zip"]:
-        w = s.part("zip", "a side zip")
+        w = s.part("zip", "a zip")
         s.add("metal", line([(0.78, 0.04), (0.78, 0.8)], 0.02), part=w)
     return s
 
@@ -297,12 +320,12 @@ def _sandals(o: dict) -> Shape:
         s.add("body", line(arc(u0 + 0.1, 0.78, 0.1, 0.55, 180, 360, 12), 0.05), part=w, instance=k)
     _sole(s, o, (0.02, 0.76, 0.98, 0.9))
     if o["heel"]:
-        w = s.part("heel", "a block heel")
+        w = s.part("heel", "a heel")
         s.add("sole", rect(0.78, 0.9, 0.96, 1.0), part=w)
     else:
         s.add("sole", rect(0.02, 0.9, 0.98, 0.95))
     if o["buckle"]:
-        w = s.part("buckle", "a metal buckle")
+        w = s.part("buckle", "a buckle")
         s.add("metal", rect(0.74, 0.3, 0.84, 0.45), part=w)
         s.add("body", line([(0.79, 0.78), (0.79, 0.25)], 0.05))
     return s
@@ -311,33 +334,33 @@ def _sandals(o: dict) -> Shape:
 def _totes(o: dict) -> Shape:
     s = Shape()
     s.add("body", poly([(0.05, 0.4), (0.95, 0.4), (0.85, 1.0), (0.15, 1.0)]))
-    w = s.part("handles", "two top handles")
+    w = s.part("handles", "two handles")
     s.add("trim", line(arc(0.33, 0.42, 0.12, 0.38, 180, 360), 0.035), part=w, instance=0)
     s.add("trim", line(arc(0.67, 0.42, 0.12, 0.38, 180, 360), 0.035), part=w, instance=1)
     if o["pocket"]:
-        w = s.part("pocket", "a patch pocket")
+        w = s.part("pocket", "a pocket")
         s.add("trim", rect(0.3, 0.58, 0.7, 0.85), part=w)
     if o["zip"]:
-        w = s.part("zip", "a zip top")
+        w = s.part("zip", "a zip")
         s.add("metal", line([(0.1, 0.45), (0.9, 0.45)], 0.02), part=w)
     return s
 
 
 def _backpacks(o: dict) -> Shape:
     s = Shape()
-    w = s.part("straps", "padded shoulder straps")
+    w = s.part("straps", "straps")
     strap = [(0.2, 0.16), (0.08, 0.5), (0.04, 0.92)]
     s.add("trim", line(strap, 0.05), part=w, instance=0)
     s.add("trim", line(mirror(strap), 0.05), part=w, instance=1)
     s.add("body", rect(0.12, 0.12, 0.88, 1.0), ellipse(0.12, 0.04, 0.88, 0.24))
     if o["handle"]:
-        w = s.part("handle", "a top handle")
+        w = s.part("handle", "a handle")
         s.add("trim", line(arc(0.5, 0.09, 0.1, 0.09, 180, 360, 10), 0.03), part=w)
     if o["pocket"]:
-        w = s.part("pocket", "a front pocket")
+        w = s.part("pocket", "a pocket")
         s.add("trim", rect(0.24, 0.56, 0.76, 0.92), part=w)
     if o["zip"]:
-        w = s.part("zip", "a zip opening")
+        w = s.part("zip", "a zip")
         s.add("metal", line(arc(0.5, 0.36, 0.3, 0.14, 190, 350, 12), 0.02), part=w)
     return s
 
@@ -345,14 +368,14 @@ def _backpacks(o: dict) -> Shape:
 def _clutches(o: dict) -> Shape:
     s = Shape()
     s.add("body", rect(0.03, 0.22, 0.97, 1.0))
-    w = s.part("flap", "a fold-over flap")
+    w = s.part("flap", "a flap")
     s.add("trim", poly([(0.03, 0.22), (0.97, 0.22), (0.5, 0.68)]), part=w)
     if o["clasp"]:
-        w = s.part("clasp", "a gold clasp")
+        w = s.part("clasp", "a clasp")
         s.add("metal", ellipse(0.45, 0.58, 0.55, 0.76), part=w)
     if o["chain"]:
         w = s.part("chain", "a chain strap")
-        s.add("metal", line(arc(0.5, 0.22, 0.4, 0.22, 180, 360, 14), 0.02), part=w)
+        s.add("metal", line(arc(0.5, 0.22, 0.4, 0.22, 180, 360, 14), 0.035), part=w)
     return s
 
 
@@ -364,10 +387,10 @@ def _dress(o: dict, outline: list[Pt], bodice: float) -> Shape:
     else:
         _sleeves(s, o["sleeves"], bodice, 0.06, True)
     if o["collar"]:
-        w = s.part("collar", "a round collar")
+        w = s.part("collar", "a collar")
         s.add("contrast", ellipse(0.4, 0.03, 0.5, 0.12), ellipse(0.5, 0.03, 0.6, 0.12), part=w)
     if o["belt"]:
-        w = s.part("belt", "a tie belt")
+        w = s.part("belt", "a belt")
         s.add("trim", rect(bodice - 0.01, 0.3, 1.01 - bodice, 0.36), part=w)
     if o["buttons"]:
         _buttons(s, 0.5, 0.12, 0.27, 3, phrase="buttons at the front")
@@ -388,7 +411,7 @@ def _maxi(o: dict) -> Shape:
 
 def _jacket_pockets(s: Shape, o: dict, v: float) -> None:
     if o["pockets"]:
-        w = s.part("pockets", "flap pockets")
+        w = s.part("pockets", "pockets")
         s.add("trim", rect(0.31, v, 0.45, v + 0.06), part=w, instance=0)
         s.add("trim", rect(0.55, v, 0.69, v + 0.06), part=w, instance=1)
 
@@ -397,13 +420,13 @@ def _bomber(o: dict) -> Shape:
     s = Shape()
     s.add("body", rect(0.28, 0.08, 0.72, 0.88))
     _sleeves(s, "long", 0.28, 0.08, False)
-    w = s.part("hem", "a ribbed hem")
+    w = s.part("hem", "a hem")
     s.add("trim", rect(0.28, 0.88, 0.72, 1.0), part=w)
-    w = s.part("collar", "a ribbed collar")
+    w = s.part("collar", "a collar")
     s.add("trim", rect(0.38, 0.04, 0.62, 0.12), part=w)
     if o["zip"]:
-        w = s.part("zip", "a front zip")
-        s.add("metal", line([(0.5, 0.12), (0.5, 0.9)], 0.014), part=w)
+        w = s.part("zip", "a zip")
+        s.add("metal", line([(0.5, 0.12), (0.5, 0.9)], 0.028), part=w)
     _jacket_pockets(s, o, 0.55)
     return s
 
@@ -413,15 +436,15 @@ def _parka(o: dict) -> Shape:
     s.add("body", rect(0.29, 0.12, 0.71, 1.0))
     _sleeves(s, "long", 0.29, 0.12, False)
     if o["hood"]:
-        w = s.part("hood", "a fur-trimmed hood")
+        w = s.part("hood", "a hood")
         s.add("trim", ellipse(0.35, 0.0, 0.65, 0.26), part=w)
         s.add("shadow", ellipse(0.41, 0.06, 0.59, 0.24), part=w)
     if o["zip"]:
-        w = s.part("zip", "a two-way zip")
-        s.add("metal", line([(0.5, 0.2), (0.5, 0.98)], 0.014), part=w)
+        w = s.part("zip", "a zip")
+        s.add("metal", line([(0.5, 0.2), (0.5, 0.98)], 0.028), part=w)
     if o["belt"]:
-        w = s.part("drawstring", "a drawstring waist")
-        s.add("contrast", line([(0.29, 0.5), (0.71, 0.5)], 0.012), part=w)
+        w = s.part("drawstring", "a drawstring at the waist")
+        s.add("contrast", line([(0.29, 0.5), (0.71, 0.5)], 0.024), part=w)
     _jacket_pockets(s, o, 0.62)
     return s
 
@@ -430,14 +453,14 @@ def _blazer(o: dict) -> Shape:
     s = Shape()
     s.add("body", rect(0.28, 0.06, 0.72, 0.96))
     _sleeves(s, "long", 0.28, 0.06, False)
-    w = s.part("lapels", "notch lapels")
+    w = s.part("lapels", "lapels")
     lap = [(0.42, 0.05), (0.5, 0.45), (0.36, 0.28)]
     s.add("trim", poly(lap), part=w, instance=0)
     s.add("trim", poly(mirror(lap)), part=w, instance=1)
     if o["buttons"]:
         n = o["buttons"]
         _buttons(s, 0.5, 0.52, 0.62, n, word="button" if n == 1 else "buttons",
-                 phrase="a single button" if n == 1 else "two buttons")
+                 phrase="one button" if n == 1 else "two buttons")
     _jacket_pockets(s, o, 0.7)
     return s
 
@@ -446,10 +469,10 @@ def _skirt(o: dict, outline: list[Pt]) -> Shape:
     s = Shape()
     s.add("body", poly(outline))
     if o.get("belt"):
-        w = s.part("belt", "a thin belt")
+        w = s.part("belt", "a belt")
         s.add("leather", rect(outline[0][0] - 0.01, 0.0, outline[1][0] + 0.01, 0.08), part=w)
     else:
-        w = s.part("waistband", "a wide waistband")
+        w = s.part("waistband", "a waistband")
         s.add("trim", rect(outline[0][0], 0.0, outline[1][0], 0.08), part=w)
     if o.get("buttons"):
         _buttons(s, 0.5, 0.14, 0.5, 4, phrase="buttons down the front")
@@ -459,7 +482,7 @@ def _skirt(o: dict, outline: list[Pt]) -> Shape:
 def _pencil(o: dict) -> Shape:
     s = _skirt(o, [(0.25, 0.08), (0.75, 0.08), (0.78, 0.4), (0.72, 1.0), (0.28, 1.0), (0.22, 0.4)])
     if o["slit"]:
-        w = s.part("slit", "a back slit")
+        w = s.part("slit", "a slit")
         s.add("shadow", poly([(0.48, 0.72), (0.52, 0.72), (0.56, 1.0), (0.44, 1.0)]), part=w)
     return s
 
@@ -467,34 +490,34 @@ def _pencil(o: dict) -> Shape:
 def _aline_skirt(o: dict) -> Shape:
     s = _skirt(o, [(0.3, 0.08), (0.7, 0.08), (0.95, 1.0), (0.05, 1.0)])
     if o["pockets"]:
-        w = s.part("pockets", "side pockets")
-        s.add("trim", line([(0.3, 0.12), (0.24, 0.35)], 0.02), part=w, instance=0)
-        s.add("trim", line([(0.7, 0.12), (0.76, 0.35)], 0.02), part=w, instance=1)
+        w = s.part("pockets", "pockets")
+        s.add("trim", line([(0.3, 0.12), (0.24, 0.35)], 0.03), part=w, instance=0)
+        s.add("trim", line([(0.7, 0.12), (0.76, 0.35)], 0.03), part=w, instance=1)
     return s
 
 
 def _pleated(o: dict) -> Shape:
     s = _skirt(o, [(0.3, 0.08), (0.7, 0.08), (0.95, 1.0), (0.05, 1.0)])
-    w = s.part("pleats", "knife pleats")
+    w = s.part("pleats", "pleats")
     for k in range(o["pleats"]):
         t = (k + 1) / (o["pleats"] + 1)
-        s.add("trim", line([(0.3 + 0.4 * t, 0.1), (0.05 + 0.9 * t, 0.98)], 0.01), part=w, instance=k)
+        s.add("trim", line([(0.3 + 0.4 * t, 0.1), (0.05 + 0.9 * t, 0.98)], 0.025), part=w, instance=k)
     return s
 
 
 def _caps(o: dict) -> Shape:
     s = Shape()
     s.add("body", poly(arc(0.42, 0.78, 0.34, 0.74, 180, 360, 20)), rect(0.08, 0.7, 0.76, 0.8))
-    w = s.part("brim", "a curved brim")
+    w = s.part("brim", "a brim")
     s.add("trim", poly([(0.6, 0.7), (0.9, 0.74), (1.0, 0.88), (0.62, 0.92)]), part=w)
     if o["button"]:
-        w = s.part("button", "a top button")
+        w = s.part("button", "a button")
         s.add("trim", ellipse(0.38, 0.0, 0.46, 0.08), part=w)
     if o["patch"]:
-        w = s.part("patch", "an embroidered patch")
+        w = s.part("patch", "a patch")
         s.add("contrast", rect(0.3, 0.32, 0.52, 0.56), part=w)
     if o["strap"]:
-        w = s.part("strap", "an adjustable back strap")
+        w = s.part("strap", "a strap")
         s.add("leather", rect(0.06, 0.6, 0.16, 0.8), part=w)
     return s
 
@@ -503,7 +526,7 @@ def _beanies(o: dict) -> Shape:
     s = Shape()
     s.add("body", poly(arc(0.5, 0.7, 0.4, 0.52, 180, 360, 20)), rect(0.1, 0.7, 0.9, 1.0))
     if o["cuff"]:
-        w = s.part("cuff", "a turn-up cuff")
+        w = s.part("cuff", "a cuff")
         s.add("trim", rect(0.08, 0.7, 0.92, 1.0), part=w)
     if o["pompom"]:
         w = s.part("pompom", "a pompom")
@@ -514,13 +537,13 @@ def _beanies(o: dict) -> Shape:
 def _fedoras(o: dict) -> Shape:
     s = Shape()
     s.add("body", poly([(0.25, 0.78), (0.3, 0.12), (0.5, 0.22), (0.7, 0.12), (0.75, 0.78)]))
-    w = s.part("brim", "a wide brim")
+    w = s.part("brim", "a brim")
     s.add("body", ellipse(0.0, 0.66, 1.0, 0.96), part=w)
     if o["band"]:
-        w = s.part("band", "a ribbon band")
+        w = s.part("band", "a band")
         s.add("shadow", rect(0.26, 0.56, 0.74, 0.7), part=w)
     if o["feather"]:
-        w = s.part("feather", "a feather trim")
+        w = s.part("feather", "a feather")
         s.add("contrast", ellipse(0.66, 0.36, 0.76, 0.62), part=w)
     return s
 
@@ -614,6 +637,39 @@ class Product:
     season: str
     name: str
     description: str
+    part_colours: dict = field(default_factory=dict)  # part word -> PART_COLOURS name
+
+
+def _distance(a: Sequence[int], b: Sequence[int]) -> float:
+    return float(np.linalg.norm(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)))
+
+
+def _part_colours(shape: Shape, body: str, rng: np.random.Generator) -> dict[str, str]:
+    """One colour per part word: a slot's fixed colour, else drawn at random among the colours far
+    enough from the body's and from the parts' already chosen (nearest-free fallback)."""
+    out = dict(shape.colours)
+    taken = [COLOURS[body], *(PART_COLOURS[c] for c in out.values())]
+    pool = [c for c in PART_COLOURS if c != "gum"]
+    for word, _phrase in shape.phrases:
+        if word in out:
+            continue
+        free = [c for c in pool if c not in out.values()]
+        ok = [c for c in free if min(_distance(PART_COLOURS[c], t) for t in taken) >= MIN_COLOUR_DISTANCE]
+        if not ok:  # very crowded product: the free colour farthest from everything taken
+            ok = [max(free, key=lambda c: min(_distance(PART_COLOURS[c], t) for t in taken))]
+        out[word] = ok[int(rng.integers(len(ok)))]
+        taken.append(PART_COLOURS[out[word]])
+    return out
+
+
+def _coloured(word: str, phrase: str, colour: str) -> str:
+    """The part's phrase with its colour right before the part word ("two pockets" -> "two red
+    pockets"; "a" becomes "an" before a vowel)."""
+    tokens = phrase.split()
+    i = tokens.index(word)
+    if i > 0 and tokens[i - 1] in ("a", "an"):
+        tokens[i - 1] = "an" if colour[0] in "aeiou" else "a"
+    return " ".join([*tokens[:i], colour, *tokens[i:]])
 
 
 def _join(phrases: list[str]) -> str:
@@ -623,9 +679,10 @@ def _join(phrases: list[str]) -> str:
 
 
 def _describe(sub: SubCategory, colour: str, pattern: str, material: str, shape: Shape,
-              rng: np.random.Generator) -> str:
-    """A short catalogue-style description naming colour, pattern and every drawn part."""
-    phrases = [p for _w, p in shape.phrases]
+              part_colours: dict[str, str], rng: np.random.Generator) -> str:
+    """A short catalogue-style description naming colour, pattern and every drawn part with its
+    colour, the parts in random order."""
+    phrases = [_coloured(w, p, part_colours[w]) for w, p in shape.phrases]
     rng.shuffle(phrases)
     head = f"{colour} {pattern} {material} {sub.noun}"
     t = int(rng.integers(4))
@@ -666,12 +723,13 @@ def _products(products: int, id_start: int, rng: np.random.Generator) -> list[Pr
         seen.add(key)
         material = sub.materials[int(rng.integers(len(sub.materials)))]
         shape = sub.draw(slots)
-        desc = _describe(sub, colour, pattern, material, shape, rng)
+        part_colours = _part_colours(shape, colour, rng)
+        desc = _describe(sub, colour, pattern, material, shape, part_colours, rng)
         gender = "WOMEN" if sub.women_only else ("MEN", "WOMEN")[int(rng.integers(2))]
         name = f"{colour} {pattern} {sub.noun}".title().replace("T-Shirt", "T-shirt")
         out.append(Product(100000 + id_start + i, sub, colour, pattern, material, slots,
                            BRANDS[int(rng.integers(len(BRANDS)))], gender,
-                           SEASONS[int(rng.integers(len(SEASONS)))], name, desc))
+                           SEASONS[int(rng.integers(len(SEASONS)))], name, desc, part_colours))
     return out
 
 
@@ -774,10 +832,20 @@ def render(p: Product, pose: Pose, rng: np.random.Generator) -> tuple[np.ndarray
     """One image of a product: (H, W, 3) uint8 RGB, (H, W) uint8 mask, and its part boxes."""
     shape = p.sub.draw(p.slots)
     items = [(paint, _to_pixels(prim, pose), part, inst) for paint, prim, part, inst in shape.items]
+    paints = _paints(p)
+    # A part is drawn flat in its named colour; its shading and metal fittings keep their own paint
+    # when the part has other pieces (a hood's inner shadow, a belt's buckle).
+    main = {part for paint, _prim, part, _inst in items if part and paint not in ("shadow", "metal")}
+
+    def flat(paint: str, part: str | None) -> tuple[int, int, int] | None:
+        if part and (part not in main or paint not in ("shadow", "metal")):
+            return PART_COLOURS[p.part_colours[part]]
+        return None if paint == "body" else paints[paint]
+
     body = Image.new("L", (SIZE, SIZE), 0)
     body_draw = ImageDraw.Draw(body)
-    for paint, prim, _part, _inst in items:
-        if paint == "body":
+    for paint, prim, part, _inst in items:
+        if flat(paint, part) is None:
             _draw(body_draw, prim, 255)
     bg_level = float(rng.uniform(232, 255))
     bg = np.clip(bg_level + rng.uniform(-4, 4, size=3), 0, 255).astype(np.uint8)
@@ -785,10 +853,10 @@ def render(p: Product, pose: Pose, rng: np.random.Generator) -> tuple[np.ndarray
     canvas.paste(Image.fromarray(_texture(p, pose)), mask=body)
     mask = body.copy()
     draw, mask_draw = ImageDraw.Draw(canvas), ImageDraw.Draw(mask)
-    paints = _paints(p)
-    for paint, prim, _part, _inst in items:
-        if paint != "body":
-            _draw(draw, prim, paints[paint])
+    for paint, prim, part, _inst in items:
+        colour = flat(paint, part)
+        if colour is not None:
+            _draw(draw, prim, colour)
             _draw(mask_draw, prim, 255)
     image = np.asarray(canvas).copy()
     m = np.asarray(mask) > 0
@@ -893,7 +961,8 @@ def write_synthetic(out: Path, products: int, seed: int, poses: tuple[int, int] 
                     side_rows.append({
                         "index": row, "product_id": str(p.product_id), "pose": f"id_gridfs_{k + 1}",
                         "product": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
-                        "parts": [{"word": w, "box": _union(b), "boxes": b} for w, b in parts.items()],
+                        "parts": [{"word": w, "colour": p.part_colours[w], "box": _union(b), "boxes": b}
+                                  for w, b in parts.items()],
                     })
                     row += 1
                     if progress is not None:

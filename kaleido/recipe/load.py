@@ -240,8 +240,13 @@ class Recipe:
         return registry.tasks.get(name)(**self.task_params(name)[1])
 
     def section_hash(self, *sections: str) -> str:
-        """A short key of the named sections' resolved values: what shaped a stage's output."""
-        payload = {s: self.model.model_dump(mode="json").get(s) for s in sections}
+        """A short key of the named sections' resolved values: what shaped a stage's output.
+
+        A component section counts with its defaults filled in, so a component whose default
+        changes (e.g. the synthetic data generator's ``version``) gets new keys."""
+        dump = self.model.model_dump(mode="json")
+        payload = {s: ({"name": dump[s]["name"], **self.params(s)} if s in COMPONENT_SECTIONS and dump.get(s)
+                       else dump.get(s)) for s in sections}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def to_toml(self) -> str:

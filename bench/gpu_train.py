@@ -20,7 +20,12 @@ FLOPs per sample of one training step (forward + backward = 3 x forward, matmuls
     AMLM        6 * m_tok * (H^2 + H * V)             per masked token (dense + tied decoder)
     G2CM/B2CM   6 * m_patch * H * D                   per masked patch
 
-``m_tok`` and ``m_patch`` are counted from the batches actually fed. MFU = FLOPs per step /
+``m_tok`` and ``m_patch`` are counted from the batches actually fed.
+
+``--loop trainer`` measures the product instead of the bare step: kaleido's own ``Trainer`` (the
+loop ``kaleido run`` uses: data loader workers building every batch, fused AdamW, clipping, the
+per-step loss all-reduce, logging) over the same random store, with ``pretrain.compile`` when
+``--compile`` is given; samples/s is read from its log after the first window. MFU = FLOPs per step /
 step time / peak; the peak is the device's dense bf16 figure (H100 SXM: 989 TFLOP/s) or
 ``--peak-tflops``. ``--check-flops`` also counts the FLOPs of one step with
 ``torch.utils.flop_counter`` (eager attention) to confirm the formula.
@@ -208,7 +213,7 @@ class Result:
 
 def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, steps: int = 20, warmup: int = 5,
         precision: str = "bf16", peak: float | None = None, check_flops: bool = False,
-        compile_model: bool = False) -> Result:
+        compile_model: bool = False, loop: str = "step", workers: int = 6) -> Result:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device here; use --device cpu --tiny to try the script on CPU")
@@ -216,6 +221,10 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
     batch = batch or (8 if tiny else 96)
     objective, batches, dims = build(shape, batch, n_batches=4)
     counted = counted_flops(objective, batches[0]) if check_flops else None
+    if loop == "trainer":
+        step_s = trainer_step_s(objective, shape, batch, steps, warmup, precision, compile_model, workers,
+                                dev)
+        return _result(dev, dims, batch, steps, precision, step_s, batches, peak, counted)
     objective.to(dev).train()
     batches = [{k: v.to(dev, non_blocking=True) for k, v in b.items()} for b in batches]
     optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-4, weight_decay=1e-4,
@@ -232,6 +241,8 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
         optimizer.zero_grad(set_to_none=True)
 
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    if compile_model:  # every batch shape compiled before the clock starts
+        warmup = max(warmup, 2 * len(batches))
     for k in range(warmup):
         one(batches[k % len(batches)])
     sync()
@@ -240,6 +251,37 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
         one(batches[k % len(batches)])
     sync()
     step_s = (time.perf_counter() - start) / steps
+    return _result(dev, dims, batch, steps, precision, step_s, batches, peak, counted)
+
+
+def trainer_step_s(objective, shape: dict, batch: int, steps: int, warmup: int, precision: str,
+                   compile_model: bool, workers: int, dev: torch.device) -> float:
+    """Seconds per optimiser step of kaleido's Trainer, after ``warmup`` steps (one log window)."""
+    import tempfile
+
+    from kaleido import registry
+    from kaleido.recipe.schema import PretrainSettings
+    from kaleido.training.dataset import PretrainDataset
+    from kaleido.training.distributed import DistInfo
+    from kaleido.training.logs import read_log
+    from kaleido.training.trainer import Trainer
+
+    tasks = {name: registry.tasks.get(name)() for name in TASKS}
+    store = RandomStore(batch * (warmup + steps + 1), shape["feature_dim"])
+    data = PretrainDataset(store, objective.model.tokenizer, registry.maskers.get("random")(), tasks,
+                           max_text_len=shape["text"])
+    settings = PretrainSettings(tasks=list(TASKS), batch_size=batch, max_steps=warmup + steps,
+                                log_every=warmup if warmup else steps, checkpoint_every=10**9,
+                                precision=precision, num_workers=workers, compile=compile_model)
+    with tempfile.TemporaryDirectory() as out:
+        Trainer(objective, data, settings, Path(out), info=DistInfo(device=dev), progress=False,
+                tensorboard=False, plot=False).fit()
+        entries = [e for e in read_log(Path(out) / "log.jsonl") if e["step"] > warmup]
+    return float(np.mean([batch / e["samples_per_s"] for e in entries]))
+
+
+def _result(dev: torch.device, dims: Shape, batch: int, steps: int, precision: str, step_s: float,
+            batches: list, peak: float | None, counted: float | None) -> Result:
     counts = [masked_counts(batches[k % len(batches)]) for k in range(steps)]
     m_tok, m_patch = (float(np.mean([c[i] for c in counts])) for i in (0, 1))
     parts = step_flops(dims, batch, m_tok, m_patch)
@@ -264,12 +306,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU")
     ap.add_argument("--check-flops", action="store_true", help="also count one step's FLOPs with torch")
     ap.add_argument("--compile", action="store_true", help="torch.compile the objective")
+    ap.add_argument("--loop", choices=["step", "trainer"], default="step",
+                    help="the bare model step, or kaleido's Trainer with its data loader")
+    ap.add_argument("--workers", type=int, default=6, help="data loader workers (--loop trainer)")
     ap.add_argument("--json", type=Path, default=None, help="write the result here")
     args = ap.parse_args(argv)
     r = run(args.device, args.tiny, args.batch, args.steps, args.warmup, args.precision, args.peak_tflops,
-            args.check_flops, args.compile)
+            args.check_flops, args.compile, args.loop, args.workers)
     mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else f"n/a (peak {r.peak_source})"
-    print(f"{r.device}: batch {r.batch}, {r.precision}, {r.step_s * 1000:.1f} ms/step, "
+    loop = args.loop + (" compiled" if args.compile else "")
+    print(f"{r.device}: {loop}, batch {r.batch}, {r.precision}, {r.step_s * 1000:.1f} ms/step, "
           f"{r.samples_per_s:.1f} samples/s, {r.tflops_per_s:.2f} TFLOP/s, MFU {mfu}")
     print("FLOPs per step: " + ", ".join(f"{k} {v / 1e9:.2f} G" for k, v in r.flops_by_part.items()))
     if r.counted_flops_per_step is not None:

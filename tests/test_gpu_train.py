@@ -49,3 +49,11 @@ def test_formula_counts_every_position_of_the_base_shape():
     assert two["encoder"] == 2 * one["encoder"]
     assert two["amlm"] == 6 * 10 * (768**2 + 768 * 30522)
     assert two["reconstruction"] == 6 * 4 * 768 * 2048
+
+
+def test_trainer_loop_runs_kaleidos_trainer_and_reports_its_step_time():
+    gpu_train = _module()
+    r = gpu_train.run(device="cpu", tiny=True, batch=4, steps=2, warmup=1, precision="fp32", peak=0.5,
+                      loop="trainer", workers=0)
+    # the step time comes from the trainer's own log (steps after the first window)
+    assert r.step_s > 0 and r.samples_per_s == pytest.approx(4 / r.step_s)

@@ -68,6 +68,7 @@ class PretrainSettings(Strict):
     keep_last: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
     num_workers: int = Field(0, ge=0)
+    compile: bool = Field(False, description="torch.compile the objective (GPU runs; slow to start on a CPU)")
 
 
 class EvalSettings(Strict):

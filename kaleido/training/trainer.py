@@ -296,12 +296,18 @@ class Trainer:
         seed_everything(self.seed + 100_003 * info.rank)  # dropout differs per rank, fixed per seed
         step = self._resume(model, optimizer, scheduler, scaler)
         resumed_from = step
+        if info.is_main:
+            log.info("pretrain: steps %d-%d of %d on %s, %s, %d process(es) (%s)%s", step + 1,
+                     self.total_steps, self.total_steps, info.device, self.precision, info.world_size,
+                     info.backend or "no group", ", compiled" if s.compile else "")
         ddp = model
         if info.distributed:
             ddp = nn.parallel.DistributedDataParallel(
                 model, device_ids=[info.local_rank] if info.device.type == "cuda" else None,
                 # a task with nothing masked in a batch leaves its head unused: DDP must allow it
                 find_unused_parameters=self.find_unused_parameters)
+        if s.compile:
+            ddp = torch.compile(ddp)
         runlog = None
         if info.is_main:
             runlog = RunLog(self.out_dir, resume_step=step, tensorboard=self.tensorboard)

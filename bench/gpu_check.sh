@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The GPU checks of issue #9 as one short script for a one-GPU CUDA machine (run from the repo root).
+#   bash bench/gpu_check.sh OUT_DIR
+# 1. MFU of the BERT-base recipe's training step (bench/gpu_train.py): bare step at batch 96 and
+#    256, eager and torch.compile'd, and kaleido's own Trainer loop (data loader included).
+# 2. `kaleido run` end to end on a tiny synthetic recipe on CUDA: prepare on the GPU, a torchrun-
+#    launched trainer on NCCL in bf16 (the GPU paths CPU CI never exercises), then eval.
+# Needs the package's dependencies importable (PYTHONPATH) and the offline weights packages.
+set -u -o pipefail
+out=${1:?usage: gpu_check.sh OUT_DIR}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+
+mfu() {  # name, timeout, args...
+  local name=$1 limit=$2; shift 2
+  echo "== $name: $*"
+  timeout "$limit" python3 bench/gpu_train.py "$@" --json "$out/mfu_$name.json" || echo "== $name failed ($?)"
+}
+mfu b96 120 --batch 96 --check-flops
+mfu b256 120 --batch 256
+mfu trainer_b256 150 --batch 256 --loop trainer --steps 20 --warmup 10 --workers 8
+mfu b256_compiled 300 --batch 256 --compile
+mfu trainer_b256_compiled 300 --batch 256 --loop trainer --steps 20 --warmup 10 --workers 8 --compile
+
+echo "== kaleido run, tiny recipe, CUDA"
+root=$(mktemp -d)
+start=$(date +%s)
+timeout 300 python3 -c "from kaleido.cli import app; app()" run tests/recipes/tiny.toml --no-progress \
+  --set "output_dir=\"$root/runs\"" --set "data.dir=\"$root/data\"" > "$out/tiny_run.log" 2>&1
+echo "== kaleido run exit $? after $(( $(date +%s) - start )) s"
+tail -25 "$out/tiny_run.log"
+find "$root/runs" -name results.json -exec cp {} "$out/tiny_results.json" \;
+find "$root/runs" -name log.jsonl -path "*pretrain*" -exec cp {} "$out/tiny_pretrain_log.jsonl" \;
+grep -h "pretrain: steps" "$out/tiny_run.log" || true
+python3 - "$out" <<'PY'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+for f in sorted(out.glob("mfu_*.json")):
+    r = json.loads(f.read_text())
+    mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "n/a"
+    print(f"{f.stem}: {r['device']} batch {r['batch']} {r['step_s'] * 1e3:.1f} ms/step "
+          f"{r['samples_per_s']:.0f} samples/s {r['tflops_per_s']:.0f} TFLOP/s MFU {mfu}")
+PY

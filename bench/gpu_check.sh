@@ -21,18 +21,18 @@ mfu() {  # name, timeout, args...
 mfu b96 120 --batch 96 --check-flops
 mfu b256 120 --batch 256
 mfu trainer_b256 150 --batch 256 --loop trainer --steps 20 --warmup 10 --workers 8
-mfu b256_compiled 300 --batch 256 --compile
-mfu trainer_b256_compiled 300 --batch 256 --loop trainer --steps 20 --warmup 10 --workers 8 --compile
 
 echo "== kaleido run, tiny recipe, CUDA"
 root=$(mktemp -d)
 start=$(date +%s)
-timeout 300 python3 -c "from kaleido.cli import app; app()" run tests/recipes/tiny.toml --no-progress \
+timeout 150 python3 -c "from kaleido.cli import app; app()" run tests/recipes/tiny.toml --no-progress \
   --set "output_dir=\"$root/runs\"" --set "data.dir=\"$root/data\"" > "$out/tiny_run.log" 2>&1
 echo "== kaleido run exit $? after $(( $(date +%s) - start )) s"
 tail -25 "$out/tiny_run.log"
 find "$root/runs" -name results.json -exec cp {} "$out/tiny_results.json" \;
 find "$root/runs" -name log.jsonl -path "*pretrain*" -exec cp {} "$out/tiny_pretrain_log.jsonl" \;
+mfu b256_compiled 200 --batch 256 --compile
+mfu trainer_b256_compiled 200 --batch 256 --loop trainer --steps 20 --warmup 10 --workers 8 --compile
 grep -h "pretrain: steps" "$out/tiny_run.log" || true
 python3 - "$out" <<'PY'
 import json, sys

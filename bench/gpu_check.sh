@@ -30,7 +30,6 @@ timeout 150 python3 -c "from kaleido.cli import app; app()" run tests/recipes/ti
 echo "== kaleido run exit $? after $(( $(date +%s) - start )) s"
 tail -25 "$out/tiny_run.log"
 find "$root/runs" -name results.json -exec cp {} "$out/tiny_results.json" \;
-find "$root/runs" -name log.jsonl -path "*pretrain*" -exec cp {} "$out/tiny_pretrain_log.jsonl" \;
 mfu b256_compiled 200 --batch 256 --compile
 mfu trainer_b256_compiled 200 --batch 256 --loop trainer --steps 20 --warmup 10 --workers 8 --compile
 grep -h "pretrain: steps" "$out/tiny_run.log" || true

@@ -188,3 +188,31 @@ def test_tiny_model_overfits_one_batch_on_every_task() -> None:
         assert end.losses[name].item() < 0.3 * start[name], (name, start[name], end.losses[name].item())
     for name in ["itm", "rr", "jps", "cp", "amlm"]:
         assert end.metrics[f"{name}/acc"].item() == 1.0, name
+
+
+def test_dense_slots_give_the_same_losses_metrics_and_gradients(monkeypatch) -> None:
+    """On an accelerator the heads keep every padded slot with a 0/1 weight (no nonzero sync);
+    the losses, accuracies and gradients must equal the CPU path's, which keeps only valid slots."""
+    import kaleido.tasks.base as base
+
+    objective, ds = _objective()
+    objective.eval()  # no dropout: both passes see the same network
+    batch = ds.collate([ds[i] for i in range(8)])
+    assert (batch["amlm/labels"] == -100).any() and (~batch["g2cm/valid"]).any()  # padding exists
+
+    def run():
+        objective.zero_grad(set_to_none=True)
+        out = objective(batch)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in objective.named_parameters() if p.grad is not None}
+        return out, grads
+
+    sparse, sparse_grads = run()
+    monkeypatch.setattr(base, "dense_slots", lambda device: True)
+    dense, dense_grads = run()
+    for name in ("amlm", "g2cm", "b2cm"):
+        assert dense.losses[name].item() == pytest.approx(sparse.losses[name].item(), rel=1e-5)
+        assert dense.metrics[f"{name}/acc"].item() == pytest.approx(sparse.metrics[f"{name}/acc"].item())
+    assert dense_grads.keys() == sparse_grads.keys()
+    for name, grad in sparse_grads.items():
+        torch.testing.assert_close(dense_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

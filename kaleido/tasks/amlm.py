@@ -14,7 +14,17 @@ import torch
 from torch import nn
 
 from kaleido import registry
-from kaleido.tasks.base import Sample, SampleSource, Task, TaskHead, accuracy, pad_stack, zero_loss
+from kaleido.tasks.base import (
+    Sample,
+    SampleSource,
+    Task,
+    TaskHead,
+    accuracy,
+    masked_slots,
+    pad_stack,
+    weighted_mean,
+    zero_loss,
+)
 
 IGNORE = -100
 
@@ -35,12 +45,14 @@ class MLMHead(TaskHead):
 
     def forward(self, sequence, pooled, batch, model):
         positions, labels = batch["amlm/positions"], batch["amlm/labels"]
-        rows, slots = (labels != IGNORE).nonzero(as_tuple=True)
+        rows, slots, weight = masked_slots(labels != IGNORE)
         if rows.numel() == 0:
             return zero_loss(self.dense.weight, self.bias), {"acc": sequence.new_zeros(())}
         logits = self.logits(sequence[rows, positions[rows, slots]], model).float()
         target = labels[rows, slots]
-        return nn.functional.cross_entropy(logits, target), {"acc": accuracy(logits, target)}
+        per_slot = nn.functional.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")
+        loss = weighted_mean(per_slot, weight)
+        return loss, {"acc": accuracy(logits, target, weight)}
 
 
 @registry.tasks.register("amlm")

@@ -140,10 +140,44 @@ def zero_loss(*tensors: torch.Tensor) -> torch.Tensor:
     return sum(t.sum() for t in tensors) * 0.0
 
 
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def accuracy(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Share of correct predictions; with ``weight`` (0/1 per row) only the rows weighted 1 count."""
     if labels.numel() == 0:
         return logits.new_zeros(())
-    return (logits.argmax(-1) == labels).float().mean().detach()
+    hit = (logits.argmax(-1) == labels).float()
+    if weight is None:
+        return hit.mean().detach()
+    return ((hit * weight).sum() / weight.sum().clamp(min=1.0)).detach()
+
+
+def dense_slots(device: torch.device) -> bool:
+    """Whether :func:`masked_slots` keeps every slot (on an accelerator) rather than the valid ones."""
+    return device.type != "cpu"
+
+
+def masked_slots(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(rows, slots, weight)`` of the labelled slots of a ``(B, M)`` validity mask.
+
+    On a CPU: only the valid slots (``nonzero``), ``weight`` None. On an accelerator: every slot,
+    with a 0/1 ``weight``, because ``nonzero`` must wait for the device to count the slots and
+    that stall leaves the GPU idle while the rest of the step is launched; the few padded slots
+    cost less than the wait. Losses and metrics are the same either way (tested).
+    """
+    if not dense_slots(valid.device):
+        rows, slots = valid.nonzero(as_tuple=True)
+        return rows, slots, None
+    b, m = valid.shape
+    rows = torch.arange(b, device=valid.device).repeat_interleave(m)
+    slots = torch.arange(m, device=valid.device).repeat(b)
+    return rows, slots, valid.reshape(-1).float()
+
+
+def weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-slot ``values`` over the slots weighted 1 (all of them when ``weight`` is None);
+    zero, still tied to the graph, when there are none."""
+    if weight is None:
+        return values.sum() / max(values.shape[0], 1)
+    return (values * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 class LevelClassifierHead(TaskHead):
@@ -179,15 +213,19 @@ class FeatureRegressionHead(TaskHead):
     def forward(self, sequence, pooled, batch, model):
         text_len = batch["input_ids"].shape[1]
         index, valid = batch[f"{self.task}/index"], batch[f"{self.task}/valid"]
-        rows, slots = valid.nonzero(as_tuple=True)
+        rows, slots, weight = masked_slots(valid)
         hidden = sequence[rows, text_len + index[rows, slots]]
         if hidden.shape[0] == 0:
             return zero_loss(self.decoder.weight), {"acc": sequence.new_zeros(())}
         prediction = self.decoder(hidden).float()
         target = batch[f"{self.task}/target"][rows, slots].float()
-        loss = nn.functional.kl_div(prediction.log_softmax(-1), target.log_softmax(-1), log_target=True,
-                                    reduction="batchmean")
+        kl = nn.functional.kl_div(prediction.log_softmax(-1), target.log_softmax(-1), log_target=True,
+                                  reduction="none").sum(-1)
+        loss = weighted_mean(kl, weight)
         with torch.no_grad():
             sim = nn.functional.normalize(prediction, dim=-1) @ nn.functional.normalize(target, dim=-1).T
-            acc = (sim.argmax(-1) == torch.arange(len(sim), device=sim.device)).float().mean()
+            if weight is not None:  # padded slots are neither queries nor candidates
+                sim = sim.masked_fill(weight[None, :] == 0, float("-inf"))
+            hit = (sim.argmax(-1) == torch.arange(len(sim), device=sim.device)).float()
+            acc = weighted_mean(hit, weight)
         return loss, {"acc": acc}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks of issue #9 as one short script for a one-GPU CUDA machine (run from the repo root).
 #   bash bench/gpu_check.sh OUT_DIR
-# 1. MFU of the BERT-base recipe's training step (bench/gpu_train.py): bare step at batch 96 and
-#    256, eager and torch.compile'd, and kaleido's own Trainer loop (data loader included).
+# 1. MFU of the BERT-base recipe's training step (bench/gpu_train.py): the bare step eager (with a
+#    kernel profile) and torch.compile'd (default and CUDA-graph modes), and kaleido's own Trainer
+#    loop (data loader workers included).
 # 2. `kaleido run` end to end on a tiny synthetic recipe on CUDA: prepare on the GPU, a torchrun-
 #    launched trainer on NCCL in bf16 (the GPU paths CPU CI never exercises), then eval.
 # Needs the package's dependencies importable (PYTHONPATH) and the offline weights packages.
@@ -18,20 +19,18 @@ mfu() {  # name, timeout, args...
   echo "== $name: $*"
   timeout "$limit" python3 bench/gpu_train.py "$@" --json "$out/mfu_$name.json" || echo "== $name failed ($?)"
 }
-mfu b96 120 --batch 96 --check-flops
-mfu b256 120 --batch 256
-mfu trainer_b256 150 --batch 256 --loop trainer --steps 20 --warmup 10 --workers 8
-
+mfu b256 150 --batch 256 --profile
 echo "== kaleido run, tiny recipe, CUDA"
 root=$(mktemp -d)
 start=$(date +%s)
-timeout 150 python3 -c "from kaleido.cli import app; app()" run tests/recipes/tiny.toml --no-progress \
+timeout 100 python3 -c "from kaleido.cli import app; app()" run tests/recipes/tiny.toml --no-progress \
   --set "output_dir=\"$root/runs\"" --set "data.dir=\"$root/data\"" > "$out/tiny_run.log" 2>&1
 echo "== kaleido run exit $? after $(( $(date +%s) - start )) s"
 tail -25 "$out/tiny_run.log"
 find "$root/runs" -name results.json -exec cp {} "$out/tiny_results.json" \;
-mfu b256_compiled 200 --batch 256 --compile
-mfu trainer_b256_compiled 200 --batch 256 --loop trainer --steps 20 --warmup 10 --workers 8 --compile
+mfu b512_compiled 150 --batch 512 --compile
+mfu b256_compiled_graphs 150 --batch 256 --compile --compile-mode reduce-overhead
+mfu trainer_b256_compiled 150 --batch 256 --loop trainer --steps 20 --warmup 10 --workers 14 --compile
 grep -h "pretrain: steps" "$out/tiny_run.log" || true
 python3 - "$out" <<'PY'
 import json, sys

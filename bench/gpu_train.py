@@ -213,7 +213,8 @@ class Result:
 
 def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, steps: int = 20, warmup: int = 5,
         precision: str = "bf16", peak: float | None = None, check_flops: bool = False,
-        compile_model: bool = False, loop: str = "step", workers: int = 6) -> Result:
+        compile_model: bool = False, loop: str = "step", workers: int = 6, compile_mode: str = "default",
+        profile: bool = False) -> Result:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device here; use --device cpu --tiny to try the script on CPU")
@@ -229,7 +230,7 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
     batches = [{k: v.to(dev, non_blocking=True) for k, v in b.items()} for b in batches]
     optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-4, weight_decay=1e-4,
                                   fused=dev.type == "cuda")
-    step_fn = torch.compile(objective) if compile_model else objective
+    step_fn = torch.compile(objective, mode=compile_mode) if compile_model else objective
     dtype = {"bf16": torch.bfloat16, "fp32": None}[precision]
 
     def one(b: dict[str, torch.Tensor]) -> None:
@@ -251,7 +252,27 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
         one(batches[k % len(batches)])
     sync()
     step_s = (time.perf_counter() - start) / steps
+    if profile:
+        print_profile(one, batches, dev)
     return _result(dev, dims, batch, steps, precision, step_s, batches, peak, counted)
+
+
+def print_profile(one, batches: list, dev: torch.device, steps: int = 3) -> None:
+    """The kernels that take the device's time over a few steps, and CPU vs device time per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for k in range(steps):
+            one(batches[k % len(batches)])
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    averages = prof.key_averages()
+    sort = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
+    print(averages.table(sort_by=sort, row_limit=14, max_name_column_width=60))
+    if dev.type == "cuda":
+        device_us = sum(e.self_device_time_total for e in averages)
+        print(f"profile: device busy {device_us / steps / 1e3:.1f} ms per step")
 
 
 def trainer_step_s(objective, shape: dict, batch: int, steps: int, warmup: int, precision: str,
@@ -309,10 +330,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--loop", choices=["step", "trainer"], default="step",
                     help="the bare model step, or kaleido's Trainer with its data loader")
     ap.add_argument("--workers", type=int, default=6, help="data loader workers (--loop trainer)")
+    ap.add_argument("--compile-mode", default="default",
+                    choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"])
+    ap.add_argument("--profile", action="store_true", help="print the top kernels of 3 more steps")
     ap.add_argument("--json", type=Path, default=None, help="write the result here")
     args = ap.parse_args(argv)
     r = run(args.device, args.tiny, args.batch, args.steps, args.warmup, args.precision, args.peak_tflops,
-            args.check_flops, args.compile, args.loop, args.workers)
+            args.check_flops, args.compile, args.loop, args.workers, args.compile_mode, args.profile)
     mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else f"n/a (peak {r.peak_source})"
     loop = args.loop + (" compiled" if args.compile else "")
     print(f"{r.device}: {loop}, batch {r.batch}, {r.precision}, {r.step_s * 1000:.1f} ms/step, "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,13 +84,20 @@ def main() -> None:
     args = ap.parse_args()
     if args.memory_child:
         return memory_child(args)
+    tmp = Path(tempfile.mkdtemp(prefix="kaleido-bench-extraction-"))
+    try:
+        measure(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
+
+def measure(args: argparse.Namespace, tmp: Path) -> None:
+    """Every figure, with the data and stores under ``tmp``; prints the markdown tables."""
     from kaleido import registry
     from kaleido.features.prepare import prepare_rows
     from kaleido.features.store import FeatureStore
 
     torch.set_num_threads(args.threads)
-    tmp = Path(tempfile.mkdtemp(prefix="kaleido-bench-extraction-"))
     reader = _synthetic(tmp / "bench.h5", max(args.images, args.crop_images) // 2 + 1)
     images = [reader.row(i).image for i in range(args.images)]
     patcher, sod = registry.patchers.get("kaleido")(), registry.sod.get("background")()

@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each side first")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     args = parser.parse_args()
     if args.threads:
@@ -91,7 +92,7 @@ def main() -> None:
         _sync(device)
         return time.perf_counter() - start
 
-    for _ in range(2):  # warm-up
+    for _ in range(args.warmup):
         timed(kaleido_step), timed(bert_step)
     ours, base = [], []
     for _ in range(args.repeats):  # interleaved: load spikes hit both sides
@@ -100,7 +101,8 @@ def main() -> None:
     k, b = statistics.median(ours), statistics.median(base)
     print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, sequence {seq_len} "
           f"(text {args.text_len} + {model.num_patches} patches), hidden {args.hidden}, "
-          f"layers {args.layers}, feature_dim {args.feature_dim}, repeats {args.repeats}")
+          f"layers {args.layers}, feature_dim {args.feature_dim}, repeats {args.repeats} "
+          f"(after {args.warmup} warm-up)")
     print(f"masked tokens in batch: {int((batch['amlm/labels'] != -100).sum())}; "
           f"dataset: {args.batch / data_s:.1f} examples/s in one process")
     print(f"kaleido step (7 tasks) fwd+bwd: median {k * 1e3:.1f} ms")

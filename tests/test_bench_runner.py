@@ -32,9 +32,20 @@ def test_discovers_every_benchmark_but_the_gpu_script_and_orders_quickstart_befo
 
 
 def test_ddp_reuses_the_quickstart_store_and_failures_show_in_the_document(monkeypatch, tmp_path):
+    import bench_ddp
+    import bench_quickstart
+
     monkeypatch.setenv(run_all.WORKDIR_ENV, str(tmp_path))
     args = run_all._script_args("bench_ddp", quick=True)
-    assert f"output_dir={tmp_path / 'quickstart'}" in args and "data.products=40" in args
+    assert f"output_dir={tmp_path / 'quickstart'}" in args and "data.products=12" in args
+    assert args[args.index("--steps") + 1] == "4" and "pretrain.max_steps=4" in bench_quickstart.QUICK
+    # the DDP benchmark's own schedule wins over the quickstart's reduced one it reuses
+    reused = ["pretrain.max_steps=4", "pretrain.log_every=9"]
+    cmd = bench_ddp.command(Path("r.toml"), 2, 7, reused, tmp_path, log_every=2)
+    sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
+    assert [s for s in sets if s.startswith("pretrain.max_steps")][-1] == "pretrain.max_steps=7"
+    assert [s for s in sets if s.startswith("pretrain.log_every")][-1] == "pretrain.log_every=2"
+    assert cmd[cmd.index("--nproc-per-node") + 1] == "2"
     failed = run_all.Section(title="X", command="bench/x.py", error="timed out after 5 s")
     ok = run_all.Section(title="Y", command="bench/y.py",
                          rows=[run_all.row("a", 10.0, "b", 1.0, target=">= 5x")])
@@ -51,3 +62,22 @@ def test_owners_hand_written_notes_survive_every_rewrite():
     second = run_all.assemble("# Performance\n\ngenerated 2\n", first.replace("analysis", "analysis, edited"))
     assert "generated 1" not in second and "generated 2" in second
     assert "owner's analysis, edited" in second and second.count(run_all.KEPT_TITLE) == 1
+
+
+def test_quick_quickstart_shows_the_last_full_figure_labelled_a_full_run_records_it(monkeypatch, tmp_path):
+    import bench_quickstart as bq
+
+    monkeypatch.setattr(bq, "FULL_RECORD", tmp_path / "full.json")
+    stdout = "prepare: running -> x\nprepare: finished in 31.5 s\nalign: finished in 9.0 s\n"
+    alone = bq.section(True, 5.0, 60.0, stdout, bq.last_full())  # nothing recorded yet
+    assert [r["target"] for r in alone.rows] == [None] and "none is recorded" in alone.notes[-1]
+    assert alone.rows[0]["ratio"] == pytest.approx(12.0) and "prepare 32 s, align 9 s" in alone.notes[0]
+    bq.record_full(347.0, stdout, load=2.0)  # what a run without --quick leaves behind
+    assert bq.last_full()["stages"] == {"prepare": 31.5, "align": 9.0}
+    quick = bq.section(True, 5.0, 60.0, stdout, bq.last_full())
+    budget = quick.rows[1]
+    assert "last full run" in budget["what"] and "not re-run by --quick" in budget["what"]
+    assert budget["value"] == 347.0 and budget["met"] is True
+    full = bq.section(False, 5.0, 700.0, stdout, None)
+    assert full.rows[1]["value"] == 700.0 and full.rows[1]["met"] is False
+    assert "last full run" not in run_all.document([full], "c", 0.0, (1.0, 1.0))

@@ -270,9 +270,7 @@ def print_profile(one, batches: list, dev: torch.device, steps: int = 3) -> None
     averages = prof.key_averages()
     sort = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
     print(averages.table(sort_by=sort, row_limit=14, max_name_column_width=60))
-    if dev.type == "cuda":
-        device_us = sum(e.self_device_time_total for e in averages)
-        print(f"profile: device busy {device_us / steps / 1e3:.1f} ms per step")
+    print(f"profile: the table's totals cover {steps} steps")
 
 
 def trainer_step_s(objective, shape: dict, batch: int, steps: int, warmup: int, precision: str,

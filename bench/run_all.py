@@ -204,10 +204,11 @@ def document(sections: list[Section], command: str, started: float, load: tuple[
         "",
     ]
     gpu = ["## GPU training (`bench/gpu_train.py`)", "",
-           "Not run here: this machine has no CUDA device. On one: `python bench/gpu_train.py` (bf16, "
-           "BERT-base shape, 119 positions, batch 96) prints samples/s and MFU; the FLOPs formula is in "
-           "the script's docstring and is checked against torch's flop counter by "
-           "`tests/test_gpu_train.py`. Target on an H100: MFU >= 40%.", ""]
+           "Not part of this suite (it needs a CUDA device): `bash bench/gpu_check.sh OUT` runs every "
+           "GPU check as one script (`bench/gpu_train.py`: bf16, BERT-base shape, 119 positions; the "
+           "FLOPs formula is checked against torch's flop counter by `tests/test_gpu_train.py`). "
+           "Target on an H100: MFU >= 40%. The measured figures are in the hand-written note "
+           "\"GPU training on an H100\" below.", ""]
     return "\n".join(head) + "\n" + "\n".join(s.markdown() for s in sections) + "\n" + "\n".join(gpu)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -33,3 +34,25 @@ def _one_torch_thread():
 
 one_thread = pytest.fixture(_one_torch_thread, name="one_thread")
 one_thread_per_module = pytest.fixture(_one_torch_thread, scope="module", name="one_thread_per_module")
+
+
+TINY_RECIPE = REPO / "tests" / "recipes" / "tiny.toml"
+
+
+def write_tiny_recipe(root: Path, overrides: list[str] | tuple[str, ...] = (),
+                      name: str = "tiny.toml") -> Path:
+    """``tests/recipes/tiny.toml`` with its outputs and data under ``root`` and ``overrides`` applied
+    (``section.key=value``, exactly as ``--set`` takes them), written resolved to ``root / name`` so a
+    subprocess, the CLI or ``load_recipe`` read the same recipe."""
+    from kaleido.recipe import load_recipe
+
+    at_root = [f"output_dir={json.dumps(str(root / 'runs'))}", f"data.dir={json.dumps(str(root / 'data'))}"]
+    path = Path(root) / name
+    load_recipe(TINY_RECIPE, [*at_root, *overrides]).dump(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe():
+    """The shared tiny recipe writer (see :func:`write_tiny_recipe`)."""
+    return write_tiny_recipe

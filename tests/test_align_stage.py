@@ -17,51 +17,23 @@ from kaleido.aligners.vocab import STOPWORDS
 
 pytestmark = pytest.mark.slow  # whole module ~23 s at load ~3 on the shared 2 cores (~75 s at load ~5)
 
-TINY = """
-name = "tinyalign"
-seed = 0
-output_dir = "{root}/runs"
-[data]
-name = "synthetic"
-dir = "{root}/data"
-products = 5
-test_products = 2
-[sod]
-name = "background"
-[backbone]
-name = "mobilenet_v2"
-mode = "roi"
-image_size = 64
-batch_size = 16
-[aligner]
-name = "sat"
-image_size = 64
-stride = 16
-epochs = 25
-batch_size = 4
-lr = 0.01
-min_count = 1
-dropout = 0.0
-feature_dim = 16
-embed_dim = 16
-hidden_dim = 32
-attention_dim = 16
-[model]
-name = "kaleido"
-init = "minilm"
-"""
+# tests/recipes/tiny.toml (64 pixels) at 5 products, with a SAT captioner trained long enough (and
+# without dropout) to caption the few images with their own words; the MiniLM tokenizer.
+TINY_OVERRIDES = ["data.products=5", "data.test_products=2", "backbone.batch_size=16",
+                  "aligner.image_size=64", "aligner.stride=16", "aligner.epochs=25", "aligner.batch_size=4",
+                  "aligner.lr=0.01", "aligner.min_count=1", "aligner.dropout=0.0", "aligner.feature_dim=16",
+                  "model.init=minilm"]
 
 
 @pytest.fixture(scope="module")
-def aligned(tmp_path_factory):
+def aligned(tmp_path_factory, tiny_recipe):
     """A tiny recipe, its prepared train split and its alignments (first call)."""
     from kaleido.aligners.align import align
     from kaleido.features.prepare import prepare
     from kaleido.recipe import load_recipe
 
     root = tmp_path_factory.mktemp("align_stage")
-    path = root / "tiny.toml"
-    path.write_text(TINY.format(root=root), encoding="utf-8")
+    path = tiny_recipe(root, TINY_OVERRIDES)
     recipe = load_recipe(path)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: a second thread only fights the other jobs

@@ -18,62 +18,17 @@ from kaleido.training.pipeline import Launch, StageError, eval_dir, launch_args,
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = """
-name = "tiny"
-seed = 0
-output_dir = "{root}/runs"
-[data]
-name = "synthetic"
-dir = "{root}/data"
-products = 24
-test_products = 12
-[sod]
-name = "background"
-[backbone]
-name = "mobilenet_v2"
-mode = "roi"
-image_size = 96
-[aligner]
-name = "sat"
-epochs = 1
-feature_dim = 32
-embed_dim = 16
-hidden_dim = 32
-attention_dim = 16
-[masker]
-name = "agm"
-[model]
-name = "kaleido"
-init = "scratch"
-hidden_size = 32
-num_layers = 1
-num_heads = 2
-intermediate_size = 64
-max_text_len = 24
-[pretrain]
-batch_size = 8
-max_steps = 6
-log_every = 2
-checkpoint_every = 3
-[eval]
-tasks = ["itr", "tir", "cr"]
-queries = 8
-negatives = 5
-batch_size = 16
-"""
+@pytest.fixture
+def tiny(tiny_recipe, tmp_path) -> Path:
+    """tests/recipes/tiny.toml as it is: every stage, all seven tasks."""
+    return tiny_recipe(tmp_path)
 
 
-def _tiny(root: Path) -> Path:
-    path = root / "tiny.toml"
-    path.write_text(TINY.format(root=root), encoding="utf-8")
-    return path
-
-
-def test_stage_keys_follow_the_sections_that_shape_each_stage(tmp_path):
+def test_stage_keys_follow_the_sections_that_shape_each_stage(tiny, tmp_path):
     from kaleido.aligners.align import align_dir
     from kaleido.features.prepare import store_dir
 
-    path = _tiny(tmp_path)
+    path = tiny
     base = load_recipe(path)
     masker = load_recipe(path, ["masker.name=random"])
     evals = load_recipe(path, ["eval.queries=9"])
@@ -83,8 +38,8 @@ def test_stage_keys_follow_the_sections_that_shape_each_stage(tmp_path):
     assert pretrain_dir(base).parent == run_dir(base) == tmp_path / "runs" / "tiny"
 
 
-def test_the_resolved_recipe_reloads_to_the_same_stage_keys(tmp_path):
-    base = load_recipe(_tiny(tmp_path), ["pretrain.lr=3e-4"])
+def test_the_resolved_recipe_reloads_to_the_same_stage_keys(tiny, tmp_path):
+    base = load_recipe(tiny, ["pretrain.lr=3e-4"])
     base.dump(tmp_path / "resolved.toml")
     again = load_recipe(tmp_path / "resolved.toml")
     assert pretrain_dir(again) == pretrain_dir(base) and eval_dir(again) == eval_dir(base)
@@ -110,9 +65,9 @@ def test_torchrun_command_line():
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def finished_run(tmp_path_factory, tiny_recipe):
     root = tmp_path_factory.mktemp("run")
-    recipe = _tiny(root)
+    recipe = tiny_recipe(root)
     result = CliRunner().invoke(app, ["run", str(recipe), "--no-progress"])
     assert result.exit_code == 0, (result.output, result.exception)
     return root, recipe, result

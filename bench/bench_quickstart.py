@@ -33,10 +33,10 @@ from run_all import REPO, WORKDIR_ENV, Section, row, write_atomic  # noqa: E402
 RECIPE = REPO / "recipes" / "quickstart.toml"
 BUDGET_S = 600.0
 FULL_RECORD = Path(__file__).resolve().parent / "quickstart_full.json"
-# --quick: every stage, a tenth of the work (12 + 6 products at 64 px, 4 pre-training steps of 8,
+# --quick: every stage, a tenth of the work (12 + 6 products at 64 px, 2 pre-training steps of 8,
 # 4 retrieval queries of 1 + 5 candidates, one short epoch of each downstream head).
 QUICK = ["data.products=12", "data.test_products=6", "backbone.image_size=64", "aligner.epochs=1",
-         "pretrain.max_steps=4", "pretrain.batch_size=8", "eval.queries=4", "eval.negatives=5",
+         "pretrain.max_steps=2", "pretrain.batch_size=8", "eval.queries=4", "eval.negatives=5",
          "eval.finetune_itm=false", "eval.cls_epochs=1", "eval.caption_epochs=1", "eval.caption_samples=4"]
 STAGE_LINE = re.compile(r"^(prepare|align|pretrain|eval): finished in ([\d.]+) s", re.M)
 

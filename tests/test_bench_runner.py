@@ -38,7 +38,7 @@ def test_ddp_reuses_the_quickstart_store_and_failures_show_in_the_document(monke
     monkeypatch.setenv(run_all.WORKDIR_ENV, str(tmp_path))
     args = run_all._script_args("bench_ddp", quick=True)
     assert f"output_dir={tmp_path / 'quickstart'}" in args and "data.products=12" in args
-    assert args[args.index("--steps") + 1] == "4" and "pretrain.max_steps=4" in bench_quickstart.QUICK
+    assert args[args.index("--steps") + 1] == "4" and "pretrain.max_steps=2" in bench_quickstart.QUICK
     # the DDP benchmark's own schedule wins over the quickstart's reduced one it reuses
     reused = ["pretrain.max_steps=4", "pretrain.log_every=9"]
     cmd = bench_ddp.command(Path("r.toml"), 2, 7, reused, tmp_path, log_every=2)

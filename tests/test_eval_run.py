@@ -109,3 +109,20 @@ def test_evaluate_captioning_learns_the_colour_words(pretrained):
     assert fc["samples"] == 16 and set(fc["ours"]) == {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "sum_cap"}
     # generated from the patches alone, the captions must beat one constant caption for all images
     assert fc["ours"]["sum_cap"] > fc["baseline"]["sum_cap"]
+
+
+@pytest.mark.slow
+def test_probe_then_fine_tune_on_the_balanced_mean_learns_categories_in_one_epoch(pretrained):
+    from kaleido.evaluation.run import evaluate
+
+    settings = dict(tasks=["itr", "tir", "cr", "sub"], queries=8, negatives=5, batch_size=16, cls_epochs=1,
+                    finetune_lr=1e-4, head_lr=1e-2, pooling="mean", probe_steps=200, finetune_itm=True,
+                    finetune_epochs=1, itm_hard_negatives=0.5)
+    res = evaluate(_recipe(pretrained, **settings), pretrained / "pretrain", pretrained / "out" / "probe",
+                   progress=False, stores=pretrained / "stores")
+    assert res["info"]["pooling"] == "mean" and res["info"]["head_lr"] == 1e-2
+    ft = res["cr"]["finetune"]
+    assert ft["steps"] == 4 and ft["probe_steps"] == 200 and ft["probe_loss_last"] < ft["probe_loss_first"]
+    assert res["cr"]["acc"] >= 90.0 and res["sub"]["acc"] >= 90.0
+    assert res["retrieval"]["itm_finetune"]["probe_steps"] == 200
+    assert set(res["retrieval"]["scorers"]) == {"pre-trained ITM", "fine-tuned ITM"}

@@ -74,3 +74,26 @@ def test_cached_store_serves_the_same_features_and_refuses_other_rows():
         assert "row 2" in str(exc)
     else:
         raise AssertionError("row 2 was never loaded")
+
+
+def test_trim_text_padding_cuts_to_the_longest_text_and_changes_no_output():
+    from kaleido.evaluation.scoring import trim_text_padding
+    from kaleido.models.kaleido import Kaleido
+
+    torch.manual_seed(0)
+    model = Kaleido(init="scratch", hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                    max_text_len=10).build(3, (1, 2)).eval()
+    ids = torch.tensor([[101, 7, 8, 102, 0, 0, 0, 0, 0, 0], [101, 9, 102, 0, 0, 0, 0, 0, 0, 0]])
+    batch = {"input_ids": ids, "attention_mask": (ids != 0).long(),
+             "features": torch.randn(2, 5, 3), "positions": torch.rand(2, 5, 5)}
+    cut = trim_text_padding(batch)
+    assert cut["input_ids"].shape == (2, 4) and torch.equal(cut["input_ids"], ids[:, :4])
+    assert cut["features"] is batch["features"]
+    with torch.inference_mode():
+        full_seq, full_pooled = model(batch)
+        cut_seq, cut_pooled = model(cut)
+    torch.testing.assert_close(cut_pooled, full_pooled, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cut_seq[:, :4], full_seq[:, :4], rtol=1e-5, atol=1e-6)  # text kept
+    torch.testing.assert_close(cut_seq[:, 4:], full_seq[:, 10:], rtol=1e-5, atol=1e-6)  # patches
+    # a batch already as long as its longest text is returned as is
+    assert trim_text_padding(cut) is cut

@@ -1,9 +1,14 @@
 """Optional ITM fine-tuning on the train split (``[eval] finetune_itm``) before ranking again.
 
 Each batch pairs every row with its own text (match) and, for half of the rows, replaces the text
-or the image (a fair coin) by another product's from the same sub-category when it has one,
-else any other product: the hard negatives retrieval is scored on. Never another pose of the
-same product.
+or the image (a fair coin) by another product's: with probability ``hard`` one of the same
+sub-category when it has one (the hard negatives of the candidate lists), otherwise any other
+product (the easy negatives that fill the lists where a sub-category is small). Never another pose
+of the same product.
+
+The tuned scorer reads the pooled ``[CLS]`` with the pre-trained ITM head (as the authors), or
+with ``pooling = "mean"`` the masked mean of the sequence with a fresh 2-way head (see
+:mod:`kaleido.evaluation.pooling`: for a backbone trained with mean pooling).
 """
 
 from __future__ import annotations
@@ -17,34 +22,70 @@ import numpy as np
 import torch
 from torch import nn
 
-from kaleido.evaluation.finetune import finetune
+from kaleido.evaluation.finetune import finetune, probe
+from kaleido.evaluation.pooling import check_pooling, pool
 
 Encode = Callable[[Any, np.ndarray, np.ndarray], dict]
 
 
-def negative_sampler(product_ids: Sequence[str], subcategories: Sequence[str]) -> Callable:
-    """``draw(row, rng) -> row`` of another product, same sub-category first."""
+def negative_sampler(product_ids: Sequence[str], subcategories: Sequence[str], hard: float = 1.0) -> Callable:
+    """``draw(row, rng) -> row`` of another product: with probability ``hard`` from the row's
+    sub-category (any product when it holds no other), else from any other product."""
+    if not 0.0 <= hard <= 1.0:
+        raise ValueError(f"hard negative share must lie in [0, 1], got {hard}")
     pids = np.asarray(product_ids).astype(str)
     subs = np.asarray(subcategories).astype(str)
+    if len(np.unique(pids)) < 2:
+        raise ValueError("ITM fine-tuning needs at least two products in the train split")
     by_sub: dict[str, list[int]] = defaultdict(list)
     for r, s in enumerate(subs):
         by_sub[s].append(r)
-    by_sub_arr = {k: np.asarray(v) for k, v in by_sub.items()}
-    if len(np.unique(pids)) < 2:
-        raise ValueError("ITM fine-tuning needs at least two products in the train split")
+    # per (sub-category, product): the rows of the sub-category's *other* products
+    same_sub = {(s, p): np.asarray([r for r in by_sub[s] if pids[r] != p], dtype=np.int64)
+                for s, p in set(zip(subs.tolist(), pids.tolist(), strict=True))}
 
     def draw(row: int, rng: np.random.Generator) -> int:
-        pool = by_sub_arr[subs[row]]
-        for _ in range(8):
-            other = int(pool[rng.integers(len(pool))])
-            if pids[other] != pids[row]:
-                return other
-        while True:  # the sub-category holds (almost) only this product: any other product
+        if rng.random() < hard:
+            pool = same_sub[(subs[row], pids[row])]
+            if len(pool):
+                return int(pool[rng.integers(len(pool))])
+        while True:  # an easy negative, or the sub-category holds no other product
             other = int(rng.integers(len(pids)))
             if pids[other] != pids[row]:
                 return other
 
     return draw
+
+
+class MatchScorer(nn.Module):
+    """An encoder, a pooling and a 2-way match head; ``match_scores`` as ``PretrainObjective``'s."""
+
+    def __init__(self, model: nn.Module, head: nn.Module, pooling: str) -> None:
+        super().__init__()
+        self.model, self.head, self.pooling = model, head, check_pooling(pooling)
+
+    def itm_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, 2) logits; class 1 = the text describes the image."""
+        return self.head(pool(self.model, batch, self.pooling))
+
+    def match_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,) log-probability of "match" (the retrieval score)."""
+        return self.itm_logits(batch).float().log_softmax(-1)[:, 1]
+
+
+def match_scorer(objective: Any, pooling: str, seed: int) -> MatchScorer:
+    """A trainable copy: the pre-trained encoder and, for ``"cls"``, its ITM head (a linear layer
+    on the pooled ``[CLS]``); for ``"mean"`` a fresh linear head (std 0.02, zero bias)."""
+    model = copy.deepcopy(objective.model)
+    if check_pooling(pooling) == "cls":
+        head = nn.Linear(model.hidden_size, 2)
+        head.load_state_dict(objective._head("itm").classifier.state_dict())
+    else:
+        torch.manual_seed(seed)
+        head = nn.Linear(model.hidden_size, 2)
+        nn.init.normal_(head.weight, std=0.02)
+        nn.init.zeros_(head.bias)
+    return MatchScorer(model, head, pooling)
 
 
 def finetune_itm(
@@ -59,26 +100,51 @@ def finetune_itm(
     lr: float,
     seed: int,
     progress: Callable | None = None,
-) -> tuple[Any, dict]:
-    """A fine-tuned copy of ``objective`` (its encoder and ITM head); ``product_ids`` and
-    ``subcategories`` are given per entry of ``rows``."""
-    tuned = copy.deepcopy(objective)
-    head = tuned._head("itm")
-    draw = negative_sampler(product_ids, subcategories)
+    head_lr: float | None = None,
+    hard: float = 1.0,
+    pooling: str = "cls",
+    probe_steps: int = 0,
+) -> tuple[MatchScorer, dict]:
+    """A fine-tuned scorer from ``objective`` (encoder at ``lr``, match head at ``head_lr``);
+    ``product_ids`` and ``subcategories`` are given per entry of ``rows``; ``hard`` is the share of
+    negatives drawn from the same sub-category. With ``probe_steps``, the head is first fitted
+    alone on the frozen encoder's summaries of every row with its own text and with one negative."""
+    tuned = match_scorer(objective, pooling, seed)
+    draw = negative_sampler(product_ids, subcategories, hard)
     rng = np.random.default_rng(seed + 1)
 
-    def loss_fn(batch_idx: np.ndarray) -> torch.Tensor:
+    def pairs(batch_idx: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(text rows, image rows): the rows themselves, a negative text or image where asked."""
         texts, images = rows[batch_idx].copy(), rows[batch_idx].copy()
-        negative = rng.random(len(batch_idx)) < 0.5
         for k in np.flatnonzero(negative):
             other = rows[draw(int(batch_idx[k]), rng)]
             if rng.random() < 0.5:
                 texts[k] = other
             else:
                 images[k] = other
+        return texts, images
+
+    probed: dict[str, float] = {}
+    if probe_steps > 0:
+        idx = np.concatenate([np.arange(len(rows)), np.arange(len(rows))])
+        negative = np.arange(len(idx)) >= len(rows)
+        texts, images = pairs(idx, negative)
+        with torch.no_grad():
+            tuned.eval()
+            cached = torch.cat([pool(tuned.model, encode(train_store, texts[b : b + batch_size],
+                                                         images[b : b + batch_size]), pooling)
+                                for b in range(0, len(idx), batch_size)]).float()
+        target = torch.as_tensor(~negative, dtype=torch.long)
+        probed = probe(tuned.head.parameters(), [tuned.head],
+                       lambda: nn.functional.cross_entropy(tuned.head(cached), target), probe_steps,
+                       lr if head_lr is None else head_lr, seed, "itm")
+
+    def loss_fn(batch_idx: np.ndarray) -> torch.Tensor:
+        negative = rng.random(len(batch_idx)) < 0.5
+        texts, images = pairs(batch_idx, negative)
         logits = tuned.itm_logits(encode(train_store, texts, images)).float()
         return nn.functional.cross_entropy(logits, torch.as_tensor(~negative, dtype=torch.long))
 
-    params = list(tuned.model.parameters()) + list(head.parameters())
-    summary = finetune(params, [tuned], loss_fn, len(rows), batch_size, epochs, lr, seed, "itm", progress)
-    return tuned, summary
+    summary = finetune(tuned.model.parameters(), [tuned], loss_fn, len(rows), batch_size, epochs, lr, seed,
+                       "itm", progress, head_params=tuned.head.parameters(), head_lr=head_lr)
+    return tuned, {**probed, **summary}

@@ -1,6 +1,10 @@
 """CR and SUB: classification heads on the pooled ``[CLS]`` (dropout 0.1, linear), fine-tuned.
 
-As the authors' scripts: the pooled output, dropout 0.1, one linear layer per task. To fit a CPU
+As the authors' scripts: the pooled output, dropout 0.1, one linear layer per task (``pooling =
+"mean"`` reads the masked mean of the sequence instead, see :mod:`kaleido.evaluation.pooling`).
+The fresh heads train at ``head_lr``, the pre-trained encoder at ``lr``; with ``probe_steps`` the
+heads are first fitted alone on the frozen encoder's summaries (LP-FT, see
+:mod:`kaleido.evaluation.finetune`). To fit a CPU
 budget, category and sub-category are fine-tuned *jointly* on one copy of the pre-trained encoder
 (the loss is the sum of both cross-entropies) instead of one encoder copy per task; each task
 keeps its own head. The label space is the train split's; a test label never seen in training
@@ -17,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from kaleido.evaluation.finetune import finetune
+from kaleido.evaluation.finetune import finetune, probe
+from kaleido.evaluation.pooling import check_pooling, pool
 
 Encode = Callable[[Any, np.ndarray, np.ndarray], dict]
 
@@ -59,9 +64,14 @@ def train_recognition(
     lr: float,
     seed: int,
     progress: Callable | None = None,
+    head_lr: float | None = None,
+    pooling: str = "cls",
+    probe_steps: int = 0,
 ) -> tuple[nn.Module, dict[str, ClassifierHead], dict[str, LabelSpace], dict]:
-    """Fine-tune a copy of ``model`` with one head per target (``{"cr": names, "sub": names}``,
-    one name per entry of ``rows``); returns the encoder, heads, label spaces and loss summary."""
+    """Fine-tune a copy of ``model`` (at ``lr``) with one fresh head per target (at ``head_lr``,
+    default ``lr``; ``targets`` is ``{"cr": names, "sub": names}``, one name per entry of ``rows``);
+    returns the encoder, heads, label spaces and loss summary."""
+    check_pooling(pooling)
     encoder = copy.deepcopy(model)
     spaces = {k: LabelSpace(v) for k, v in targets.items()}
     labels = {k: torch.as_tensor(spaces[k].encode(v)) for k, v in targets.items()}
@@ -71,14 +81,27 @@ def train_recognition(
         nn.init.normal_(head.linear.weight, std=0.02)
         nn.init.zeros_(head.linear.bias)
 
+    head_params = [p for h in heads.values() for p in h.parameters()]
+    probed: dict[str, float] = {}
+    if probe_steps > 0:
+        with torch.no_grad():
+            encoder.eval()
+            chunks = [rows[b : b + batch_size] for b in range(0, len(rows), batch_size)]
+            cached = torch.cat([pool(encoder, encode(train_store, r, r), pooling) for r in chunks]).float()
+
+        def probe_loss() -> torch.Tensor:
+            return sum(nn.functional.cross_entropy(heads[k](cached), labels[k]) for k in heads)
+
+        probed = probe(head_params, list(heads.values()), probe_loss, probe_steps,
+                       lr if head_lr is None else head_lr, seed, "cr+sub")
+
     def loss_fn(batch_idx: np.ndarray) -> torch.Tensor:
         r = rows[batch_idx]
-        _, pooled = encoder(encode(train_store, r, r))
+        pooled = pool(encoder, encode(train_store, r, r), pooling)
         return sum(nn.functional.cross_entropy(heads[k](pooled).float(), labels[k][batch_idx]) for k in heads)
 
-    params = list(encoder.parameters()) + [p for h in heads.values() for p in h.parameters()]
     summary = finetune(
-        params,
+        encoder.parameters(),
         [encoder, *heads.values()],
         loss_fn,
         len(rows),
@@ -88,8 +111,10 @@ def train_recognition(
         seed,
         "cr+sub",
         progress,
+        head_params=head_params,
+        head_lr=head_lr,
     )
-    return encoder, heads, spaces, summary
+    return encoder, heads, spaces, {**probed, **summary}
 
 
 @torch.inference_mode()
@@ -101,13 +126,14 @@ def predict_recognition(
     encode: Encode,
     rows: np.ndarray,
     batch_size: int,
+    pooling: str = "cls",
 ) -> dict[str, list[str]]:
     """Predicted class names per head for the store rows (each text with its own image)."""
     encoder.eval()
     out: dict[str, list[str]] = {k: [] for k in heads}
     for b in range(0, len(rows), batch_size):
         r = rows[b : b + batch_size]
-        _, pooled = encoder(encode(store, r, r))
+        pooled = pool(encoder, encode(store, r, r), pooling)
         for k, head in heads.items():
             head.eval()
             out[k] += [spaces[k].names[i] for i in head(pooled).argmax(-1).tolist()]

@@ -101,7 +101,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
              stores: str | Path | None = None) -> dict:
     """Run ``recipe.eval.tasks`` and write ``results.json`` + ``results.md`` into ``out_dir``;
     ``stores`` overrides the folder holding the ``train`` and ``test`` stores (default: the recipe's)."""
-    from kaleido.evaluation.scoring import score_lists
+    from kaleido.evaluation.scoring import score_lists, trim_text_padding
     from kaleido.features.store import FeatureStore
     from kaleido.training.dataset import encode_pairs
     from kaleido.training.objective import PretrainObjective
@@ -121,6 +121,10 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
 
     def encode(store: Any, texts: np.ndarray, images: np.ndarray) -> dict:
         return encode_pairs(store, tokenizer, texts, images, text_len)
+
+    def encode_trimmed(store: Any, texts: np.ndarray, images: np.ndarray) -> dict:
+        """For the tasks that read a pooled summary (not captioning, whose slots fill the text block)."""
+        return trim_text_padding(encode(store, texts, images))
 
     if stores is None:
         from kaleido.features.prepare import store_dir
@@ -149,6 +153,9 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
             "test_rows": len(test),
             "train_rows_used": 0 if train_rows is None else len(train_rows),
             "tasks": ", ".join(tasks),
+            "pooling": settings.pooling,
+            "finetune_lr": settings.finetune_lr,
+            "head_lr": settings.finetune_lr if settings.head_lr is None else settings.head_lr,
         },
         "notes": [],
     }
@@ -184,7 +191,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                 tuned, summary = finetune_itm(
                     objective,
                     train_view,
-                    encode,
+                    encode_trimmed,
                     train_rows,
                     [train_meta.product_id[r] for r in train_rows],
                     [train_meta.subcategory[r] for r in train_rows],
@@ -193,6 +200,10 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                     settings.finetune_lr,
                     settings.seed,
                     tick,
+                    head_lr=settings.head_lr,
+                    hard=settings.itm_hard_negatives,
+                    pooling=settings.pooling,
+                    probe_steps=settings.probe_steps,
                 )
                 tuned.eval()
                 results["retrieval"]["itm_finetune"] = summary
@@ -202,7 +213,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                 itr_s, tir_s, stats = score_lists(
                     lists.lists,
                     test,
-                    encode,
+                    encode_trimmed,
                     scorer.match_scores,
                     settings.batch_size,
                     progress=lambda d, t, n=name: tick(f"rank ({n})", d, t),
@@ -227,7 +238,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
             encoder, heads, spaces, summary = train_recognition(
                 model,
                 train_view,
-                encode,
+                encode_trimmed,
                 {k: [source[k][r] for r in train_rows] for k in keys},
                 train_rows,
                 settings.batch_size,
@@ -235,9 +246,13 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                 settings.finetune_lr,
                 settings.seed,
                 tick,
+                head_lr=settings.head_lr,
+                pooling=settings.pooling,
+                probe_steps=settings.probe_steps,
             )
             pred = predict_recognition(
-                encoder, heads, spaces, test, encode, np.arange(len(test)), settings.batch_size
+                encoder, heads, spaces, test, encode_trimmed, np.arange(len(test)), settings.batch_size,
+                pooling=settings.pooling,
             )
             for k in keys:
                 metrics = classification.classification_metrics(truth[k], pred[k])
@@ -281,6 +296,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                 settings.finetune_lr,
                 settings.seed,
                 tick,
+                closed_vocab=settings.caption_closed_vocab,
             )
             rows = np.random.default_rng(settings.seed).permutation(len(test))[: settings.caption_samples]
             rows = np.sort(rows)

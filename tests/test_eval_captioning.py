@@ -1,0 +1,52 @@
+"""Captioning's closed vocabulary: the cut decoder equals the full one on its tokens; ids map back."""
+
+import pytest
+import torch
+
+from kaleido.evaluation.captioning import IGNORE, VocabHead, caption_labels, caption_vocab, decode
+from kaleido.models.tokenizer import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer("minilm")
+
+
+def test_caption_vocab_is_the_labels_tokens_and_sep(tok):
+    labels = caption_labels(["red boots", "red bag"], tok, 6)
+    vocab = caption_vocab(labels)
+    words = tok.convert_ids_to_tokens(vocab.tolist())
+    assert sorted(words) == sorted(["red", "boots", "bag", "[SEP]"])
+    assert vocab.tolist() == sorted(vocab.tolist()) and IGNORE not in vocab.tolist()
+
+
+def test_vocab_head_is_the_full_head_restricted_to_its_rows():
+    from kaleido.models.kaleido import Kaleido
+    from kaleido.tasks.amlm import MLMHead
+
+    torch.manual_seed(0)
+    model = Kaleido(init="scratch", hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                    max_text_len=8).build(3, (1,))
+    head = MLMHead(16, model.vocab_size)
+    torch.nn.init.normal_(head.bias)
+    vocab = torch.tensor([102, 2417, 6954])
+    hidden = torch.randn(2, 4, 16)
+    full = head.logits(hidden, model)
+    torch.testing.assert_close(VocabHead(head, vocab).logits(hidden, model), full[..., vocab])
+    with pytest.raises(TypeError, match="closed vocabulary needs an MLM head"):
+        VocabHead(torch.nn.Linear(2, 2), vocab)
+
+
+def test_decode_maps_vocab_slots_back_to_tokens(tok):
+    vocab = caption_vocab(caption_labels(["red boots"], tok, 4))  # red, boots, [SEP] in id order
+    slot = {t: i for i, t in enumerate(tok.convert_ids_to_tokens(vocab.tolist()))}
+    logits = torch.zeros(2, 4, len(vocab))
+    for b, seq in enumerate([["red", "boots", "[SEP]", "red"], ["[SEP]", "boots", "boots", "[SEP]"]]):
+        for s, word in enumerate(seq):
+            logits[b, s, slot[word]] = 5.0
+    logits[1, 0, slot["red"]] = 4.0  # slot 0 predicts [SEP]: its best other token is used
+    assert decode(logits, tok, vocab) == ["red boots", "red boots"]
+    # the same logits scattered into the full vocabulary decode the same way
+    full = torch.full((2, 4, len(tok)), -1e4)
+    full[..., vocab] = logits
+    assert decode(full, tok) == ["red boots", "red boots"]

@@ -160,6 +160,23 @@ def test_precision_counts_overlap_and_exact_random_baseline(tokenizer) -> None:
     assert touching.tolist() == [True, False]  # sharing an edge is no overlap
 
 
+def test_stricter_precision_needs_the_patch_centre_inside_the_part(tokenizer) -> None:
+    boxes, levels = kaleido_boxes((0.0, 0.0, 100.0, 100.0))
+    text = "Shirt with a red collar"
+    offs = offsets_of(tokenizer, text)
+    pos = word_token_positions(text, offs)
+    parts = [[{"word": "collar", "boxes": [[0, 0, 25, 25]]}]]
+    corner, beside = 30, 31  # 5x5 patches 0..20 and 20..40 (centres x = 10 and 30)
+    inside = precision([[(pos["collar"][0], corner)]], [text], [offs], [boxes], levels, parts, [3, 4, 5])
+    touching = precision([[(pos["collar"][0], beside)]], [text], [offs], [boxes], levels, parts, [3, 4, 5])
+    assert inside["precision"] == touching["precision"] == 1.0  # both overlap the 25 x 25 box
+    assert inside["precision_centre"] == 1.0 and touching["precision_centre"] == 0.0
+    # 4 of the 25 5x5 patches overlap the box, only 1 has its centre inside it
+    assert inside["random_same_level"] == pytest.approx(4 / 25)
+    assert inside["random_centre_same_level"] == pytest.approx(1 / 25)
+    assert inside["ratio_centre_vs_random"] == pytest.approx(25.0)
+
+
 def test_none_aligner_gives_no_alignments() -> None:
     aligner = registry.aligners.get("none")()
     src = AlignSource("train", ["a", "b"], image=None, boxes=None, levels=np.array([1]), offsets=None,
@@ -287,3 +304,16 @@ def test_align_command_without_a_feature_store_fails_in_one_line(tmp_path) -> No
     result = CliRunner().invoke(app, ["align", str(recipe), "--no-progress"])
     assert result.exit_code == 2
     assert "no feature store" in result.output and "kaleido prepare" in result.output
+
+
+def test_alignment_key_counts_the_aligner_defaults_but_not_its_threads() -> None:
+    """A default set explicitly is the same aligner (same store); another value, or a changed
+    default, is another one; CPU threads change the speed only."""
+    from kaleido.aligners.align import align_dir
+    from kaleido.recipe.load import load_recipe
+
+    def key(*sets: str):
+        return align_dir(load_recipe("recipes/quickstart.toml", ["output_dir=/tmp/x", *sets])).name
+
+    assert key() == key("aligner.alpha_c=1.0") == key("aligner.threads=2")
+    assert key() != key("aligner.alpha_c=0.5")

@@ -122,3 +122,36 @@ def test_without_global_init_the_image_reaches_the_decoder_only_through_attentio
     assert torch.equal(h_a, h_b) and torch.equal(c_a, c_b)
     model.global_init = True
     assert not torch.equal(model._start(a)[2], model._start(b)[2])
+
+
+def test_word_query_lets_the_previous_word_steer_the_attention() -> None:
+    """With ``word_query`` the same state attends differently after "red" than after "blue"
+    (what finds the red part in "a red collar"); without it the previous word cannot matter."""
+    torch.manual_seed(0)
+    grid, h, c = torch.randn(1, 9, 7), torch.zeros(1, 10), torch.zeros(1, 10)
+    for word_query, differ in ((True, True), (False, False)):
+        model = Captioner(vocab_size=20, input_dim=7, feature_dim=8, embed_dim=6, hidden_dim=10,
+                          attention_dim=5, word_query=word_query).eval()
+        feats, proj, _, _ = model._start(grid)
+        _, red, _, _ = model._step(feats, proj, torch.tensor([3]), h, c)
+        _, blue, _, _ = model._step(feats, proj, torch.tensor([4]), h, c)
+        assert torch.allclose(red.sum(), torch.tensor(1.0)) and (not torch.allclose(red, blue)) == differ
+
+
+def test_deep_output_reads_the_attended_context_directly() -> None:
+    """Xu et al.'s output layer: with the LSTM state and the word fixed, the word's logits still move
+    with the attended cells (through ``out_z``); without it only through the LSTM."""
+    torch.manual_seed(0)
+    model = Captioner(vocab_size=20, input_dim=7, feature_dim=8, embed_dim=6, hidden_dim=10, attention_dim=5,
+                      deep_output=True).eval()
+    grid = torch.randn(1, 9, 7, requires_grad=True)
+    feats, proj, h, c = model._start(grid)
+    logits, _, _, _ = model._step(feats, proj, torch.tensor([3]), h, c)
+    (g_total,) = torch.autograd.grad(logits[0, 5], grid, retain_graph=True)
+    with torch.no_grad():
+        model.out_z.weight.zero_()
+        model.out_z.bias.zero_()
+    logits, _, _, _ = model._step(feats, proj, torch.tensor([3]), h, c)
+    (g_lstm,) = torch.autograd.grad(logits[0, 5], grid)
+    assert not torch.allclose(g_total, g_lstm)
+    assert not hasattr(Captioner(20, 7, deep_output=False), "out_z")

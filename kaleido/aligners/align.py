@@ -38,8 +38,11 @@ def align_dir(recipe: Any) -> Path:
     """``<output_dir>/cache/align-<key>``: shared by recipes with the same store, aligner and tokenizer."""
     from kaleido.features.prepare import store_dir
 
-    payload = {"store": store_dir(recipe).name, "aligner": recipe.model.model_dump(mode="json")["aligner"],
-               "tokenizer": tokenizer_init(recipe)}
+    # the aligner with its defaults filled in: a changed default is a changed aligner
+    # (CPU threads change the speed, not the result)
+    aligner = {"name": recipe.aligner.name, **recipe.params("aligner")}
+    aligner.pop("threads", None)
+    payload = {"store": store_dir(recipe).name, "aligner": aligner, "tokenizer": tokenizer_init(recipe)}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
     return Path(recipe.output_dir) / "cache" / f"align-{key}"
 

@@ -4,6 +4,16 @@ Each decoding step attends over the ``N = h * w`` grid cells of the image's feat
 (additive attention, ``alpha = softmax(w . tanh(W_f f + W_h h))``), gates the context with
 ``beta = sigmoid(f_beta(h))`` and feeds ``[embed(previous word); context]`` to an LSTM cell. The
 attention weights of each generated word are what the alignment stage turns into patches.
+
+``word_query`` adds the previous word to the attention query
+(``alpha = softmax(w . tanh(W_f f + W_h h + W_e embed(previous word)))``). In Xu et al. the query
+is only the state *before* the previous word was read, so the map that predicts "collar" in "a
+red collar" cannot know that "red" was said (only that some colour was likely): it cannot look
+for the red part. With the word in the query it can, as in top-down attention (Anderson et al.,
+2018), whose attention LSTM reads the previous word before attending.
+
+``deep_output`` is Xu et al.'s output layer, ``p(y_t) ~ exp(L_o(E y_{t-1} + L_h h_t + L_z z_t))``:
+the attended context ``z_t`` reaches the word directly, not only through the LSTM's memory.
 """
 
 from __future__ import annotations
@@ -18,17 +28,23 @@ from torch.nn import functional as F
 class SoftAttention(nn.Module):
     """Additive attention over grid cells; weights sum to one over the grid."""
 
-    def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int) -> None:
+    def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int, word_dim: int = 0) -> None:
         super().__init__()
         self.feature_proj = nn.Linear(feature_dim, attention_dim)
         self.hidden_proj = nn.Linear(hidden_dim, attention_dim)
+        self.word_proj = nn.Linear(word_dim, attention_dim, bias=False) if word_dim else None
         self.score = nn.Linear(attention_dim, 1)
 
-    def forward(self, feats: torch.Tensor, proj_feats: torch.Tensor, hidden: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """feats (B, N, F), proj_feats = feature_proj(feats), hidden (B, H)
-        -> context (B, F), alpha (B, N)."""
-        energy = self.score(torch.tanh(proj_feats + self.hidden_proj(hidden).unsqueeze(1))).squeeze(-1)
+    def forward(self, feats: torch.Tensor, proj_feats: torch.Tensor, hidden: torch.Tensor,
+                word: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats (B, N, F), proj_feats = feature_proj(feats), hidden (B, H), word (B, E) the
+        previous word's embedding (used when built with ``word_dim``) -> context (B, F), alpha (B, N)."""
+        query = self.hidden_proj(hidden)
+        if self.word_proj is not None:
+            if word is None:
+                raise ValueError("this attention was built with word_dim: pass the previous word's embedding")
+            query = query + self.word_proj(word)
+        energy = self.score(torch.tanh(proj_feats + query.unsqueeze(1))).squeeze(-1)
         alpha = torch.softmax(energy, dim=1)
         return (alpha.unsqueeze(-1) * feats).sum(1), alpha
 
@@ -47,7 +63,7 @@ class Captioner(nn.Module):
 
     def __init__(self, vocab_size: int, input_dim: int, feature_dim: int = 256, embed_dim: int = 128,
                  hidden_dim: int = 256, attention_dim: int = 128, dropout: float = 0.3,
-                 global_init: bool = True) -> None:
+                 global_init: bool = True, word_query: bool = True, deep_output: bool = True) -> None:
         super().__init__()
         # global_init: the LSTM state starts from the mean grid cell (Xu et al.). Without it the state
         # starts from learned constants, so every piece of image evidence has to come through the
@@ -56,14 +72,20 @@ class Captioner(nn.Module):
         self.vocab_size = vocab_size
         # A learned projection of the frozen backbone's channels keeps the LSTM small (1280 -> 256).
         self.encode = nn.Sequential(nn.Linear(input_dim, feature_dim), nn.ReLU())
-        self.attention = SoftAttention(feature_dim, hidden_dim, attention_dim)
+        self.attention = SoftAttention(feature_dim, hidden_dim, attention_dim, embed_dim if word_query else 0)
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.init_h = nn.Linear(feature_dim, hidden_dim)
         self.init_c = nn.Linear(feature_dim, hidden_dim)
         self.f_beta = nn.Linear(hidden_dim, feature_dim)
         self.cell = nn.LSTMCell(embed_dim + feature_dim, hidden_dim)
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_dim, vocab_size)
+        self.deep_output = deep_output
+        if deep_output:
+            self.out_h = nn.Linear(hidden_dim, embed_dim)
+            self.out_z = nn.Linear(feature_dim, embed_dim)
+            self.out = nn.Linear(embed_dim, vocab_size)
+        else:
+            self.out = nn.Linear(hidden_dim, vocab_size)
 
     def _start(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         feats = self.encode(grid)
@@ -72,9 +94,12 @@ class Captioner(nn.Module):
             self.init_c(mean))
 
     def _step(self, feats, proj, words, h, c):
-        context, alpha = self.attention(feats, proj, h)
+        emb = self.embed(words)
+        context, alpha = self.attention(feats, proj, h, emb)
         context = torch.sigmoid(self.f_beta(h)) * context
-        h, c = self.cell(torch.cat([self.embed(words), context], dim=1), (h, c))
+        h, c = self.cell(torch.cat([emb, context], dim=1), (h, c))
+        if self.deep_output:
+            return self.out(self.dropout(emb + self.out_h(h) + self.out_z(context))), alpha, h, c
         return self.out(self.dropout(h)), alpha, h, c
 
     def forward(self, grid: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -117,12 +117,36 @@ def test_probe_then_fine_tune_on_the_balanced_mean_learns_categories_in_one_epoc
 
     settings = dict(tasks=["itr", "tir", "cr", "sub"], queries=8, negatives=5, batch_size=16, cls_epochs=1,
                     finetune_lr=1e-4, head_lr=1e-2, pooling="mean", probe_steps=200, finetune_itm=True,
-                    finetune_epochs=1, itm_hard_negatives=0.5)
+                    finetune_epochs=1, itm_hard_negatives=0.5, task_lr={"itm": 5e-4})
     res = evaluate(_recipe(pretrained, **settings), pretrained / "pretrain", pretrained / "out" / "probe",
                    progress=False, stores=pretrained / "stores")
     assert res["info"]["pooling"] == "mean" and res["info"]["head_lr"] == 1e-2
+    assert res["info"]["finetune_lr"] == {"itm": 5e-4, "cls": 1e-4, "fc": 1e-4}
     ft = res["cr"]["finetune"]
     assert ft["steps"] == 4 and ft["probe_steps"] == 200 and ft["probe_loss_last"] < ft["probe_loss_first"]
     assert res["cr"]["acc"] >= 90.0 and res["sub"]["acc"] >= 90.0
     assert res["retrieval"]["itm_finetune"]["probe_steps"] == 200
     assert set(res["retrieval"]["scorers"]) == {"pre-trained ITM", "fine-tuned ITM"}
+
+
+def test_the_pretrained_cls_itm_head_trains_with_the_encoder_and_is_not_probed(pretrained):
+    from kaleido.evaluation.itm_finetune import finetune_itm
+    from kaleido.features.store import FeatureStore
+    from kaleido.training.dataset import encode_pairs
+    from kaleido.training.objective import PretrainObjective
+
+    objective = PretrainObjective.load(pretrained / "pretrain" / "model")
+    store = FeatureStore(pretrained / "stores" / "train")
+    meta = store.meta(np.arange(len(store)))
+    tok = objective.model.tokenizer
+
+    def encode(st, t, i):
+        return encode_pairs(st, tok, t, i, objective.model.max_text_len)
+
+    rows = np.arange(len(store))
+    pids, subs = [m.product_id for m in meta], [m.subcategory for m in meta]
+    args = (objective, store, encode, rows, pids, subs, 32, 0.5, 1e-4, 0)
+    _, cls = finetune_itm(*args, head_lr=1e-2, probe_steps=20, pooling="cls")
+    _, mean = finetune_itm(*args, head_lr=1e-2, probe_steps=20, pooling="mean")
+    assert "probe_steps" not in cls and cls["steps"] == 1
+    assert mean["probe_steps"] == 20 and mean["probe_loss_last"] < mean["probe_loss_first"]

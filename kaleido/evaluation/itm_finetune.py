@@ -107,9 +107,13 @@ def finetune_itm(
 ) -> tuple[MatchScorer, dict]:
     """A fine-tuned scorer from ``objective`` (encoder at ``lr``, match head at ``head_lr``);
     ``product_ids`` and ``subcategories`` are given per entry of ``rows``; ``hard`` is the share of
-    negatives drawn from the same sub-category. With ``probe_steps``, the head is first fitted
-    alone on the frozen encoder's summaries of every row with its own text and with one negative."""
+    negatives drawn from the same sub-category. With ``probe_steps``, a fresh (``"mean"``) head is
+    first fitted alone on the frozen encoder's summaries of every row with its own text and with one
+    negative; ``head_lr`` and ``probe_steps`` are for fresh heads: the pre-trained ``[CLS]`` head
+    trains with the encoder at ``lr``."""
     tuned = match_scorer(objective, pooling, seed)
+    if pooling == "cls":  # the pre-trained head: it trains with the encoder, no probe (for fresh heads)
+        head_lr, probe_steps = None, 0
     draw = negative_sampler(product_ids, subcategories, hard)
     rng = np.random.default_rng(seed + 1)
 

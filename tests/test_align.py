@@ -317,3 +317,47 @@ def test_alignment_key_counts_the_aligner_defaults_but_not_its_threads() -> None
 
     assert key() == key("aligner.alpha_c=1.0") == key("aligner.threads=2")
     assert key() != key("aligner.alpha_c=0.5")
+
+
+@pytest.mark.slow
+def test_low_level_pixels_let_the_attention_find_a_colour_the_deep_map_hides(tmp_path, one_thread) -> None:
+    """The synthetic data's failure mode in miniature: the "deep" map gives every image its own
+    fixed random cells (memorisable, colour-blind), so the colour word cannot be localised from it;
+    with ``low_level = 1`` the cells also carry their mean normalised colour, weighted up by
+    ``low_scale`` against the deep channels, and the colour word's attention lands on its square."""
+    src, truth = _blob_source()
+    size = 40
+
+    def feature_map(batch, stride=None, image_size=None):
+        x = torch.stack([torch.as_tensor(b).permute(2, 0, 1).float() / 255 for b in batch])
+        if stride == 1:
+            return 4 * (x - 0.5)
+        seeds = [int(b.sum()) % 10_000 for b in batch]  # the image's identity, not its colours
+        return torch.stack([torch.randn(6, 5, 5, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+    src.feature_map = feature_map
+    make = registry.aligners.get("sat")
+    kw = dict(feature_dim=16, embed_dim=8, hidden_dim=24, attention_dim=8, dropout=0.0, epochs=40,
+              batch_size=8, lr=1e-2, min_count=1, select="density", alpha_c=0.0, global_init=False)
+    boxes, _ = kaleido_boxes((0.0, 0.0, float(size), float(size)))
+    tok_pos = [word_token_positions(t, o) for t, o in zip(src.texts, src.offsets(src.texts), strict=True)]
+
+    def hit_rate(low_level: int, low_scale: float = 1.0) -> float:
+        aligner = make(low_level=low_level, low_scale=low_scale, **kw)
+        aligner.fit(src, tmp_path / str(low_level), progress=False)
+        rows, _ = aligner.align(src, tmp_path / str(low_level), progress=False)
+        hits = total = 0
+        for i, pairs in enumerate(rows):
+            if i == 5:
+                continue
+            colour, r, c = truth[i]
+            for t, p in pairs:
+                if t in tok_pos[i][colour]:
+                    total += 1
+                    square = np.array([[c * 8, r * 8, c * 8 + 8, r * 8 + 8]])
+                    hits += bool(overlaps(boxes[p:p + 1], square)[0])
+        assert total >= 15
+        return hits / total
+
+    assert hit_rate(1, low_scale=4.0) > 0.8  # a random 5x5 patch overlaps the square 9/25 of the time
+    assert hit_rate(0) < 0.6

@@ -155,3 +155,51 @@ def test_deep_output_reads_the_attended_context_directly() -> None:
     (g_lstm,) = torch.autograd.grad(logits[0, 5], grid)
     assert not torch.allclose(g_total, g_lstm)
     assert not hasattr(Captioner(20, 7, deep_output=False), "out_z")
+
+
+def test_backbone_stride_one_is_the_normalised_pixels() -> None:
+    """``feature_map(stride=1)`` is the resized crop itself, ImageNet-normalised: the
+    colour-preserving stream the aligner's ``low_level = 1`` pools next to the deep map."""
+    import numpy as np
+
+    from kaleido import registry
+
+    net = registry.backbones.get("mobilenet_v2")(image_size=64, device="cpu")
+    image = np.zeros((20, 30, 3), dtype=np.uint8)
+    image[:, 15:] = (255, 0, 0)  # right half red
+    pix = net.feature_map([image], stride=1, image_size=32)
+    assert pix.shape == (1, 3, 32, 32)
+    red = (torch.tensor([1.0, 0.0, 0.0]) - net.mean.flatten()) / net.std.flatten()
+    black = -net.mean.flatten() / net.std.flatten()
+    assert torch.allclose(pix[0, :, 5, 28], red, atol=1e-4)
+    assert torch.allclose(pix[0, :, 5, 3], black, atol=1e-4)
+
+
+def test_low_level_hypercolumn_adds_the_early_map_pooled_to_the_attention_grid() -> None:
+    """``low_level`` concatenates the early map, average-pooled per cell, to the deep grid: the
+    feature grows by its channels (96 + 3 for pixels, 96 + 24 for stride 4), the grid stays the
+    stride-16 one, a cell's extra channels are its mean normalised colour, and the captioner's
+    attention over the wider cells still sums to one."""
+    import numpy as np
+
+    from kaleido import registry
+    from kaleido.aligners.base import AlignSource
+
+    net = registry.backbones.get("mobilenet_v2")(image_size=64, device="cpu")
+    image = np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    src = AlignSource("train", [], lambda i: image, lambda i: None, None, lambda t: [],
+                      lambda ims, **kw: net.feature_map(list(ims), **kw), grid_key="x")
+    make = registry.aligners.get("sat")
+    deep = make(stride=16)._feature_map(src, [image])
+    pixels = make(stride=16, low_level=1)._feature_map(src, [image])
+    early = make(stride=16, low_level=4)._feature_map(src, [image])
+    assert deep.shape == (1, 96, 4, 4) and pixels.shape == (1, 99, 4, 4) and early.shape == (1, 120, 4, 4)
+    assert torch.allclose(pixels[:, :96], deep.float())
+    full = net.feature_map([image], stride=1)  # 64 x 64: 16 x 16 pixels per cell
+    assert torch.allclose(pixels[0, 96:, 1, 2], full[0, :, 16:32, 32:48].mean(dim=(1, 2)), atol=1e-4)
+    with pytest.raises(ValueError, match="low_level"):
+        make(low_level=-1)
+    model = Captioner(vocab_size=9, input_dim=99, feature_dim=8, embed_dim=4, hidden_dim=8, attention_dim=4)
+    feats, proj, h, c = model._start(pixels.flatten(2).transpose(1, 2))
+    _, alpha, _, _ = model._step(feats, proj, torch.tensor([3]), h, c)
+    assert alpha.shape == (1, 16) and torch.allclose(alpha.sum(), torch.tensor(1.0))

@@ -95,6 +95,8 @@ class SATAligner:
         region: Literal["crop", "image"] = "crop",
         image_size: int = 0,
         stride: int = 0,
+        low_level: int = 0,
+        low_scale: float = 1.0,
         feature_dim: int = 256,
         embed_dim: int = 128,
         hidden_dim: int = 256,
@@ -130,8 +132,13 @@ class SATAligner:
             raise ValueError(f"sat: image_size must be 0 (the backbone's) or >= 32, got {image_size}")
         if stride < 0:
             raise ValueError(f"sat: stride must be 0 (the backbone's last map) or positive, got {stride}")
+        if low_level < 0:
+            raise ValueError(f"sat: low_level must be 0 (off), 1 (pixels) or a backbone stride, "
+                             f"got {low_level}")
         self.region = region
         self.image_size, self.stride = image_size, stride
+        # hypercolumn: an early, colour-preserving map (1 = the normalised pixels) pooled to the grid
+        self.low_level, self.low_scale = low_level, low_scale
         self.arch = dict(feature_dim=feature_dim, embed_dim=embed_dim, hidden_dim=hidden_dim,
                          attention_dim=attention_dim, dropout=dropout, global_init=global_init,
                          word_query=word_query, deep_output=deep_output)
@@ -150,7 +157,8 @@ class SATAligner:
     # -- settings -------------------------------------------------------------------------
     def key(self) -> dict:
         return {"name": "sat", "region": self.region, "image_size": self.image_size, "stride": self.stride,
-                **self.arch,
+                "low_level": self.low_level,
+                "low_scale": self.low_scale, **self.arch,
                 "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "alpha_c": self.alpha_c,
                 "word_dropout": self.word_dropout,
                 "clip_grad_norm": self.clip_grad_norm, "min_count": self.min_count,
@@ -172,7 +180,8 @@ class SATAligner:
     # -- 1. grid features -----------------------------------------------------------------
     def _grid_dir(self, source: AlignSource, workdir: Path) -> Path:
         grid_args = self._grid_args()
-        parts = [source.grid_key, self.region, *([grid_args] if grid_args else [])]
+        parts = [source.grid_key, self.region, *([grid_args] if grid_args else []),
+                 *([{"low_level": self.low_level, "low_scale": self.low_scale}] if self.low_level else [])]
         digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
         root = source.cache if source.cache is not None else workdir
         return Path(root) / f"sat-grid-{digest.hexdigest()[:12]}" / source.split
@@ -186,6 +195,22 @@ class SATAligner:
         if self.image_size:
             args["image_size"] = self.image_size
         return args
+
+    def _feature_map(self, source: AlignSource, images: list[np.ndarray]) -> torch.Tensor:
+        """(B, D, h, w) grid features of cropped regions: the backbone map the aligner attends over,
+        with ``low_level`` its early map of that stride (1: the normalised pixels) average-pooled
+        to the same h x w cells and concatenated (a hypercolumn): the deep ImageNet map alone
+        barely keeps a cell's colour, which is what names a part in the synthetic descriptions."""
+        fmap = source.feature_map(images, **self._grid_args())
+        if not self.low_level:
+            return fmap
+        low = source.feature_map(images, **{**self._grid_args(), "stride": self.low_level})
+        if low.shape[-2] < fmap.shape[-2] or low.shape[-1] < fmap.shape[-1]:
+            raise ValueError(f"sat: low_level {self.low_level} gives a {tuple(low.shape[-2:])} map, coarser "
+                             f"than the {tuple(fmap.shape[-2:])} grid")
+        # ``low_scale`` weighs the few early channels against the many deep ones (96 at stride 16)
+        low = self.low_scale * torch.nn.functional.adaptive_avg_pool2d(low.float(), fmap.shape[-2:])
+        return torch.cat([fmap.float(), low], dim=1)
 
     def grids(self, source: AlignSource, workdir: Path, progress: bool = True) -> dict:
         """Backbone grid features of every row, computed once: ``grid`` (N, h*w, D) float16 memmap,
@@ -217,7 +242,7 @@ class SATAligner:
                 if not batch_rows:
                     return
                 with torch.inference_mode():
-                    fmap = source.feature_map(list(batch_imgs), **self._grid_args())
+                    fmap = self._feature_map(source, list(batch_imgs))
                 b, d, h, w = fmap.shape
                 if grid is None:
                     hw = (h, w)
@@ -422,6 +447,6 @@ class SATAligner:
         image = source.image(i)
         region = crop_region(image, source.boxes(i), self.region)
         with torch.inference_mode():
-            fmap = source.feature_map([crop(image, region)], **self._grid_args())
+            fmap = self._feature_map(source, [crop(image, region)])
         cap = self.caption(model, vocab, fmap.float().flatten(2).transpose(1, 2))[0]
         return [vocab.itos[t] for t in cap.ids], cap.alphas.numpy().reshape(-1, *hw), region

@@ -151,12 +151,15 @@ class Backbone(nn.Module):
                     image_size: int | None = None) -> torch.Tensor:
         """Whole images resized to ``image_size`` (default the backbone's) -> (B, D, h, w): the last
         feature map, or with ``stride`` the trunk's last map of that output stride (e.g. 16: a finer,
-        more local grid; what the SAT aligner attends over)."""
+        more local grid; what the SAT aligner attends over). ``stride = 1`` is the normalised pixels
+        themselves (the colour-preserving stream the SAT aligner can pool next to a deep map)."""
         size = self.image_size if image_size is None else int(image_size)
         crops = [roi_align(self._pixels(img), [torch.tensor([[0, 0, img.shape[1], img.shape[0]]],
                                                             dtype=torch.float32, device=self.device)],
                            output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
                  for img in images]
+        if stride is not None and int(stride) == 1:
+            return ((torch.cat(crops) - self.mean) / self.std).contiguous()
         return self.maps(torch.cat(crops), None if stride is None else self._prefix(int(stride)))
 
     @torch.inference_mode()

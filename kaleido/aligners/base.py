@@ -27,7 +27,8 @@ class AlignSource:
     tokenizer's character offsets of each text without special tokens; ``feature_map(images)``
     maps a list of H x W x 3 uint8 images (any sizes; the backbone resizes them to its input size)
     to its last feature map (B, D, h, w); the keywords ``stride`` and ``image_size`` (passed only
-    when an aligner sets them) pick an earlier, finer map and the input size. ``grid_key`` names the
+    when an aligner sets them) pick an earlier, finer map and the input size (``stride = 1``: the
+    normalised pixels). ``grid_key`` names the
     images, boxes and backbone, and
     ``cache`` is the folder where per-image caches keyed by it are shared between runs.
     """

@@ -361,3 +361,19 @@ def test_low_level_pixels_let_the_attention_find_a_colour_the_deep_map_hides(tmp
 
     assert hit_rate(1, low_scale=4.0) > 0.8  # a random 5x5 patch overlaps the square 9/25 of the time
     assert hit_rate(0) < 0.6
+
+
+def test_grid_dropout_changes_training_only_and_is_validated(tmp_path, one_thread) -> None:
+    """``grid_dropout`` drops grid cells' values while training (against memorising an image by
+    its exact features): another captioner and another store key, same decoding code path."""
+    src, _ = _blob_source(n=8)
+    make = registry.aligners.get("sat")
+    kw = dict(feature_dim=8, embed_dim=4, hidden_dim=8, attention_dim=4, epochs=2, batch_size=4, min_count=1)
+    states = []
+    for p in (0.0, 0.5):
+        make(grid_dropout=p, **kw).fit(src, tmp_path / str(p), progress=False)
+        states.append(torch.load(tmp_path / str(p) / "captioner.pt", weights_only=False)["state"])
+    assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert make(grid_dropout=0.5, **kw).key() != make(**kw).key()
+    with pytest.raises(ValueError, match="grid_dropout"):
+        make(grid_dropout=1.0)

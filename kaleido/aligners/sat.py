@@ -110,6 +110,7 @@ class SATAligner:
         lr: float = 1e-3,
         alpha_c: float = 1.0,
         word_dropout: float = 0.0,
+        grid_dropout: float = 0.0,
         clip_grad_norm: float = 5.0,
         min_count: int = 2,
         max_vocab: int = 5000,
@@ -145,7 +146,9 @@ class SATAligner:
         if not 0.0 <= word_dropout < 1.0:
             raise ValueError(f"sat: word_dropout must be in [0, 1), got {word_dropout}")
         self.epochs, self.batch_size, self.lr, self.alpha_c = epochs, batch_size, lr, alpha_c
-        self.word_dropout = word_dropout
+        if not 0.0 <= grid_dropout < 1.0:
+            raise ValueError(f"sat: grid_dropout must be in [0, 1), got {grid_dropout}")
+        self.word_dropout, self.grid_dropout = word_dropout, grid_dropout
         self.clip_grad_norm = clip_grad_norm
         self.min_count, self.max_vocab, self.max_len = min_count, max_vocab, max_len
         self.decode, self.beam_size = decode, beam_size
@@ -160,7 +163,7 @@ class SATAligner:
                 "low_level": self.low_level,
                 "low_scale": self.low_scale, **self.arch,
                 "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "alpha_c": self.alpha_c,
-                "word_dropout": self.word_dropout,
+                "word_dropout": self.word_dropout, "grid_dropout": self.grid_dropout,
                 "clip_grad_norm": self.clip_grad_norm, "min_count": self.min_count,
                 "max_vocab": self.max_vocab, "max_len": self.max_len, "decode": self.decode,
                 "beam_size": self.beam_size, "levels": self.levels, "select": self.select,
@@ -350,6 +353,8 @@ class SATAligner:
                     sel = np.sort(rows[idx.numpy()])  # sorted reads from the memmap
                     sel_idx = idx[np.argsort(rows[idx.numpy()], kind="stable")]
                     grid = torch.from_numpy(np.asarray(grids["grid"][sel], dtype=np.float32)).to(device)
+                    if self.grid_dropout > 0:  # against memorising an image by its exact cell values
+                        grid = torch.nn.functional.dropout(grid, self.grid_dropout, training=True)
                     seq = padded[sel_idx, : int(lengths[sel_idx].max())].to(device)
                     inputs = seq[:, :-1]
                     if self.word_dropout > 0:  # hide previous words: the next one must be read off the image

@@ -216,3 +216,29 @@ def test_dense_slots_give_the_same_losses_metrics_and_gradients(monkeypatch) -> 
     assert dense_grads.keys() == sparse_grads.keys()
     for name, grad in sparse_grads.items():
         torch.testing.assert_close(dense_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_mean_pooling_feeds_the_pooler_the_balanced_mean_and_survives_save_load(tmp_path) -> None:
+    from kaleido.models.pooling import balanced_mean
+
+    torch.manual_seed(0)
+    model = Kaleido(**{**TINY, "dropout": 0.0, "pooling": "mean"}).build(16, (1, 2, 3, 4, 5)).eval()
+    store = FakeStore(n=4)
+    batch = encode_pairs(store, model.tokenizer, [0, 1, 2], [0, 3, 2], max_text_len=16)
+    with torch.no_grad():
+        sequence, pooled = model(batch)
+        expected = model.bert.pooler.activation(model.bert.pooler.dense(
+            balanced_mean(sequence, batch["attention_mask"])))
+        cls_pooled = model.bert.pooler(sequence)
+    torch.testing.assert_close(pooled, expected)
+    assert not torch.allclose(pooled, cls_pooled)
+    # the text padding does not enter the mean: extra pad positions leave it unchanged
+    mask = batch["attention_mask"]
+    text = (sequence[:, :16] * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    torch.testing.assert_close(balanced_mean(sequence, mask), 0.5 * (text + sequence[:, 16:].mean(1)))
+    loaded = KaleidoModel.load(model.save(tmp_path / "m")).eval()
+    assert loaded.pooling == "mean"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch)[1], pooled)
+    with pytest.raises(ValueError, match="pooling must be one of cls, mean"):
+        Kaleido(pooling="max")

@@ -17,27 +17,12 @@ split -> test split, CR / SUB accuracy %): pooled ``[CLS]`` 11.9 / 4.0 (the majo
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
-Pooling = Literal["cls", "mean"]
-POOLINGS: tuple[str, ...] = ("cls", "mean")
+from kaleido.models.pooling import POOLINGS, Pooling, balanced_mean, check_pooling
 
-
-def check_pooling(pooling: str) -> str:
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
-    return pooling
-
-
-def balanced_mean(sequence: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-    """(B, H): the mean of the attended text positions and the mean of the patches, averaged."""
-    t = text_mask.shape[1]
-    mask = text_mask.to(sequence.dtype).unsqueeze(-1)
-    text = (sequence[:, :t] * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-    return 0.5 * (text + sequence[:, t:].mean(1))
+__all__ = ["POOLINGS", "Pooling", "balanced_mean", "check_pooling", "pool"]
 
 
 def pool(encoder: nn.Module, batch: dict[str, torch.Tensor], pooling: str) -> torch.Tensor:

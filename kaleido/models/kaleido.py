@@ -23,6 +23,7 @@ from torch import nn
 from kaleido import registry
 from kaleido.models.embeddings import VisualEmbeddings
 from kaleido.models.folder import atomic_folder, save_state
+from kaleido.models.pooling import Pooling, balanced_mean, check_pooling
 from kaleido.models.tokenizer import bert_dir, load_tokenizer
 
 KALEIDO_JSON = "kaleido.json"
@@ -34,8 +35,9 @@ class KaleidoModel(nn.Module):
     """BERT encoder + image embeddings; ``forward(batch) -> (sequence (B, T+P, H), pooled (B, H))``."""
 
     def __init__(self, bert: Any, feature_dim: int, grids: tuple[int, ...], max_text_len: int,
-                 tokenizer_source: str, dropout: float | None = None) -> None:
+                 tokenizer_source: str, dropout: float | None = None, pooling: str = "cls") -> None:
         super().__init__()
+        self.pooling = check_pooling(pooling)
         config = bert.config
         if not 3 <= max_text_len <= config.max_position_embeddings:
             raise ValueError(f"max_text_len must lie in [3, {config.max_position_embeddings}] for this BERT, "
@@ -89,12 +91,14 @@ class KaleidoModel(nn.Module):
         attention = create_bidirectional_mask(config=self.bert.config, inputs_embeds=embeddings,
                                               attention_mask=mask)
         sequence = self.bert.encoder(embeddings, attention_mask=attention).last_hidden_state
+        if self.pooling == "mean":  # the pooler's dense + tanh over the balanced mean, not [CLS]
+            return sequence, self.bert.pooler(balanced_mean(sequence, batch["attention_mask"])[:, None])
         return sequence, self.bert.pooler(sequence)
 
     # -- folders ------------------------------------------------------------------------------
     def kaleido_config(self) -> dict[str, Any]:
         return {"format": FORMAT, "feature_dim": self.feature_dim, "grids": list(self.grids),
-                "max_text_len": self.max_text_len}
+                "max_text_len": self.max_text_len, "pooling": self.pooling}
 
     def write(self, folder: Path) -> None:
         """Write the model files into an existing (temporary) folder; see :meth:`save`."""
@@ -121,7 +125,8 @@ class KaleidoModel(nn.Module):
             raise FileNotFoundError(f"{folder} is not a Kaleido model folder (no {KALEIDO_JSON})")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         bert = load_bert(folder)
-        model = cls(bert, meta["feature_dim"], tuple(meta["grids"]), meta["max_text_len"], str(folder))
+        model = cls(bert, meta["feature_dim"], tuple(meta["grids"]), meta["max_text_len"], str(folder),
+                    pooling=meta.get("pooling", "cls"))
         model.visual.load_state_dict(load_file(str(folder / VISUAL_FILE)))
         return model
 
@@ -134,12 +139,15 @@ class Kaleido:
     the sizes below, bert-base-uncased vocabulary) or a local BERT folder (e.g. bert-base-uncased).
     The sizes apply to ``"scratch"`` only; a pretrained ``init`` brings its own, and
     ``keep_layers`` keeps only its first N layers (a smaller, faster model that still starts
-    from pretrained weights, e.g. for CPU runs).
+    from pretrained weights, e.g. for CPU runs). ``pooling``: what the pooler (ITM, downstream
+    heads) reads, ``"cls"`` as in the paper or ``"mean"`` for an init trained with mean pooling
+    such as the offline MiniLM (see :mod:`kaleido.models.pooling`).
     """
 
     def __init__(self, init: str = "minilm", hidden_size: int = 384, num_layers: int = 6, num_heads: int = 12,
                  intermediate_size: int = 1536, max_text_len: int = 64, dropout: float = 0.1,
-                 keep_layers: int | None = None) -> None:
+                 keep_layers: int | None = None, pooling: Pooling = "cls") -> None:
+        check_pooling(pooling)
         if keep_layers is not None and keep_layers < 1:
             raise ValueError(f"model keep_layers must be >= 1, got {keep_layers}")
         if hidden_size % num_heads:
@@ -154,6 +162,7 @@ class Kaleido:
         self.max_text_len = max_text_len
         self.dropout = dropout
         self.keep_layers = keep_layers
+        self.pooling = pooling
 
     def tokenizer(self) -> Any:
         return load_tokenizer(self.init)
@@ -180,7 +189,7 @@ class Kaleido:
     def build(self, feature_dim: int, grids: tuple[int, ...] | list[int]) -> KaleidoModel:
         """The model for a feature store's ``feature_dim`` and ``grids``."""
         return KaleidoModel(self.bert(), feature_dim, tuple(grids), self.max_text_len,
-                            "minilm" if self.init == "scratch" else self.init, self.dropout)
+                            "minilm" if self.init == "scratch" else self.init, self.dropout, self.pooling)
 
 
 def load_bert(folder: str | Path, **config: Any):

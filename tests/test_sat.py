@@ -203,3 +203,29 @@ def test_low_level_hypercolumn_adds_the_early_map_pooled_to_the_attention_grid()
     feats, proj, h, c = model._start(pixels.flatten(2).transpose(1, 2))
     _, alpha, _, _ = model._step(feats, proj, torch.tensor([3]), h, c)
     assert alpha.shape == (1, 16) and torch.allclose(alpha.sum(), torch.tensor(1.0))
+
+
+def test_key_channels_score_cells_by_their_last_channels_only() -> None:
+    """With ``key_channels`` (the SAT aligner's ``low_key``: the pixel stream) the attention map is
+    a function of those raw channels alone; the deep channels still reach the context."""
+    torch.manual_seed(0)
+    model = Captioner(vocab_size=9, input_dim=7, feature_dim=8, embed_dim=4, hidden_dim=8, attention_dim=4,
+                      key_channels=3, global_init=False).eval()  # the query must not see the deep channels
+    grid = torch.randn(1, 6, 7)
+    other = grid.clone()
+    other[..., :4] = torch.randn(1, 6, 4)  # the deep channels differ, the colour is the same
+    recoloured = grid.clone()
+    recoloured[..., 4:] = torch.randn(1, 6, 3)
+    alphas, contexts = [], []
+    for g in (grid, other, recoloured):
+        feats, proj, h, c = model._start(g)
+        context, alpha = model.attention(feats, proj, h, model.embed(torch.tensor([3])))
+        alphas.append(alpha)
+        contexts.append(context)
+    assert torch.allclose(alphas[0], alphas[1]) and not torch.allclose(alphas[0], alphas[2])
+    assert not torch.allclose(contexts[0], contexts[1])
+    assert torch.allclose(alphas[0].sum(), torch.tensor(1.0))
+    from kaleido import registry
+
+    with pytest.raises(ValueError, match="low_key"):
+        registry.aligners.get("sat")(low_key=True)

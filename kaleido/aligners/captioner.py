@@ -63,7 +63,8 @@ class Captioner(nn.Module):
 
     def __init__(self, vocab_size: int, input_dim: int, feature_dim: int = 256, embed_dim: int = 128,
                  hidden_dim: int = 256, attention_dim: int = 128, dropout: float = 0.3,
-                 global_init: bool = True, word_query: bool = True, deep_output: bool = True) -> None:
+                 global_init: bool = True, word_query: bool = True, deep_output: bool = True,
+                 key_channels: int = 0) -> None:
         super().__init__()
         # global_init: the LSTM state starts from the mean grid cell (Xu et al.). Without it the state
         # starts from learned constants, so every piece of image evidence has to come through the
@@ -72,7 +73,11 @@ class Captioner(nn.Module):
         self.vocab_size = vocab_size
         # A learned projection of the frozen backbone's channels keeps the LSTM small (1280 -> 256).
         self.encode = nn.Sequential(nn.Linear(input_dim, feature_dim), nn.ReLU())
-        self.attention = SoftAttention(feature_dim, hidden_dim, attention_dim, embed_dim if word_query else 0)
+        # key_channels: the attention scores cells by the grid's last ``key_channels`` raw channels only
+        # (e.g. their colour), while the context it reads is still the whole encoded cell
+        self.key_channels = key_channels
+        self.attention = SoftAttention(key_channels or feature_dim, hidden_dim, attention_dim,
+                                       embed_dim if word_query else 0)
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.init_h = nn.Linear(feature_dim, hidden_dim)
         self.init_c = nn.Linear(feature_dim, hidden_dim)
@@ -90,7 +95,8 @@ class Captioner(nn.Module):
     def _start(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         feats = self.encode(grid)
         mean = feats.mean(1) if self.global_init else torch.zeros_like(feats[:, 0])
-        return feats, self.attention.feature_proj(feats), torch.tanh(self.init_h(mean)), torch.tanh(
+        keys = grid[..., -self.key_channels:] if self.key_channels else feats
+        return feats, self.attention.feature_proj(keys), torch.tanh(self.init_h(mean)), torch.tanh(
             self.init_c(mean))
 
     def _step(self, feats, proj, words, h, c):

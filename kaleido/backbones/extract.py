@@ -104,9 +104,11 @@ class Backbone(nn.Module):
             raise ValueError(f"expected an H x W x 3 image, got shape {tuple(t.shape)}")
         return t.to(self.device, non_blocking=True).permute(2, 0, 1)[None].float().div_(255)
 
-    def _crops(self, image: np.ndarray | torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """(K, 4) pixel boxes of one image -> (K, 3, S, S) resized crops, anti-aliased."""
-        s = self.image_size
+    def _crops(self, image: np.ndarray | torch.Tensor, boxes: torch.Tensor, size: int | None = None
+               ) -> torch.Tensor:
+        """(K, 4) pixel boxes of one image -> (K, 3, S, S) resized crops (S: ``size`` or image_size),
+        anti-aliased."""
+        s = self.image_size if size is None else int(size)
         return roi_align(self._pixels(image), [boxes.to(self.device, torch.float32)], output_size=(s, s),
                          spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
@@ -153,10 +155,8 @@ class Backbone(nn.Module):
         feature map, or with ``stride`` the trunk's last map of that output stride (e.g. 16: a finer,
         more local grid; what the SAT aligner attends over). ``stride = 1`` is the normalised pixels
         themselves (the colour-preserving stream the SAT aligner can pool next to a deep map)."""
-        size = self.image_size if image_size is None else int(image_size)
-        crops = [roi_align(self._pixels(img), [torch.tensor([[0, 0, img.shape[1], img.shape[0]]],
-                                                            dtype=torch.float32, device=self.device)],
-                           output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        crops = [self._crops(img, torch.tensor([[0, 0, img.shape[1], img.shape[0]]], dtype=torch.float32),
+                             image_size)
                  for img in images]
         if stride is not None and int(stride) == 1:
             return ((torch.cat(crops) - self.mean) / self.std).contiguous()

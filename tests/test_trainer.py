@@ -134,3 +134,23 @@ def test_two_process_gloo_ddp_matches_one_process_with_the_same_global_batch(tmp
         tmp_path / "one" / "model" / "model.safetensors")
     for key in wb:
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
+
+
+def test_compile_setting_wraps_the_forward_and_keeps_the_checkpoint_keys(tmp_path, monkeypatch):
+    """``pretrain.compile`` runs every step through ``torch.compile``'s module while checkpoints
+    still hold the plain objective's weights (no ``_orig_mod.`` prefix), so a resume can load them."""
+    compiled: list[torch.nn.Module] = []
+    real_compile = torch.compile
+
+    def eager_compile(module, *args, **kwargs):  # inductor takes minutes on a CPU: dynamo, eager backend
+        compiled.append(module)
+        return real_compile(module, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    _, result = _toy_run(tmp_path, max_steps=4, checkpoint_every=2, compile=True)
+    assert result.steps == 4 and len(compiled) == 1
+    step, state = ckpt.load_latest(tmp_path / "checkpoints")
+    assert step == 4 and not any(k.startswith("_orig_mod") for k in state["model"])
+    plain = tmp_path / "plain"
+    _toy_run(plain, max_steps=4, checkpoint_every=2)
+    assert ckpt.load_latest(plain / "checkpoints")[1]["model"].keys() == state["model"].keys()

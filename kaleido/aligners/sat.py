@@ -137,20 +137,20 @@ class SATAligner:
         if low_level < 0:
             raise ValueError(f"sat: low_level must be 0 (off), 1 (pixels) or a backbone stride, "
                              f"got {low_level}")
+        if low_key and low_level != 1:
+            raise ValueError("sat: low_key (attend by the pixel stream alone) needs low_level = 1")
+        if not 0.0 <= word_dropout < 1.0:
+            raise ValueError(f"sat: word_dropout must be in [0, 1), got {word_dropout}")
+        if not 0.0 <= grid_dropout < 1.0:
+            raise ValueError(f"sat: grid_dropout must be in [0, 1), got {grid_dropout}")
         self.region = region
         self.image_size, self.stride = image_size, stride
         # hypercolumn: an early, colour-preserving map (1 = the normalised pixels) pooled to the grid
-        if low_key and low_level != 1:
-            raise ValueError("sat: low_key (attend by the pixel stream alone) needs low_level = 1")
         self.low_level, self.low_scale = low_level, low_scale
         self.arch = dict(feature_dim=feature_dim, embed_dim=embed_dim, hidden_dim=hidden_dim,
                          attention_dim=attention_dim, dropout=dropout, global_init=global_init,
                          word_query=word_query, deep_output=deep_output, key_channels=3 if low_key else 0)
-        if not 0.0 <= word_dropout < 1.0:
-            raise ValueError(f"sat: word_dropout must be in [0, 1), got {word_dropout}")
         self.epochs, self.batch_size, self.lr, self.alpha_c = epochs, batch_size, lr, alpha_c
-        if not 0.0 <= grid_dropout < 1.0:
-            raise ValueError(f"sat: grid_dropout must be in [0, 1), got {grid_dropout}")
         self.word_dropout, self.grid_dropout = word_dropout, grid_dropout
         self.clip_grad_norm = clip_grad_norm
         self.min_count, self.max_vocab, self.max_len = min_count, max_vocab, max_len

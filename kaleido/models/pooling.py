@@ -11,9 +11,10 @@ give the 55 patches almost three times the weight of a 20-word description).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+if TYPE_CHECKING:  # the recipe schema imports ``Pooling``: no torch at `kaleido check` time
+    import torch
 
 Pooling = Literal["cls", "mean"]
 POOLINGS: tuple[str, ...] = ("cls", "mean")

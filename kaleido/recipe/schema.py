@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kaleido.models.pooling import Pooling
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -83,8 +85,8 @@ class EvalSettings(Strict):
     head_lr: float | None = Field(None, gt=0, description="lr of the CR, SUB, ITM heads (None: finetune_lr)")
     task_lr: dict[Literal["itm", "cls", "fc"], float] = Field(
         default_factory=dict, description="encoder lr per task (itm, cls = CR+SUB, fc), over finetune_lr")
-    pooling: Literal["cls", "mean"] = Field("cls", description="what CR, SUB, tuned ITM heads read")
-    itm_pooling: Literal["cls", "mean"] | None = Field(None, description="the tuned ITM's (None: pooling)")
+    pooling: Pooling = Field("cls", description="what CR, SUB, tuned ITM heads read")
+    itm_pooling: Pooling | None = Field(None, description="the tuned ITM's (None: pooling)")
     itm_hard_negatives: float = Field(1.0, ge=0, le=1, description="share of same-sub-category ITM negatives")
     probe_steps: int = Field(0, ge=0, description="head-only steps on frozen summaries before fine-tuning")
     cls_epochs: float = Field(3.0, gt=0, description="epochs of CR / SUB fine-tuning")

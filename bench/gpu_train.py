@@ -25,8 +25,11 @@ FLOPs per sample of one training step (forward + backward = 3 x forward, matmuls
 ``--loop trainer`` measures the product instead of the bare step: kaleido's own ``Trainer`` (the
 loop ``kaleido run`` uses: data loader workers building every batch, fused AdamW, clipping, the
 per-step loss all-reduce, logging) over the same random store, with ``pretrain.compile`` when
-``--compile`` is given; samples/s is read from its log after the first window. MFU = FLOPs per step /
-step time / peak; the peak is the device's dense bf16 figure (H100 SXM: 989 TFLOP/s) or
+``--compile`` is given (the default compile mode; ``--compile-mode`` applies to the bare step);
+samples/s is read from its log after the first window, and its FLOPs use the masked counts of
+batches built the same way.
+
+MFU = FLOPs per step / step time / peak; the peak is the device's dense bf16 figure (H100 SXM: 989 TFLOP/s) or
 ``--peak-tflops``. ``--check-flops`` also counts the FLOPs of one step with
 ``torch.utils.flop_counter`` (eager attention) to confirm the formula.
 """
@@ -258,7 +261,7 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
 
 
 def print_profile(one, batches: list, dev: torch.device, steps: int = 3) -> None:
-    """The kernels that take the device's time over a few steps, and CPU vs device time per step."""
+    """The kernels that take the device's (or, on a CPU, the CPU's) time over a few more steps."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])

@@ -146,6 +146,8 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
 
         train_view = CachedStore(train, train_rows, features=False)
 
+    task_lr = {t: settings.task_lr.get(t, settings.finetune_lr) for t in ("itm", "cls", "fc")}
+    itm_pooling = settings.itm_pooling or settings.pooling
     results: dict[str, Any] = {
         "info": {
             "recipe": recipe.name,
@@ -154,8 +156,8 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
             "train_rows_used": 0 if train_rows is None else len(train_rows),
             "tasks": ", ".join(tasks),
             "pooling": settings.pooling,
-            "itm_pooling": settings.itm_pooling or settings.pooling,
-            "finetune_lr": {t: settings.task_lr.get(t, settings.finetune_lr) for t in ("itm", "cls", "fc")},
+            "itm_pooling": itm_pooling,
+            "finetune_lr": task_lr,
             "head_lr": settings.finetune_lr if settings.head_lr is None else settings.head_lr,
         },
         "notes": [],
@@ -198,12 +200,12 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                     [train_meta.subcategory[r] for r in train_rows],
                     settings.batch_size,
                     settings.finetune_epochs,
-                    settings.task_lr.get("itm", settings.finetune_lr),
+                    task_lr["itm"],
                     settings.seed,
                     tick,
                     head_lr=settings.head_lr,
                     hard=settings.itm_hard_negatives,
-                    pooling=settings.itm_pooling or settings.pooling,
+                    pooling=itm_pooling,
                     probe_steps=settings.probe_steps,
                 )
                 tuned.eval()
@@ -244,7 +246,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                 train_rows,
                 settings.batch_size,
                 settings.cls_epochs,
-                settings.task_lr.get("cls", settings.finetune_lr),
+                task_lr["cls"],
                 settings.seed,
                 tick,
                 head_lr=settings.head_lr,
@@ -294,7 +296,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                 settings.caption_tokens,
                 settings.batch_size,
                 settings.caption_epochs,
-                settings.task_lr.get("fc", settings.finetune_lr),
+                task_lr["fc"],
                 settings.seed,
                 tick,
                 closed_vocab=settings.caption_closed_vocab,

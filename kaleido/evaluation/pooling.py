@@ -20,9 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kaleido.models.pooling import POOLINGS, Pooling, balanced_mean, check_pooling
+from kaleido.models.pooling import balanced_mean, check_pooling
 
-__all__ = ["POOLINGS", "Pooling", "balanced_mean", "check_pooling", "pool"]
+__all__ = ["check_pooling", "pool"]
 
 
 def pool(encoder: nn.Module, batch: dict[str, torch.Tensor], pooling: str) -> torch.Tensor:

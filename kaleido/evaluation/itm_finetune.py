@@ -78,8 +78,7 @@ def match_scorer(objective: Any, pooling: str, seed: int) -> MatchScorer:
     on the pooled ``[CLS]``); for ``"mean"`` a fresh linear head (std 0.02, zero bias)."""
     model = copy.deepcopy(objective.model)
     if check_pooling(pooling) == "cls":
-        head = nn.Linear(model.hidden_size, 2)
-        head.load_state_dict(objective._head("itm").classifier.state_dict())
+        head = copy.deepcopy(objective._head("itm").classifier)
     else:
         torch.manual_seed(seed)
         head = nn.Linear(model.hidden_size, 2)

@@ -65,15 +65,15 @@ class VocabHead(nn.Module):
 
     def __init__(self, head: nn.Module, vocab: torch.Tensor) -> None:
         super().__init__()
-        for part in ("dense", "norm", "bias"):
+        for part in ("transform", "bias"):
             if not hasattr(head, part):
-                raise TypeError(f"a closed vocabulary needs an MLM head (dense, norm, bias): {type(head)}")
+                raise TypeError(f"a closed vocabulary needs an MLM head (transform, bias): {type(head)}")
         self.head = head
         self.register_buffer("vocab", torch.as_tensor(vocab, dtype=torch.long), persistent=False)
 
     def logits(self, hidden: torch.Tensor, model: Any) -> torch.Tensor:
-        x = self.head.norm(nn.functional.gelu(self.head.dense(hidden)))
-        return nn.functional.linear(x, model.word_embeddings.weight[self.vocab], self.head.bias[self.vocab])
+        return nn.functional.linear(self.head.transform(hidden), model.word_embeddings.weight[self.vocab],
+                                    self.head.bias[self.vocab])
 
 
 def caption_vocab(labels: torch.Tensor) -> torch.Tensor:

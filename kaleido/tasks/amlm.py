@@ -38,10 +38,13 @@ class MLMHead(TaskHead):
         self.norm = nn.LayerNorm(hidden_size, eps=eps)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
+    def transform(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Dense, GELU, LayerNorm: the states the tied decoder reads (..., H) -> (..., H)."""
+        return self.norm(nn.functional.gelu(self.dense(hidden)))
+
     def logits(self, hidden: torch.Tensor, model: Any) -> torch.Tensor:
         """Vocabulary logits of any hidden states (..., H) -> (..., V)."""
-        x = self.norm(nn.functional.gelu(self.dense(hidden)))
-        return nn.functional.linear(x, model.word_embeddings.weight, self.bias)
+        return nn.functional.linear(self.transform(hidden), model.word_embeddings.weight, self.bias)
 
     def forward(self, sequence, pooled, batch, model):
         positions, labels = batch["amlm/positions"], batch["amlm/labels"]

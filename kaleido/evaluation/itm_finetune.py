@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from kaleido.evaluation.finetune import finetune, probe
-from kaleido.evaluation.pooling import check_pooling, pool
+from kaleido.evaluation.pooling import check_pooling, pool, pooled_features
 
 Encode = Callable[[Any, np.ndarray, np.ndarray], dict]
 
@@ -132,11 +132,7 @@ def finetune_itm(
         idx = np.concatenate([np.arange(len(rows)), np.arange(len(rows))])
         negative = np.arange(len(idx)) >= len(rows)
         texts, images = pairs(idx, negative)
-        with torch.no_grad():
-            tuned.eval()
-            cached = torch.cat([pool(tuned.model, encode(train_store, texts[b : b + batch_size],
-                                                         images[b : b + batch_size]), pooling)
-                                for b in range(0, len(idx), batch_size)]).float()
+        cached = pooled_features(tuned.model, train_store, encode, texts, images, batch_size, pooling)
         target = torch.as_tensor(~negative, dtype=torch.long)
         probed = probe(tuned.head.parameters(), [tuned.head],
                        lambda: nn.functional.cross_entropy(tuned.head(cached), target), probe_steps,

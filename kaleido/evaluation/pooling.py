@@ -17,12 +17,16 @@ split -> test split, CR / SUB accuracy %): pooled ``[CLS]`` 11.9 / 4.0 (the majo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 import torch
 from torch import nn
 
 from kaleido.models.pooling import balanced_mean, check_pooling
 
-__all__ = ["check_pooling", "pool"]
+__all__ = ["check_pooling", "pool", "pooled_features"]
 
 
 def pool(encoder: nn.Module, batch: dict[str, torch.Tensor], pooling: str) -> torch.Tensor:
@@ -31,3 +35,13 @@ def pool(encoder: nn.Module, batch: dict[str, torch.Tensor], pooling: str) -> to
     if pooling == "cls":
         return pooled
     return balanced_mean(sequence, batch["attention_mask"])
+
+
+@torch.no_grad()
+def pooled_features(encoder: nn.Module, store: Any, encode: Callable[[Any, np.ndarray, np.ndarray], dict],
+                    texts: np.ndarray, images: np.ndarray, batch_size: int, pooling: str) -> torch.Tensor:
+    """(N, H) float summaries of the pairs (``texts[i]``, ``images[i]``) by the frozen encoder, in
+    eval mode: the cached inputs of a head-only probe."""
+    encoder.eval()
+    spans = [slice(b, b + batch_size) for b in range(0, len(texts), batch_size)]
+    return torch.cat([pool(encoder, encode(store, texts[s], images[s]), pooling) for s in spans]).float()

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from kaleido.evaluation.finetune import finetune, probe
-from kaleido.evaluation.pooling import check_pooling, pool
+from kaleido.evaluation.pooling import check_pooling, pool, pooled_features
 
 Encode = Callable[[Any, np.ndarray, np.ndarray], dict]
 
@@ -84,10 +84,7 @@ def train_recognition(
     head_params = [p for h in heads.values() for p in h.parameters()]
     probed: dict[str, float] = {}
     if probe_steps > 0:
-        with torch.no_grad():
-            encoder.eval()
-            chunks = [rows[b : b + batch_size] for b in range(0, len(rows), batch_size)]
-            cached = torch.cat([pool(encoder, encode(train_store, r, r), pooling) for r in chunks]).float()
+        cached = pooled_features(encoder, train_store, encode, rows, rows, batch_size, pooling)
 
         def probe_loss() -> torch.Tensor:
             return sum(nn.functional.cross_entropy(heads[k](cached), labels[k]) for k in heads)

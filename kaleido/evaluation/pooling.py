@@ -1,14 +1,6 @@
-"""The sequence summary a downstream head reads: the pooled ``[CLS]`` (the paper's) or a masked mean.
-
-Kaleido-BERT's heads read the pooled ``[CLS]``, which presumes a backbone whose ``[CLS]`` gathers
-the sequence. The offline MiniLM (all-MiniLM-L6-v2) was trained with *mean* pooling: its
-``[CLS]`` is an attention sink that barely depends on the input until the last layer (measured on
-its first 3 layers, the quickstart's ``keep_layers = 3``: the spread of ``[CLS]`` across inputs is
-~4e-4 against ~0.45 for word positions), so a head on it starts from a constant and a short
-fine-tuning must first teach ``[CLS]`` to read the sequence. ``"mean"`` pools the way that
-backbone was trained, balanced between the modalities: the mean of the attended text positions and
-the mean of the patches, averaged (a plain mean over all positions would give the 55 patches
-almost three times the weight of a 20-word description).
+"""The sequence summary a downstream head reads: the pooled ``[CLS]`` (the paper's) or the balanced
+mean of text and patches, read before the pooler (why a mean, for the offline MiniLM: see
+:mod:`kaleido.models.pooling`).
 
 Measured on the quickstart's pre-trained model (logistic regression on the frozen summaries, train
 split -> test split, CR / SUB accuracy %): pooled ``[CLS]`` 11.9 / 4.0 (the majority class is

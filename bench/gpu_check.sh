@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The GPU checks of issue #9 as one short script for a one-GPU CUDA machine (run from the repo root).
-#   bash bench/gpu_check.sh OUT_DIR
+#   bash bench/gpu_check.sh OUT_DIR [all|mfu]      (mfu: only the batch-512 MFU runs, about 8 min)
 # 1. MFU of the BERT-base recipe's training step (bench/gpu_train.py): the bare step eager (with a
-#    kernel profile) and torch.compile'd (default and CUDA-graph modes), and kaleido's own Trainer
-#    loop (data loader workers included).
+#    kernel profile) and torch.compile'd at batch 512 with bf16 autocast and with a bf16 model
+#    over fp32 master weights (`--precision bf16-weights`), each in the default and CUDA-graph
+#    modes, and kaleido's own Trainer loop (data loader workers included).
 # 2. `kaleido run` end to end on the tests' tiny recipe on CUDA: prepare, align, the trainer in bf16
 #    (one process: NCCL needs two GPUs), then eval: the GPU paths CPU CI never exercises.
 # Needs the package's dependencies importable (PYTHONPATH) and the offline weights packages.
 set -u -o pipefail
-out=${1:?usage: gpu_check.sh OUT_DIR}
+out=${1:?usage: gpu_check.sh OUT_DIR [all|mfu]}
+what=${2:-all}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -19,6 +21,7 @@ mfu() {  # name, timeout, args...
   echo "== $name: $*"
   timeout "$limit" python3 bench/gpu_train.py "$@" --json "$out/mfu_$name.json" || echo "== $name failed ($?)"
 }
+if [ "$what" = all ]; then
 mfu b256 150 --batch 256 --profile
 echo "== kaleido run, tiny recipe, CUDA"
 root=$(mktemp -d)
@@ -28,9 +31,12 @@ timeout 100 python3 -c "from kaleido.cli import app; app()" run tests/recipes/ti
 echo "== kaleido run exit $? after $(( $(date +%s) - start )) s"
 tail -25 "$out/tiny_run.log"
 find "$root/runs" -name results.json -exec cp {} "$out/tiny_results.json" \;
-mfu b512_compiled 150 --batch 512 --compile
-mfu b256_compiled_graphs 150 --batch 256 --compile --compile-mode reduce-overhead
-mfu trainer_b256_compiled 150 --batch 256 --loop trainer --steps 20 --warmup 10 --workers 14 --compile
+fi
+mfu b512_compiled 120 --batch 512 --compile
+mfu b512_bf16w_compiled 120 --batch 512 --compile --precision bf16-weights
+mfu b512_bf16w_graphs 120 --batch 512 --compile --compile-mode reduce-overhead --precision bf16-weights
+mfu b512_graphs 120 --batch 512 --compile --compile-mode reduce-overhead
+[ "$what" = all ] && mfu trainer_b256_compiled 150 --batch 256 --loop trainer --steps 20 --warmup 10 --workers 14 --compile
 python3 - "$out" <<'PY'
 import json, sys
 from pathlib import Path
@@ -38,6 +44,6 @@ out = Path(sys.argv[1])
 for f in sorted(out.glob("mfu_*.json")):
     r = json.loads(f.read_text())
     mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "n/a"
-    print(f"{f.stem}: {r['device']} batch {r['batch']} {r['step_s'] * 1e3:.1f} ms/step "
+    print(f"{f.stem}: {r['device']} {r['precision']} batch {r['batch']} {r['step_s'] * 1e3:.1f} ms/step "
           f"{r['samples_per_s']:.0f} samples/s {r['tflops_per_s']:.0f} TFLOP/s MFU {mfu}")
 PY

@@ -226,22 +226,35 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
     objective, batches, dims = build(shape, batch, n_batches=4)
     counted = counted_flops(objective, batches[0]) if check_flops else None
     if loop == "trainer":
+        if precision == "bf16-weights":
+            raise SystemExit("error: --precision bf16-weights is a bare-step option; the Trainer takes "
+                             "bf16 or fp32")
         step_s = trainer_step_s(objective, shape, batch, steps, warmup, precision, compile_model, workers,
                                 dev)
         return _result(dev, dims, batch, steps, precision, step_s, batches, peak, counted)
     objective.to(dev).train()
     batches = [{k: v.to(dev, non_blocking=True) for k, v in b.items()} for b in batches]
-    optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-4, weight_decay=1e-4,
-                                  fused=dev.type == "cuda")
+    optimizer: torch.optim.Optimizer | MasterAdamW
+    if precision == "bf16-weights":  # the model itself in bf16, fp32 master weights in the optimiser
+        objective.to(torch.bfloat16)
+        batches = [{k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in b.items()}
+                   for b in batches]
+        optimizer = MasterAdamW(objective.parameters(), lr=1e-4, weight_decay=1e-4)
+    else:
+        optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-4, weight_decay=1e-4,
+                                      fused=dev.type == "cuda")
     step_fn = torch.compile(objective, mode=compile_mode) if compile_model else objective
-    dtype = {"bf16": torch.bfloat16, "fp32": None}[precision]
+    dtype = torch.bfloat16 if precision == "bf16" else None
 
     def one(b: dict[str, torch.Tensor]) -> None:
         with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
             loss = step_fn(b).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(objective.parameters(), 1.0)
-        optimizer.step()
+        if isinstance(optimizer, MasterAdamW):
+            optimizer.step(clip=1.0)
+        else:
+            torch.nn.utils.clip_grad_norm_(objective.parameters(), 1.0)
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -258,6 +271,36 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
     if profile:
         print_profile(one, batches, dev)
     return _result(dev, dims, batch, steps, precision, step_s, batches, peak, counted)
+
+
+class MasterAdamW:
+    """AdamW over fp32 master copies of a bf16 model's weights (mixed precision without autocast).
+
+    The model computes in bf16 throughout (no per-op casts, half the activation traffic of
+    autocast, whose LayerNorms and residual sums run in fp32); each step copies the bf16
+    gradients into the fp32 masters, clips them there, steps, and copies the weights back.
+    """
+
+    def __init__(self, params, **kwargs) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.master = [p.detach().float() for p in self.params]
+        fused = bool(self.params) and self.params[0].is_cuda
+        self.optimizer = torch.optim.AdamW(self.master, fused=fused, **kwargs)
+
+    @torch.no_grad()
+    def step(self, clip: float | None = None) -> None:
+        for m, p in zip(self.master, self.params, strict=True):
+            m.grad = None if p.grad is None else p.grad.float()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.master, clip)
+        self.optimizer.step()
+        torch._foreach_copy_(self.params, self.master)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+        for m in self.master:
+            m.grad = None
 
 
 def print_profile(one, batches: list, dev: torch.device, steps: int = 3) -> None:
@@ -324,7 +367,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=None, help="samples per step (default 96; tiny 8)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    ap.add_argument("--precision", choices=["bf16", "fp32", "bf16-weights"], default="bf16",
+                    help="bf16 autocast, fp32, or a bf16 model with fp32 master weights (no autocast)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU")
     ap.add_argument("--check-flops", action="store_true", help="also count one step's FLOPs with torch")
     ap.add_argument("--compile", action="store_true", help="torch.compile the objective")

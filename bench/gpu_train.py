@@ -217,13 +217,17 @@ class Result:
 def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, steps: int = 20, warmup: int = 5,
         precision: str = "bf16", peak: float | None = None, check_flops: bool = False,
         compile_model: bool = False, loop: str = "step", workers: int = 6, compile_mode: str = "default",
-        profile: bool = False) -> Result:
+        profile: bool = False, attention: str = "sdpa") -> Result:
     dev = torch.device(device)
+    if attention == "sdpa-no-cudnn":  # SDPA picks the memory-efficient kernel for the padding mask
+        torch.backends.cuda.enable_cudnn_sdp(False)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device here; use --device cpu --tiny to try the script on CPU")
     shape = TINY if tiny else BASE
     batch = batch or (8 if tiny else 96)
     objective, batches, dims = build(shape, batch, n_batches=4)
+    if attention == "eager":  # plain matmuls + softmax, which torch.compile fuses
+        objective.model.bert.config._attn_implementation = "eager"
     counted = counted_flops(objective, batches[0]) if check_flops else None
     if loop == "trainer":
         if precision == "bf16-weights":
@@ -378,10 +382,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compile-mode", default="default",
                     choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"])
     ap.add_argument("--profile", action="store_true", help="print the top kernels of 3 more steps")
+    ap.add_argument("--attention", choices=["sdpa", "sdpa-no-cudnn", "eager"], default="sdpa",
+                    help="attention kernels: SDPA (cuDNN for the padding mask on an H100), SDPA without "
+                         "cuDNN (memory-efficient kernel), or eager matmuls + softmax")
     ap.add_argument("--json", type=Path, default=None, help="write the result here")
     args = ap.parse_args(argv)
     r = run(args.device, args.tiny, args.batch, args.steps, args.warmup, args.precision, args.peak_tflops,
-            args.check_flops, args.compile, args.loop, args.workers, args.compile_mode, args.profile)
+            args.check_flops, args.compile, args.loop, args.workers, args.compile_mode, args.profile,
+            args.attention)
     mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else f"n/a (peak {r.peak_source})"
     loop = args.loop + (" compiled" if args.compile else "")
     print(f"{r.device}: {loop}, batch {r.batch}, {r.precision}, {r.step_s * 1000:.1f} ms/step, "

@@ -377,3 +377,33 @@ def test_grid_dropout_changes_training_only_and_is_validated(tmp_path, one_threa
     assert make(grid_dropout=0.5, **kw).key() != make(**kw).key()
     with pytest.raises(ValueError, match="grid_dropout"):
         make(grid_dropout=1.0)
+
+
+def test_cells_resample_the_attention_grid_finer_than_the_backbone_map(tmp_path) -> None:
+    """``cells = N``: each deep cell repeated over the N x N cells it covers, the pixels pooled to
+    N x N, stored as an N x N grid under its own cache key; decoding then maps N x N attention."""
+    src, _ = _blob_source()
+    size = 40
+
+    def feature_map(batch, stride=None, image_size=None):
+        x = torch.stack([torch.as_tensor(b).permute(2, 0, 1).float() / 255 for b in batch])
+        if stride == 1:
+            return x
+        return torch.nn.functional.avg_pool2d(x, size // 5) + 10.0  # a 5 x 5 "deep" map, 3 channels
+
+    src.feature_map = feature_map
+    make = registry.aligners.get("sat")
+    fine, coarse = make(low_level=1, cells=10), make(low_level=1)
+    images = [src.image(i) for i in (0, 1)]
+    grid = fine._feature_map(src, images)
+    assert grid.shape == (2, 6, 10, 10)
+    deep = feature_map(images)
+    torch.testing.assert_close(grid[:, :3], deep.repeat_interleave(2, -2).repeat_interleave(2, -1))
+    pixels = torch.stack([torch.as_tensor(b).permute(2, 0, 1).float() / 255 for b in images])
+    torch.testing.assert_close(grid[:, 3:], torch.nn.functional.avg_pool2d(pixels, 4))
+    assert coarse._feature_map(src, images).shape == (2, 6, 5, 5)
+    assert fine._grid_dir(src, tmp_path) != coarse._grid_dir(src, tmp_path)
+    assert fine.grids(src, tmp_path, progress=False)["hw"] == (10, 10)
+    assert fine.key()["cells"] == 10 and coarse.key()["cells"] == 0
+    with pytest.raises(ValueError, match="cells must be 0"):
+        make(cells=-1)

@@ -33,5 +33,5 @@ def test_cls_pooling_is_the_encoders_pooled_output():
 
 
 def test_unknown_pooling_is_refused():
-    with pytest.raises(ValueError, match="pooling must be one of cls, mean; got 'max'"):
+    with pytest.raises(ValueError, match="pooling must be one of cls, mean, text; got 'max'"):
         check_pooling("max")

@@ -117,10 +117,11 @@ def test_probe_then_fine_tune_on_the_balanced_mean_learns_categories_in_one_epoc
 
     settings = dict(tasks=["itr", "tir", "cr", "sub"], queries=8, negatives=5, batch_size=16, cls_epochs=1,
                     finetune_lr=1e-4, head_lr=1e-2, pooling="mean", probe_steps=200, finetune_itm=True,
-                    finetune_epochs=1, itm_hard_negatives=0.5, task_lr={"itm": 5e-4})
+                    finetune_epochs=1, itm_hard_negatives=0.5, task_lr={"itm": 5e-4},
+                    task_head_lr={"itm": 1e-3})
     res = evaluate(_recipe(pretrained, **settings), pretrained / "pretrain", pretrained / "out" / "probe",
                    progress=False, stores=pretrained / "stores")
-    assert res["info"]["pooling"] == "mean" and res["info"]["head_lr"] == 1e-2
+    assert res["info"]["pooling"] == "mean" and res["info"]["head_lr"] == {"itm": 1e-3, "cls": 1e-2}
     assert res["info"]["finetune_lr"] == {"itm": 5e-4, "cls": 1e-4, "fc": 1e-4}
     ft = res["cr"]["finetune"]
     assert ft["steps"] == 4 and ft["probe_steps"] == 200 and ft["probe_loss_last"] < ft["probe_loss_first"]

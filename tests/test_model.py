@@ -240,5 +240,29 @@ def test_mean_pooling_feeds_the_pooler_the_balanced_mean_and_survives_save_load(
     assert loaded.pooling == "mean"
     with torch.no_grad():
         torch.testing.assert_close(loaded(batch)[1], pooled)
-    with pytest.raises(ValueError, match="pooling must be one of cls, mean"):
+    with pytest.raises(ValueError, match="pooling must be one of cls, mean, text"):
         Kaleido(pooling="max")
+
+
+def test_text_pooling_reads_only_the_attended_text_positions() -> None:
+    from kaleido.evaluation.pooling import pool
+    from kaleido.models.pooling import summary
+
+    torch.manual_seed(0)
+    model = Kaleido(**{**TINY, "dropout": 0.0, "pooling": "text"}).build(16, (1, 2, 3, 4, 5)).eval()
+    batch = encode_pairs(FakeStore(n=4), model.tokenizer, [0, 1, 2], [0, 3, 2], max_text_len=16)
+    mask = batch["attention_mask"]
+    with torch.no_grad():
+        sequence, pooled = model(batch)
+    by_hand = torch.stack([sequence[i, : int(mask[i].sum())].mean(0) for i in range(3)])
+    torch.testing.assert_close(summary(sequence, mask, "text"), by_hand)
+    torch.testing.assert_close(pooled, model.bert.pooler.activation(model.bert.pooler.dense(by_hand)))
+    # the patches and the text padding do not enter it; the balanced mean does read the patches
+    changed = sequence.clone()
+    changed[:, 16:] += 5.0
+    changed[0, int(mask[0].sum()):16] -= 3.0
+    torch.testing.assert_close(summary(changed, mask, "text"), by_hand)
+    assert not torch.allclose(summary(changed, mask, "mean"), summary(sequence, mask, "mean"))
+    with torch.no_grad():  # eval's summary before the pooler
+        torch.testing.assert_close(pool(model, batch, "text"), by_hand)
+    torch.testing.assert_close(summary(sequence, mask, "cls"), sequence[:, 0])

@@ -98,6 +98,7 @@ class SATAligner:
         low_level: int = 0,
         low_scale: float = 1.0,
         low_key: bool = False,
+        cells: int = 0,
         feature_dim: int = 256,
         embed_dim: int = 128,
         hidden_dim: int = 256,
@@ -139,6 +140,8 @@ class SATAligner:
                              f"got {low_level}")
         if low_key and low_level != 1:
             raise ValueError("sat: low_key (attend by the pixel stream alone) needs low_level = 1")
+        if cells < 0:
+            raise ValueError(f"sat: cells must be 0 (the backbone map's own) or positive, got {cells}")
         if not 0.0 <= word_dropout < 1.0:
             raise ValueError(f"sat: word_dropout must be in [0, 1), got {word_dropout}")
         if not 0.0 <= grid_dropout < 1.0:
@@ -147,6 +150,9 @@ class SATAligner:
         self.image_size, self.stride = image_size, stride
         # hypercolumn: an early, colour-preserving map (1 = the normalised pixels) pooled to the grid
         self.low_level, self.low_scale = low_level, low_scale
+        # cells: an N x N attention grid finer than the backbone map (its cells repeated, the early
+        # map pooled to N x N), so a colour key can single out parts smaller than a deep cell
+        self.cells = cells
         self.arch = dict(feature_dim=feature_dim, embed_dim=embed_dim, hidden_dim=hidden_dim,
                          attention_dim=attention_dim, dropout=dropout, global_init=global_init,
                          word_query=word_query, deep_output=deep_output, key_channels=3 if low_key else 0)
@@ -164,7 +170,7 @@ class SATAligner:
     def key(self) -> dict:
         return {"name": "sat", "region": self.region, "image_size": self.image_size, "stride": self.stride,
                 "low_level": self.low_level,
-                "low_scale": self.low_scale, **self.arch,
+                "low_scale": self.low_scale, "cells": self.cells, **self.arch,
                 "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "alpha_c": self.alpha_c,
                 "word_dropout": self.word_dropout, "grid_dropout": self.grid_dropout,
                 "clip_grad_norm": self.clip_grad_norm, "min_count": self.min_count,
@@ -187,7 +193,8 @@ class SATAligner:
     def _grid_dir(self, source: AlignSource, workdir: Path) -> Path:
         grid_args = self._grid_args()
         parts = [source.grid_key, self.region, *([grid_args] if grid_args else []),
-                 *([{"low_level": self.low_level, "low_scale": self.low_scale}] if self.low_level else [])]
+                 *([{"low_level": self.low_level, "low_scale": self.low_scale}] if self.low_level else []),
+                 *([{"cells": self.cells}] if self.cells else [])]
         digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
         root = source.cache if source.cache is not None else workdir
         return Path(root) / f"sat-grid-{digest.hexdigest()[:12]}" / source.split
@@ -208,14 +215,17 @@ class SATAligner:
         to the same h x w cells and concatenated (a hypercolumn): the deep ImageNet map alone
         barely keeps a cell's colour, which is what names a part in the synthetic descriptions."""
         fmap = source.feature_map(images, **self._grid_args())
+        hw = (self.cells, self.cells) if self.cells else tuple(fmap.shape[-2:])
+        if self.cells:  # each deep cell repeated over the finer cells it covers
+            fmap = torch.nn.functional.interpolate(fmap.float(), size=hw, mode="nearest")
         if not self.low_level:
             return fmap
         low = source.feature_map(images, **{**self._grid_args(), "stride": self.low_level})
-        if low.shape[-2] < fmap.shape[-2] or low.shape[-1] < fmap.shape[-1]:
+        if low.shape[-2] < hw[0] or low.shape[-1] < hw[1]:
             raise ValueError(f"sat: low_level {self.low_level} gives a {tuple(low.shape[-2:])} map, coarser "
-                             f"than the {tuple(fmap.shape[-2:])} grid")
+                             f"than the {hw} grid")
         # ``low_scale`` weighs the few early channels against the many deep ones (96 at stride 16)
-        low = self.low_scale * torch.nn.functional.adaptive_avg_pool2d(low.float(), fmap.shape[-2:])
+        low = self.low_scale * torch.nn.functional.adaptive_avg_pool2d(low.float(), hw)
         return torch.cat([fmap.float(), low], dim=1)
 
     def grids(self, source: AlignSource, workdir: Path, progress: bool = True) -> dict:

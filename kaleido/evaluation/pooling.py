@@ -16,17 +16,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from kaleido.models.pooling import balanced_mean, check_pooling
+from kaleido.models.pooling import check_pooling, summary
 
 __all__ = ["check_pooling", "pool", "pooled_features"]
 
 
 def pool(encoder: nn.Module, batch: dict[str, torch.Tensor], pooling: str) -> torch.Tensor:
-    """(B, H): ``encoder(batch)``'s pooled ``[CLS]`` or the balanced mean of text and patches."""
+    """(B, H): ``encoder(batch)``'s pooled ``[CLS]``, or a mean read before the pooler (the balanced
+    mean of text and patches, or the text positions' mean)."""
     sequence, pooled = encoder(batch)
     if pooling == "cls":
         return pooled
-    return balanced_mean(sequence, batch["attention_mask"])
+    return summary(sequence, batch["attention_mask"], pooling)
 
 
 @torch.no_grad()

@@ -147,6 +147,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
         train_view = CachedStore(train, train_rows, features=False)
 
     task_lr = {t: settings.task_lr.get(t, settings.finetune_lr) for t in ("itm", "cls", "fc")}
+    head_lr = {t: settings.task_head_lr.get(t, settings.head_lr) for t in ("itm", "cls")}
     itm_pooling = settings.itm_pooling or settings.pooling
     results: dict[str, Any] = {
         "info": {
@@ -158,7 +159,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
             "pooling": settings.pooling,
             "itm_pooling": itm_pooling,
             "finetune_lr": task_lr,
-            "head_lr": settings.finetune_lr if settings.head_lr is None else settings.head_lr,
+            "head_lr": {t: task_lr[t] if v is None else v for t, v in head_lr.items()},
         },
         "notes": [],
     }
@@ -203,7 +204,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                     task_lr["itm"],
                     settings.seed,
                     tick,
-                    head_lr=settings.head_lr,
+                    head_lr=head_lr["itm"],
                     hard=settings.itm_hard_negatives,
                     pooling=itm_pooling,
                     probe_steps=settings.probe_steps,
@@ -249,7 +250,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                 task_lr["cls"],
                 settings.seed,
                 tick,
-                head_lr=settings.head_lr,
+                head_lr=head_lr["cls"],
                 pooling=settings.pooling,
                 probe_steps=settings.probe_steps,
             )

@@ -23,7 +23,7 @@ from torch import nn
 from kaleido import registry
 from kaleido.models.embeddings import VisualEmbeddings
 from kaleido.models.folder import atomic_folder, save_state
-from kaleido.models.pooling import Pooling, balanced_mean, check_pooling
+from kaleido.models.pooling import Pooling, check_pooling, summary
 from kaleido.models.tokenizer import bert_dir, load_tokenizer
 
 KALEIDO_JSON = "kaleido.json"
@@ -91,8 +91,9 @@ class KaleidoModel(nn.Module):
         attention = create_bidirectional_mask(config=self.bert.config, inputs_embeds=embeddings,
                                               attention_mask=mask)
         sequence = self.bert.encoder(embeddings, attention_mask=attention).last_hidden_state
-        if self.pooling == "mean":  # the pooler's dense + tanh over the balanced mean, not [CLS]
-            return sequence, self.bert.pooler(balanced_mean(sequence, batch["attention_mask"])[:, None])
+        if self.pooling != "cls":  # the pooler's dense + tanh over a mean, not [CLS]
+            mean = summary(sequence, batch["attention_mask"], self.pooling)
+            return sequence, self.bert.pooler(mean[:, None])
         return sequence, self.bert.pooler(sequence)
 
     # -- folders ------------------------------------------------------------------------------

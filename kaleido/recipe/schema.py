@@ -85,6 +85,8 @@ class EvalSettings(Strict):
     head_lr: float | None = Field(None, gt=0, description="lr of the CR, SUB, ITM heads (None: finetune_lr)")
     task_lr: dict[Literal["itm", "cls", "fc"], float] = Field(
         default_factory=dict, description="encoder lr per task (itm, cls = CR+SUB, fc), over finetune_lr")
+    task_head_lr: dict[Literal["itm", "cls"], float] = Field(
+        default_factory=dict, description="fresh-head lr per task (itm, cls = CR+SUB), over head_lr")
     pooling: Pooling = Field("cls", description="what CR, SUB, tuned ITM heads read")
     itm_pooling: Pooling | None = Field(None, description="the tuned ITM's (None: pooling)")
     itm_hard_negatives: float = Field(1.0, ge=0, le=1, description="share of same-sub-category ITM negatives")

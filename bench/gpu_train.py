@@ -217,7 +217,7 @@ class Result:
 def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, steps: int = 20, warmup: int = 5,
         precision: str = "bf16", peak: float | None = None, check_flops: bool = False,
         compile_model: bool = False, loop: str = "step", workers: int = 6, compile_mode: str = "default",
-        profile: bool = False, attention: str = "sdpa") -> Result:
+        profile: bool = False, attention: str = "sdpa", attention_dropout: float | None = None) -> Result:
     dev = torch.device(device)
     if attention == "sdpa-no-cudnn":  # SDPA picks the memory-efficient kernel for the padding mask
         torch.backends.cuda.enable_cudnn_sdp(False)
@@ -228,6 +228,9 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
     objective, batches, dims = build(shape, batch, n_batches=4)
     if attention == "eager":  # plain matmuls + softmax, which torch.compile fuses
         objective.model.bert.config._attn_implementation = "eager"
+    if attention_dropout is not None:  # the recipe's is the paper's 0.1
+        for layer in objective.model.bert.encoder.layer:
+            layer.attention.self.dropout.p = attention_dropout
     counted = counted_flops(objective, batches[0]) if check_flops else None
     if loop == "trainer":
         if precision == "bf16-weights":
@@ -385,11 +388,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--attention", choices=["sdpa", "sdpa-no-cudnn", "eager"], default="sdpa",
                     help="attention kernels: SDPA (cuDNN for the padding mask on an H100), SDPA without "
                          "cuDNN (memory-efficient kernel), or eager matmuls + softmax")
+    ap.add_argument("--attention-dropout", type=float, default=None,
+                    help="dropout on the attention probabilities (default: the recipe's 0.1)")
     ap.add_argument("--json", type=Path, default=None, help="write the result here")
     args = ap.parse_args(argv)
     r = run(args.device, args.tiny, args.batch, args.steps, args.warmup, args.precision, args.peak_tflops,
             args.check_flops, args.compile, args.loop, args.workers, args.compile_mode, args.profile,
-            args.attention)
+            args.attention, args.attention_dropout)
     mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else f"n/a (peak {r.peak_source})"
     loop = args.loop + (" compiled" if args.compile else "")
     print(f"{r.device}: {loop}, batch {r.batch}, {r.precision}, {r.step_s * 1000:.1f} ms/step, "

@@ -7,13 +7,15 @@ product (the easy negatives that fill the lists where a sub-category is small). 
 of the same product.
 
 The tuned scorer reads the pooled ``[CLS]`` with the pre-trained ITM head (as the authors), or
-with ``pooling = "mean"`` the masked mean of the sequence with a fresh 2-way head (see
-:mod:`kaleido.evaluation.pooling`: for a backbone trained with mean pooling).
+with ``pooling = "mean"`` / ``"text"`` a masked mean of the sequence (text and patches balanced, or
+the text positions) with a fresh 2-way head (see :mod:`kaleido.evaluation.pooling`: for a backbone
+trained with mean pooling).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,6 +26,8 @@ from torch import nn
 
 from kaleido.evaluation.finetune import finetune, probe
 from kaleido.evaluation.pooling import check_pooling, pool, pooled_features
+
+log = logging.getLogger(__name__)
 
 Encode = Callable[[Any, np.ndarray, np.ndarray], dict]
 
@@ -75,7 +79,7 @@ class MatchScorer(nn.Module):
 
 def match_scorer(objective: Any, pooling: str, seed: int) -> MatchScorer:
     """A trainable copy: the pre-trained encoder and, for ``"cls"``, its ITM head (a linear layer
-    on the pooled ``[CLS]``); for ``"mean"`` a fresh linear head (std 0.02, zero bias)."""
+    on the pooled ``[CLS]``); for a mean a fresh linear head (std 0.02, zero bias)."""
     model = copy.deepcopy(objective.model)
     if check_pooling(pooling) == "cls":
         head = copy.deepcopy(objective._head("itm").classifier)
@@ -112,6 +116,9 @@ def finetune_itm(
     trains with the encoder at ``lr``."""
     tuned = match_scorer(objective, pooling, seed)
     if pooling == "cls":  # the pre-trained head: it trains with the encoder, no probe (for fresh heads)
+        if head_lr is not None or probe_steps:
+            log.info("itm fine-tuning on [CLS] keeps the pre-trained head: head_lr and probe_steps "
+                     "(settings for a fresh head) are not used")
         head_lr, probe_steps = None, 0
     draw = negative_sampler(product_ids, subcategories, hard)
     rng = np.random.default_rng(seed + 1)

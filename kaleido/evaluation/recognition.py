@@ -1,7 +1,8 @@
 """CR and SUB: classification heads on the pooled ``[CLS]`` (dropout 0.1, linear), fine-tuned.
 
 As the authors' scripts: the pooled output, dropout 0.1, one linear layer per task (``pooling =
-"mean"`` reads the masked mean of the sequence instead, see :mod:`kaleido.evaluation.pooling`).
+"mean"`` or ``"text"`` reads a masked mean of the sequence instead, see
+:mod:`kaleido.evaluation.pooling`).
 The fresh heads train at ``head_lr``, the pre-trained encoder at ``lr``; with ``probe_steps`` the
 heads are first fitted alone on the frozen encoder's summaries (LP-FT, see
 :mod:`kaleido.evaluation.finetune`). To fit a CPU

@@ -110,7 +110,7 @@ def finetune_itm(
 ) -> tuple[MatchScorer, dict]:
     """A fine-tuned scorer from ``objective`` (encoder at ``lr``, match head at ``head_lr``);
     ``product_ids`` and ``subcategories`` are given per entry of ``rows``; ``hard`` is the share of
-    negatives drawn from the same sub-category. With ``probe_steps``, a fresh (``"mean"``) head is
+    negatives drawn from the same sub-category. With ``probe_steps``, a fresh (mean-pooled) head is
     first fitted alone on the frozen encoder's summaries of every row with its own text and with one
     negative; ``head_lr`` and ``probe_steps`` are for fresh heads: the pre-trained ``[CLS]`` head
     trains with the encoder at ``lr``."""

@@ -91,10 +91,9 @@ class KaleidoModel(nn.Module):
         attention = create_bidirectional_mask(config=self.bert.config, inputs_embeds=embeddings,
                                               attention_mask=mask)
         sequence = self.bert.encoder(embeddings, attention_mask=attention).last_hidden_state
-        if self.pooling != "cls":  # the pooler's dense + tanh over a mean, not [CLS]
-            mean = summary(sequence, batch["attention_mask"], self.pooling)
-            return sequence, self.bert.pooler(mean[:, None])
-        return sequence, self.bert.pooler(sequence)
+        # BERT's pooler (dense + tanh) reads position 0: [CLS], or the mean put there
+        pooled = self.bert.pooler(summary(sequence, batch["attention_mask"], self.pooling)[:, None])
+        return sequence, pooled
 
     # -- folders ------------------------------------------------------------------------------
     def kaleido_config(self) -> dict[str, Any]:
@@ -141,8 +140,8 @@ class Kaleido:
     The sizes apply to ``"scratch"`` only; a pretrained ``init`` brings its own, and
     ``keep_layers`` keeps only its first N layers (a smaller, faster model that still starts
     from pretrained weights, e.g. for CPU runs). ``pooling``: what the pooler (ITM, downstream
-    heads) reads, ``"cls"`` as in the paper or ``"mean"`` for an init trained with mean pooling
-    such as the offline MiniLM (see :mod:`kaleido.models.pooling`).
+    heads) reads, ``"cls"`` as in the paper, or ``"mean"`` / ``"text"`` for an init trained with
+    mean pooling such as the offline MiniLM (see :mod:`kaleido.models.pooling`).
     """
 
     def __init__(self, init: str = "minilm", hidden_size: int = 384, num_layers: int = 6, num_heads: int = 12,

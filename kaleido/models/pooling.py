@@ -1,4 +1,4 @@
-"""The sequence summary under the pooler: the ``[CLS]`` position (the paper's) or a balanced mean.
+"""The sequence summary under the pooler: the ``[CLS]`` position (the paper's) or a mean.
 
 BERT's pooler reads ``[CLS]``, which presumes a backbone whose ``[CLS]`` gathers the sequence. The
 offline MiniLM (all-MiniLM-L6-v2) was trained with *mean* pooling: its ``[CLS]`` is an attention
@@ -14,13 +14,13 @@ quickstart's frozen encoder it separates categories best: docs/EVALUATION.md).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:  # the recipe schema imports ``Pooling``: no torch at `kaleido check` time
     import torch
 
 Pooling = Literal["cls", "mean", "text"]
-POOLINGS: tuple[str, ...] = ("cls", "mean", "text")
+POOLINGS: tuple[str, ...] = get_args(Pooling)
 
 
 def check_pooling(pooling: str) -> str:
@@ -42,10 +42,6 @@ def balanced_mean(sequence: torch.Tensor, text_mask: torch.Tensor) -> torch.Tens
 
 def summary(sequence: torch.Tensor, text_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """(B, H): what the pooler reads for ``pooling``: ``[CLS]``, the balanced mean or the text mean."""
-    if pooling == "cls":
+    if check_pooling(pooling) == "cls":
         return sequence[:, 0]
-    if pooling == "mean":
-        return balanced_mean(sequence, text_mask)
-    if pooling == "text":
-        return text_mean(sequence, text_mask)
-    raise ValueError(check_pooling(pooling))
+    return balanced_mean(sequence, text_mask) if pooling == "mean" else text_mean(sequence, text_mask)

@@ -133,3 +133,14 @@ def test_task_parameters_and_weights(tmp_path):
         load_recipe(_write(tmp_path / "r2.toml", BASE + "\n[tasks.itm]\nweight = -1\nfoo = 2\n"))
     problems = _problems(info.value)
     assert "tasks.itm.weight" in problems and "tasks.itm.foo" in problems
+
+
+def test_eval_learning_rates_resolve_per_task_then_globally() -> None:
+    from kaleido.recipe.schema import EvalSettings
+
+    plain = EvalSettings()
+    assert plain.encoder_lr("itm") == plain.finetune_lr and plain.fresh_head_lr("cls") is None
+    s = EvalSettings(finetune_lr=1e-4, head_lr=1e-2, task_lr={"itm": 3e-4, "cls": 1e-3},
+                     task_head_lr={"itm": 1e-3})
+    assert (s.encoder_lr("itm"), s.encoder_lr("cls"), s.encoder_lr("fc")) == (3e-4, 1e-3, 1e-4)
+    assert (s.fresh_head_lr("itm"), s.fresh_head_lr("cls")) == (1e-3, 1e-2)

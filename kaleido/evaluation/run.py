@@ -146,8 +146,8 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
 
         train_view = CachedStore(train, train_rows, features=False)
 
-    task_lr = {t: settings.task_lr.get(t, settings.finetune_lr) for t in ("itm", "cls", "fc")}
-    head_lr = {t: settings.task_head_lr.get(t, settings.head_lr) for t in ("itm", "cls")}
+    task_lr = {t: settings.encoder_lr(t) for t in ("itm", "cls", "fc")}
+    head_lr = {t: settings.fresh_head_lr(t) for t in ("itm", "cls")}
     itm_pooling = settings.itm_pooling or settings.pooling
     results: dict[str, Any] = {
         "info": {

@@ -100,6 +100,15 @@ class EvalSettings(Strict):
     caption_samples: int = Field(200, ge=1, description="test images captioned and scored")
     seed: int = 0
 
+    def encoder_lr(self, task: Literal["itm", "cls", "fc"]) -> float:
+        """The encoder's fine-tuning lr for ``task``: its ``task_lr``, else ``finetune_lr``."""
+        return self.task_lr.get(task, self.finetune_lr)
+
+    def fresh_head_lr(self, task: Literal["itm", "cls"]) -> float | None:
+        """A fresh head's lr for ``task``: its ``task_head_lr``, else ``head_lr`` (None: the
+        encoder's lr, which the fine-tuning loop applies)."""
+        return self.task_head_lr.get(task, self.head_lr)
+
 
 class LaunchSettings(Strict):
     """How `kaleido run` launches training when its command line does not say."""

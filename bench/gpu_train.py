@@ -219,18 +219,12 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
         compile_model: bool = False, loop: str = "step", workers: int = 6, compile_mode: str = "default",
         profile: bool = False, attention: str = "sdpa", attention_dropout: float | None = None) -> Result:
     dev = torch.device(device)
-    if attention == "sdpa-no-cudnn":  # SDPA picks the memory-efficient kernel for the padding mask
-        torch.backends.cuda.enable_cudnn_sdp(False)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device here; use --device cpu --tiny to try the script on CPU")
     shape = TINY if tiny else BASE
     batch = batch or (8 if tiny else 96)
     objective, batches, dims = build(shape, batch, n_batches=4)
-    if attention == "eager":  # plain matmuls + softmax, which torch.compile fuses
-        objective.model.bert.config._attn_implementation = "eager"
-    if attention_dropout is not None:  # the recipe's is the paper's 0.1
-        for layer in objective.model.bert.encoder.layer:
-            layer.attention.self.dropout.p = attention_dropout
+    configure_attention(objective, attention, attention_dropout)
     counted = counted_flops(objective, batches[0]) if check_flops else None
     if loop == "trainer":
         if precision == "bf16-weights":
@@ -278,6 +272,21 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
     if profile:
         print_profile(one, batches, dev)
     return _result(dev, dims, batch, steps, precision, step_s, batches, peak, counted)
+
+
+def configure_attention(objective, attention: str, dropout: float | None) -> None:
+    """The attention variant measured: ``sdpa`` (as built), ``sdpa-no-cudnn`` (SDPA then picks the
+    memory-efficient kernel for the padding mask; a process-wide switch), ``eager`` (plain matmuls
+    + softmax, which torch.compile fuses); ``dropout`` replaces the recipe's attention dropout."""
+    if attention == "sdpa-no-cudnn":
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    elif attention == "eager":
+        objective.model.bert.config._attn_implementation = "eager"
+    elif attention != "sdpa":
+        raise ValueError(f"unknown attention {attention!r}")
+    if dropout is not None:
+        for layer in objective.model.bert.encoder.layer:
+            layer.attention.self.dropout.p = dropout
 
 
 class MasterAdamW:

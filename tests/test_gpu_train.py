@@ -57,3 +57,42 @@ def test_trainer_loop_runs_kaleidos_trainer_and_reports_its_step_time():
                       loop="trainer", workers=0)
     # the step time comes from the trainer's own log (steps after the first window)
     assert r.step_s > 0 and r.samples_per_s == pytest.approx(4 / r.step_s)
+
+
+def test_master_adamw_steps_fp32_masters_and_copies_them_into_the_bf16_weights():
+    gpu_train = _module()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 4).to(torch.bfloat16)
+    reference = [p.detach().float().clone().requires_grad_(True) for p in model.parameters()]
+    opt = gpu_train.MasterAdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    ref_opt = torch.optim.AdamW(reference, lr=1e-2, weight_decay=0.0)
+    x = torch.randn(16, 8)
+    for _ in range(3):
+        model(x.to(torch.bfloat16)).float().pow(2).mean().backward()
+        for r, p in zip(reference, model.parameters(), strict=True):
+            r.grad = p.grad.float()
+        opt.step()
+        ref_opt.step()
+        opt.zero_grad()
+        assert all(p.grad is None for p in model.parameters())
+    for r, m, p in zip(reference, opt.master, model.parameters(), strict=True):
+        assert m.dtype == torch.float32 and p.dtype == torch.bfloat16
+        torch.testing.assert_close(m, r.detach())  # the masters take exactly AdamW's fp32 steps
+        torch.testing.assert_close(p, m.to(torch.bfloat16), rtol=0, atol=0)  # weights are their bf16 copy
+    model(x.to(torch.bfloat16)).float().pow(2).mean().backward()
+    raw = torch.cat([p.grad.float().flatten() for p in model.parameters()]).norm()
+    opt.step(clip=1e-3)  # clipping applies to the fp32 master gradients
+    clipped = torch.cat([m.grad.flatten() for m in opt.master]).norm()
+    assert raw > 1e-2 and clipped == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_configure_attention_sets_the_kernel_and_the_dropout():
+    gpu_train = _module()
+    objective, _, _ = gpu_train.build(gpu_train.TINY, batch=2, n_batches=1)
+    layers = objective.model.bert.encoder.layer
+    assert all(layer.attention.self.dropout.p == 0.1 for layer in layers)
+    gpu_train.configure_attention(objective, "eager", 0.0)
+    assert objective.model.bert.config._attn_implementation == "eager"
+    assert all(layer.attention.self.dropout.p == 0.0 for layer in layers)
+    with pytest.raises(ValueError, match="unknown attention"):
+        gpu_train.configure_attention(objective, "flash", None)

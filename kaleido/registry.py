@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -65,6 +66,8 @@ class Registry:
         # breaks listing or loading the others.
         self._catalogue = catalogue.create(NAMESPACE, kind, entry_points=False)
         self._builtins_loaded = False
+        # Reentrant: a built-in module may look up its own registry while it is being imported.
+        self._lock = threading.RLock()
         self._broken: dict[str, str] = {}
 
     # -- registration ---------------------------------------------------------------------
@@ -74,7 +77,11 @@ class Registry:
 
     # -- lookup ---------------------------------------------------------------------------
     def _load_builtins(self) -> None:
-        if not self._builtins_loaded:
+        # Under a lock: a second thread asking while the first imports would otherwise find the
+        # flag already set and an empty registry (seen as "expected one of: " with no names).
+        with self._lock:
+            if self._builtins_loaded:
+                return
             self._builtins_loaded = True
             for module in _BUILTIN_MODULES.get(self.kind, ()):
                 try:

@@ -104,3 +104,27 @@ def test_plugin_usable_from_a_recipe(plugin_path, tmp_path):
     recipe.write_text('[data]\nname = "synthetic"\n[masker]\nname = "kplug_half"\nrate = "high"\n')
     with pytest.raises(RecipeError, match=r"masker\.rate"):
         load_recipe(recipe)
+
+
+def test_builtins_are_complete_for_a_second_thread_asking_during_the_import(monkeypatch):
+    """Two threads loading recipes at once (bench/align_quality.py did): the one that asks while
+    the other is still importing the built-in modules must wait for them, not see an empty list."""
+    import threading
+    import time
+
+    kind = "test_slow_kind"
+    reg = registry.Registry(kind)
+    started = threading.Event()
+
+    def slow_import(name: str):
+        started.set()
+        time.sleep(0.3)
+        reg.register("slow")(object)
+
+    monkeypatch.setitem(registry._BUILTIN_MODULES, kind, ("some.slow.module",))
+    monkeypatch.setattr(registry.importlib, "import_module", slow_import)
+    first = threading.Thread(target=reg.names)
+    first.start()
+    assert started.wait(5)
+    assert reg.names() == ["slow"]  # asked while the first thread sleeps inside the import
+    first.join()

@@ -407,3 +407,18 @@ def test_cells_resample_the_attention_grid_finer_than_the_backbone_map(tmp_path)
     assert fine.key()["cells"] == 10 and coarse.key()["cells"] == 0
     with pytest.raises(ValueError, match="cells must be 0"):
         make(cells=-1)
+
+
+def test_sat_key_holds_every_setting_that_can_change_the_alignments() -> None:
+    """The store key is read from the constructor's own arguments: a new setting cannot be left out
+    (a missing one would make two different aligners share one alignment store)."""
+    import inspect
+
+    from kaleido.aligners.sat import _NOT_IN_KEY, SATAligner
+
+    params = set(inspect.signature(SATAligner.__init__).parameters) - _NOT_IN_KEY
+    key = SATAligner(low_level=1, low_key=True, levels=[4, 5]).key()
+    assert set(key) == params | {"name"}
+    assert key["low_key"] is True and key["levels"] == [4, 5]
+    assert SATAligner(low_level=1, low_key=True).key() != SATAligner(low_level=1).key()
+    assert SATAligner(threads=2, checkpoint_every=7).key() == SATAligner().key()

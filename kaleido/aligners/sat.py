@@ -86,6 +86,12 @@ def crop(image: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
     return np.ascontiguousarray(image[y1:y2, x1:x2, :3])
 
 
+# Arguments that do not change the alignments: which splits are aligned (each has its own store),
+# how often the checkpoint is written (a resumed run reaches the same weights), where and on how
+# many threads it runs.
+_NOT_IN_KEY = frozenset({"self", "splits", "checkpoint_every", "device", "threads"})
+
+
 @registry.aligners.register("sat")
 class SATAligner:
     """Show-Attend-Tell captioner; each generated word also in the description -> its best patch."""
@@ -129,6 +135,9 @@ class SATAligner:
         device: str = "auto",
         threads: int = 1,
     ) -> None:
+        # Every argument is part of the store key except those that cannot change a result; read
+        # from the call itself so that a new setting can never be left out of the key.
+        self._settings = {k: v for k, v in locals().items() if k not in _NOT_IN_KEY}
         if not levels:
             raise ValueError("sat: levels must name at least one Kaleido level (e.g. [3, 4, 5])")
         if image_size and image_size < 32:
@@ -168,15 +177,9 @@ class SATAligner:
 
     # -- settings -------------------------------------------------------------------------
     def key(self) -> dict:
-        return {"name": "sat", "region": self.region, "image_size": self.image_size, "stride": self.stride,
-                "low_level": self.low_level,
-                "low_scale": self.low_scale, "cells": self.cells, **self.arch,
-                "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "alpha_c": self.alpha_c,
-                "word_dropout": self.word_dropout, "grid_dropout": self.grid_dropout,
-                "clip_grad_norm": self.clip_grad_norm, "min_count": self.min_count,
-                "max_vocab": self.max_vocab, "max_len": self.max_len, "decode": self.decode,
-                "beam_size": self.beam_size, "levels": self.levels, "select": self.select,
-                "raster": self.raster, "stopwords": self.stopwords, "seed": self.seed}
+        """The settings that shape the alignments, defaults filled in (the alignment store's key)."""
+        settings = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in self._settings.items()}
+        return {"name": "sat", **settings}
 
     def _train_key(self) -> dict:
         """What shapes the trained captioner (decoding and patch choice do not)."""

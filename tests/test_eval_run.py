@@ -1,6 +1,7 @@
 """End to end: stores on disk, a tiny pre-trained objective, ``evaluate`` writes results.json/.md."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -130,7 +131,7 @@ def test_probe_then_fine_tune_on_the_balanced_mean_learns_categories_in_one_epoc
     assert set(res["retrieval"]["scorers"]) == {"pre-trained ITM", "fine-tuned ITM"}
 
 
-def test_the_pretrained_cls_itm_head_trains_with_the_encoder_and_is_not_probed(pretrained):
+def test_the_pretrained_cls_itm_head_trains_with_the_encoder_and_is_not_probed(pretrained, caplog):
     from kaleido.evaluation.itm_finetune import finetune_itm
     from kaleido.features.store import FeatureStore
     from kaleido.training.dataset import encode_pairs
@@ -147,7 +148,12 @@ def test_the_pretrained_cls_itm_head_trains_with_the_encoder_and_is_not_probed(p
     rows = np.arange(len(store))
     pids, subs = [m.product_id for m in meta], [m.subcategory for m in meta]
     args = (objective, store, encode, rows, pids, subs, 32, 0.5, 1e-4, 0)
-    _, cls = finetune_itm(*args, head_lr=1e-2, probe_steps=20, pooling="cls")
-    _, mean = finetune_itm(*args, head_lr=1e-2, probe_steps=20, pooling="mean")
+    with caplog.at_level(logging.INFO, logger="kaleido.evaluation.itm_finetune"):
+        _, cls = finetune_itm(*args, head_lr=1e-2, probe_steps=20, pooling="cls")
+    assert any("head_lr and probe_steps" in r.getMessage() for r in caplog.records)  # said, not silent
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="kaleido.evaluation.itm_finetune"):
+        _, mean = finetune_itm(*args, head_lr=1e-2, probe_steps=20, pooling="mean")
+    assert not any("head_lr and probe_steps" in r.getMessage() for r in caplog.records)
     assert "probe_steps" not in cls and cls["steps"] == 1
     assert mean["probe_steps"] == 20 and mean["probe_loss_last"] < mean["probe_loss_first"]

@@ -26,6 +26,7 @@ def test_discovers_every_benchmark_but_the_gpu_script_and_orders_quickstart_befo
     names = run_all.discover()
     on_disk = {p.stem for p in BENCH.glob("bench_*.py")}
     assert on_disk <= set(names) and "gpu_train" not in names and "run_all" not in names
+    assert "align_quality" not in names  # a 20-minute quality study, reported in docs/ALIGNMENT.md
     if {"bench_quickstart", "bench_ddp"} <= set(names):
         assert names.index("bench_quickstart") < names.index("bench_ddp")
     assert run_all.has_run("bench_loading") and not run_all.has_run("synth_speed")
@@ -81,3 +82,22 @@ def test_quick_quickstart_shows_the_last_full_figure_labelled_a_full_run_records
     full = bq.section(False, 5.0, 700.0, stdout, None)
     assert full.rows[1]["value"] == 700.0 and full.rows[1]["met"] is False
     assert "last full run" not in run_all.document([full], "c", 0.0, (1.0, 1.0))
+
+
+def test_align_quality_sizes_the_data_in_their_own_folders_and_tabulates_the_ratio(tmp_path):
+    import align_quality
+
+    from kaleido.recipe.load import load_recipe
+
+    recipe = BENCH.parent / "recipes" / "quickstart.toml"
+    small, big = (load_recipe(recipe, align_quality.overrides(tmp_path, n, ["aligner.epochs=3"]))
+                  for n in (150, 600))
+    assert small.params("data")["products"] == 150 and big.params("data")["products"] == 600
+    assert small.params("data")["dir"] != big.params("data")["dir"] and small.output_dir != big.output_dir
+    assert big.params("aligner")["epochs"] == 3
+    row = {"products": 600, "train_rows": 1232, "seed": 1, "steps": 780, "final_ce": 0.143, "items": 2601,
+           "precision": 0.584, "random": 0.270, "ratio": 2.16, "precision_centre": 0.423,
+           "random_centre": 0.137, "ratio_centre": 3.1, "align_s": 201.4}
+    lines = align_quality.table([row]).splitlines()
+    assert len(lines) == 3 and lines[1].count("---") == lines[0].count("|") - 1
+    assert "| 600 | 1232 | 1 | 780 |" in lines[2] and "0.584 / 0.270 | 2.16x" in lines[2]

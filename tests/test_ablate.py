@@ -237,9 +237,10 @@ def test_cli_without_variants_fails_clearly(small: Path) -> None:
     assert result.exit_code == 2 and "B+VII" in result.output
 
 
-def test_variant_base_label_defaults_to_recipe_name(small: Path) -> None:
-    v = Variant("base", "x")
-    assert v.slug == "base-x"
+def test_variant_slug_is_a_folder_safe_name() -> None:
+    assert Variant("tasks", "B+I~V").slug == "tasks-b-i-v"
+    assert Variant("masker", "Random").slug == "masker-random"
+    assert Variant("base", "my recipe/v2").slug == "base-my-recipe-v2"
 
 
 @pytest.mark.slow

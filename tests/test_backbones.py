@@ -31,12 +31,13 @@ def test_crop_and_roi_give_same_shape_and_dtype(nets):
     images = [_image(80, 96, 0), _image(120, 60, 1)]
     boxes = [grid_layout([8, 4, 90, 70], 96, 80, (1, 2)).boxes,
              grid_layout([0, 0, 60, 120], 60, 120, (1, 2)).boxes]
+    before = [net.passes for net in nets]
     outs = [net.extract(images, boxes) for net in nets]
     assert outs[0].shape == outs[1].shape == (2, 5, 1280)
     assert outs[0].dtype == outs[1].dtype == torch.float32
     assert torch.isfinite(outs[0]).all() and torch.isfinite(outs[1]).all()
-    # one pass per image for roi, one per patch for crop
-    assert nets[1].passes >= 2 and nets[0].passes >= 10
+    # one pass per image for roi (2 images), one per patch for crop (2 x 5 patches)
+    assert [net.passes - b for net, b in zip(nets, before, strict=True)] == [10, 2]
 
 
 def test_crop_feature_is_the_patch_on_its_own(nets):

@@ -29,8 +29,8 @@ def test_taxonomy_has_eight_categories_with_three_subcategories_each():
     per_cat = defaultdict(set)
     for sub in SUBCATEGORIES:
         per_cat[sub.category].add(sub.name)
-    assert len(CATEGORIES) >= 8
-    assert all(len(subs) >= 3 for subs in per_cat.values()), per_cat
+    assert len(CATEGORIES) == 8 and set(per_cat) == set(CATEGORIES)
+    assert all(len(subs) == 3 for subs in per_cat.values()), per_cat
 
 
 def test_fashion_gen_schema(synth_file):

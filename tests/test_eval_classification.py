@@ -30,5 +30,6 @@ def test_sum_cls_reproduces_the_paper():
 
 
 def test_bad_shapes():
-    with pytest.raises(ValueError):
-        classification_metrics([1, 2], [1])
+    for truth, pred in (([1, 2], [1]), ([], []), ([[1, 2]], [[1, 2]])):
+        with pytest.raises(ValueError, match="need two equal, non-empty 1-d"):
+            classification_metrics(truth, pred)

@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,12 +52,25 @@ def test_formula_counts_every_position_of_the_base_shape():
     assert two["reconstruction"] == 6 * 4 * 768 * 2048
 
 
-def test_trainer_loop_runs_kaleidos_trainer_and_reports_its_step_time():
+def test_trainer_loop_runs_kaleidos_trainer_and_reports_its_step_time(monkeypatch):
+    import kaleido.training.logs as logs
+
     gpu_train = _module()
+    seen: list[list[dict]] = []
+    read_log = logs.read_log
+
+    def spy(path):
+        seen.append(read_log(path))
+        return seen[-1]
+
+    monkeypatch.setattr(logs, "read_log", spy)
     r = gpu_train.run(device="cpu", tiny=True, batch=4, steps=2, warmup=1, precision="fp32", peak=0.5,
                       loop="trainer", workers=0)
-    # the step time comes from the trainer's own log (steps after the first window)
-    assert r.step_s > 0 and r.samples_per_s == pytest.approx(4 / r.step_s)
+    # the step time comes from the trainer's own log: the steps after the first (warm-up) window
+    (entries,) = seen
+    assert [e["step"] for e in entries] == [1, 2, 3]
+    assert r.step_s == pytest.approx(np.mean([4 / e["samples_per_s"] for e in entries[1:]]))
+    assert r.samples_per_s == pytest.approx(4 / r.step_s)
 
 
 def test_master_adamw_steps_fp32_masters_and_copies_them_into_the_bf16_weights():

@@ -152,7 +152,9 @@ def test_objective_save_load_and_evaluation_helpers(tmp_path) -> None:
         assert torch.allclose(objective(batch).loss, loaded(batch).loss, atol=1e-5)
         plain = encode_pairs(ds.store, objective.model.tokenizer, [0, 1], [0, 5], max_text_len=16)
         assert loaded.itm_logits(plain).shape == (2, 2)
-        assert loaded.match_scores(plain).shape == (2,)
+        scores = loaded.match_scores(plain)
+        assert scores.shape == (2,)  # the retrieval score is the log-probability of class 1, "match"
+        torch.testing.assert_close(scores, loaded.itm_logits(plain).float().log_softmax(-1)[:, 1])
         assert loaded.mlm_logits(plain).shape == (2, 16, objective.model.vocab_size)
 
 
@@ -188,6 +190,12 @@ def test_tiny_model_overfits_one_batch_on_every_task() -> None:
         assert end.losses[name].item() < 0.3 * start[name], (name, start[name], end.losses[name].item())
     for name in ["itm", "rr", "jps", "cp", "amlm"]:
         assert end.metrics[f"{name}/acc"].item() == 1.0, name
+    # the retrieval score points the right way: every matched pair above every mismatched one
+    with torch.no_grad():
+        scores = objective.match_scores(batch)
+    matched = batch["itm/label"] == 1
+    assert 0 < int(matched.sum()) < len(matched)
+    assert scores[matched].min() > scores[~matched].max()
 
 
 def test_dense_slots_give_the_same_losses_metrics_and_gradients(monkeypatch) -> None:

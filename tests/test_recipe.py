@@ -102,7 +102,9 @@ def test_extends_states_only_the_difference_and_errors_name_the_right_file(tmp_p
 def test_switching_component_drops_the_old_parameters(tmp_path):
     _write(tmp_path / "base.toml", BASE.replace('name = "agm"', 'name = "agm"\nmax_predictions = 7'))
     child = _write(tmp_path / "child.toml", 'extends = "base.toml"\n[masker]\nname = "random"\n')
-    assert load_recipe(child).masker.name == "random"
+    recipe = load_recipe(child)
+    assert recipe.masker.name == "random"
+    assert recipe.build("masker").max_predictions == 10  # the random masker's default, not base's 7
 
 
 def test_set_overrides_any_field_and_are_named_in_errors(tmp_path):

@@ -46,6 +46,8 @@ def plugin_path(tmp_path, monkeypatch):
         """,
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    # the registry warns once per broken plugin and remembers it: each test starts unwarned
+    monkeypatch.setattr(registry.maskers, "_broken", {})
     importlib.invalidate_caches()
     yield tmp_path
     for name in ("kplug", "kbroken"):

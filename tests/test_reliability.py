@@ -258,6 +258,7 @@ def test_a_plugin_that_raises_on_import_warns_and_only_its_lookup_fails(plugin_p
         with pytest.raises(registry.PluginError) as info:
             registry.maskers.get("kbroken_masker")
     assert "kbroken" in one_line(info.value) and "broken on purpose" in str(info.value)
+    assert [str(w.message) for w in caught if "kbroken" in str(w.message)]  # warned, naming the package
     assert registry.maskers.get("agm") is not None
     recipe = tmp_path / "r.toml"
     recipe.write_text('[data]\nname = "synthetic"\n[masker]\nname = "kbroken_masker"\n')
@@ -265,7 +266,6 @@ def test_a_plugin_that_raises_on_import_warns_and_only_its_lookup_fails(plugin_p
         load_recipe(recipe)
     assert [p.path for p in info.value.problems] == ["masker.name"]
     assert "kbroken" in one_line(info.value.problems[0])
-    del caught
 
 
 # -- checkpoints and losses -------------------------------------------------------------------------

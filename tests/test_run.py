@@ -86,7 +86,12 @@ def test_run_chains_every_stage_and_writes_its_outputs(finished_run):
     assert (pre / "loss.png").is_file() and (pre / "model" / "objective.json").is_file()
     assert json.loads((pre / "done.json").read_text())["steps"] == 6
     results = json.loads((eval_dir(recipe) / "results.json").read_text())
-    assert results  # the evaluation stage wrote its figures
+    # the evaluation stage wrote the figures of tiny.toml's [eval] tasks (itr, tir, cr)
+    assert {"retrieval", "cr"} <= set(results)
+    scored = results["retrieval"]["scorers"]["pre-trained ITM"]
+    assert results["retrieval"]["queries"] == 8 and set(scored["itr"]) == set(scored["tir"])
+    assert all(0.0 <= v <= 100.0 for v in [*scored["itr"].values(), *scored["tir"].values()])
+    assert 0.0 <= results["cr"]["acc"] <= 100.0
     for stage in ("prepare", "align", "pretrain", "eval"):
         assert f"{stage} done" in result.output.replace("\n", " ")
 

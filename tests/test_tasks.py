@@ -187,3 +187,16 @@ def test_agm_in_the_dataset_uses_alignments_only_for_matched_pairs(tokenizer) ->
             if s.matched:
                 tokens, patches = set(s.plan.tokens.tolist()), set(s.plan.patches.tolist())
                 assert all((t in tokens) != (p in patches) for t, p in aligned[i])
+    # and a mismatched pair's plan never sees the alignments (they describe another image)
+    seen: list[object] = []
+
+    class Spy(AGMMasker):
+        def plan(self, n_tokens, levels, grids, alignments, rng):
+            seen.append(alignments)
+            return super().plan(n_tokens, levels, grids, alignments, rng)
+
+    ds = PretrainDataset(store, tokenizer, Spy(), tasks, alignments=FakeAlignments(aligned), max_text_len=16)
+    samples = [ds[i] for i in range(len(ds))]
+    assert {s.matched for s in samples} == {True, False}
+    for i, (s, given) in enumerate(zip(samples, seen, strict=True)):
+        assert (given is None) if not s.matched else (list(given) == aligned[i])

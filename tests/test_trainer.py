@@ -83,10 +83,20 @@ def test_warmup_then_linear_decay():
     assert lr_factor(0, 0, 100) == 1.0
 
 
-def test_grad_accumulation_matches_one_big_batch(tmp_path):
+def test_grad_accumulation_matches_one_big_batch(tmp_path, monkeypatch):
     """Same global batch, 4 micro-steps: the same updates (per-sample mean losses, no dropout)."""
+    sizes: list[int] = []
+    forward = ToyObjective.forward
+
+    def counting(self, batch):
+        sizes.append(len(batch["x"]))
+        return forward(self, batch)
+
+    monkeypatch.setattr(ToyObjective, "forward", counting)
     _toy_run(tmp_path / "a", dropout=0.0, max_steps=10, log_every=1)
+    whole, sizes[:] = list(sizes), []
     _toy_run(tmp_path / "b", dropout=0.0, max_steps=10, log_every=1, grad_accum=4)
+    assert whole == [16] * 10 and sizes == [4] * 40  # the accumulation really split every batch
     a = [e["loss"] for e in read_log(tmp_path / "a" / "log.jsonl")]
     b = [e["loss"] for e in read_log(tmp_path / "b" / "log.jsonl")]
     assert a == pytest.approx(b, rel=1e-4)

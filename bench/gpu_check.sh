@@ -31,6 +31,13 @@ timeout 100 python3 -c "from kaleido.cli import app; app()" run tests/recipes/ti
 echo "== kaleido run exit $? after $(( $(date +%s) - start )) s"
 tail -25 "$out/tiny_run.log"
 find "$root/runs" -name results.json -exec cp {} "$out/tiny_results.json" \;
+echo "== the SAT aligner's stride-16 grid on CUDA (the quickstart's; the trunk prefix must be on the GPU)"
+timeout 60 python3 -c "
+import numpy as np
+from kaleido import registry
+b = registry.backbones.get('mobilenet_v2')(mode='roi', image_size=128, device='cuda')
+m = b.feature_map([np.zeros((100, 80, 3), np.uint8)], stride=16)
+print('stride-16 map', tuple(m.shape), m.device)" || echo "== stride-16 map failed ($?)"
 fi
 mfu b512_compiled 120 --batch 512 --compile
 mfu b512_bf16w_compiled 120 --batch 512 --compile --precision bf16-weights

@@ -92,6 +92,7 @@ class Backbone(nn.Module):
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
         self.to(self.device)
+        trunk.to(self.device)  # not a submodule, so .to above does not move it (a CUDA run needs it there)
         self.passes = 0  # backbone images forwarded, for benchmarks and reports
 
     # -- pixels -------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ class Backbone(nn.Module):
     def _prefix(self, stride: int) -> nn.Module:
         """The trunk cut after its last layer of output stride ``stride`` (sequential trunks only)."""
         if stride not in self._prefixes:
-            source = self._source[0]
+            source = self._source[0].to(self.device)
             if not isinstance(source, nn.Sequential):
                 raise ValueError(f"feature_map(stride={stride}) needs a sequential trunk")
             x, cut, size = torch.zeros(1, 3, 64, 64, device=self.device), 0, 64
@@ -145,7 +146,7 @@ class Backbone(nn.Module):
                         cut = k + 1
             if not cut:
                 raise ValueError(f"the backbone has no feature map at stride {stride}")
-            self._prefixes[stride] = _inference_trunk(copy.deepcopy(source[:cut]))
+            self._prefixes[stride] = _inference_trunk(copy.deepcopy(source[:cut])).to(self.device)
         return self._prefixes[stride]
 
     @torch.inference_mode()

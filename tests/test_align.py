@@ -422,3 +422,61 @@ def test_sat_key_holds_every_setting_that_can_change_the_alignments() -> None:
     assert key["low_key"] is True and key["levels"] == [4, 5]
     assert SATAligner(low_level=1, low_key=True).key() != SATAligner(low_level=1).key()
     assert SATAligner(threads=2, checkpoint_every=7).key() == SATAligner().key()
+
+
+def test_sat_resume_restores_the_dropout_streams_and_ignores_a_stale_checkpoint(tmp_path, one_thread) -> None:
+    """With dropout and word dropout on, an interrupted run resumes to the straight run's weights
+    (the random streams come back with the checkpoint); a checkpoint of other settings in the
+    folder does not change a fresh run's streams."""
+    src, _ = _blob_source()
+    make = registry.aligners.get("sat")
+    kw = dict(feature_dim=8, embed_dim=4, hidden_dim=8, attention_dim=4, dropout=0.3, word_dropout=0.3,
+              epochs=3, batch_size=8, min_count=1, checkpoint_every=2)
+    make(**kw).fit(src, tmp_path / "a", progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step):
+        if step == 5:
+            raise Stop
+
+    with pytest.raises(Stop):
+        make(**kw).fit(src, tmp_path / "b", progress=False, on_step=interrupt)
+    torch.manual_seed(123)  # the resumed process's own streams differ
+    make(**kw).fit(src, tmp_path / "b", progress=False)
+    with pytest.raises(Stop):  # a stale checkpoint (other lr) left in folder c
+        make(**{**kw, "lr": 5e-3}).fit(src, tmp_path / "c", progress=False, on_step=interrupt)
+    torch.manual_seed(456)
+    make(**kw).fit(src, tmp_path / "c", progress=False)
+    states = [torch.load(tmp_path / d / "captioner.pt", weights_only=False)["state"] for d in "abc"]
+    for other in states[1:]:
+        assert all(torch.equal(states[0][k], other[k]) for k in states[0])
+
+
+def test_sat_non_finite_loss_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch,
+                                                                                one_thread) -> None:
+    import kaleido.aligners.sat as sat
+
+    src, _ = _blob_source()
+    calls = {"n": 0}
+    real = sat.caption_loss
+
+    def nan_from_third(*args, **kwargs):
+        calls["n"] += 1
+        loss, ce = real(*args, **kwargs)
+        return (loss * float("nan"), ce) if calls["n"] >= 3 else (loss, ce)
+
+    monkeypatch.setattr(sat, "caption_loss", nan_from_third)
+    aligner = registry.aligners.get("sat")(feature_dim=8, embed_dim=4, hidden_dim=8, attention_dim=4,
+                                           epochs=3, batch_size=8, min_count=1, checkpoint_every=2)
+    with pytest.raises(ValueError, match=r"not finite at epoch 1, step 3") as info:
+        aligner.fit(src, tmp_path, progress=False)
+    assert "\n" not in str(info.value)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 2 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert not (tmp_path / "captioner.pt").exists()
+    from kaleido.aligners.heatmap import upsample
+
+    with pytest.raises(ValueError, match="non-finite"):
+        upsample(np.full((2, 2), np.nan), (4, 4))

@@ -23,6 +23,8 @@ Select = Literal["mass", "density", "per_level"]
 def upsample(grid: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resampling of an (h, w) attention grid to ``size`` = (H, W), normalised to sum 1."""
     t = torch.as_tensor(np.asarray(grid, dtype=np.float32))[None, None]
+    if not torch.isfinite(t).all():  # a NaN map would otherwise come out uniform, i.e. a silent guess
+        raise ValueError("attention map has non-finite values (a diverged captioner?)")
     up = F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].clamp_min(0).numpy()
     total = up.sum()
     return up / total if total > 0 else np.full(size, 1.0 / (size[0] * size[1]), dtype=np.float32)

@@ -37,6 +37,7 @@ from kaleido.aligners.heatmap import Select, row_alignments
 from kaleido.aligners.progress import bar
 from kaleido.aligners.vocab import Vocab
 from kaleido.data.rows import BadRow
+from kaleido.training.checkpoint import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -343,22 +344,21 @@ class SATAligner:
         start_epoch = start_batch = step = 0
         history: list[float] = []
         ckpt_path = workdir / CHECKPOINT_FILE
-        if ckpt_path.is_file():
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            if ckpt["train_key"] == self._train_key() and ckpt["vocab"] == vocab.itos:
-                model.load_state_dict(ckpt["model"])
-                optim.load_state_dict(ckpt["optim"])
-                start_epoch, start_batch, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
-                history = ckpt["history"]
-                torch.set_rng_state(ckpt["rng"])
-                log.info("sat: resuming at epoch %d, batch %d", start_epoch, start_batch)
-        else:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.is_file() else None
+        if ckpt is not None and ckpt["train_key"] == self._train_key() and ckpt["vocab"] == vocab.itos:
+            model.load_state_dict(ckpt["model"])
+            optim.load_state_dict(ckpt["optim"])
+            start_epoch, start_batch, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
+            history = ckpt["history"]
+            set_rng_state(ckpt["rng"])  # the dropout streams, CUDA's included
+            log.info("sat: resuming at epoch %d, batch %d", start_epoch, start_batch)
+        else:  # a fresh run (a checkpoint of other settings is ignored and later overwritten)
             torch.manual_seed(self.seed + 1)  # dropout stream, restored on resume
 
         def save_checkpoint(epoch: int, batch: int) -> None:
             _atomic_save({"train_key": self._train_key(), "vocab": vocab.itos, "model": model.state_dict(),
                           "optim": optim.state_dict(), "epoch": epoch, "batch": batch, "step": step,
-                          "history": history, "rng": torch.get_rng_state()}, ckpt_path)
+                          "history": history, "rng": rng_state()}, ckpt_path)
 
         model.train()
         with _cpu_threads(device, self.threads), bar("sat training", total, progress, completed=step) as pbar:
@@ -380,6 +380,10 @@ class SATAligner:
                                              inputs)
                     logits, alphas = model(grid, inputs)
                     loss, ce = caption_loss(logits, alphas, seq[:, 1:], vocab.pad, self.alpha_c)
+                    if not torch.isfinite(loss):  # stop before the step: the last checkpoint stays good
+                        raise ValueError(f"sat: the captioner's loss is not finite at epoch {epoch + 1}, "
+                                         f"step {step + 1} (lr {self.lr}); its last checkpoint is kept: "
+                                         f"lower [aligner] lr or clip_grad_norm")
                     optim.zero_grad(set_to_none=True)
                     loss.backward()
                     if self.clip_grad_norm > 0:

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from kaleido.commands.common import SetOption, console, fail, load
 
 
-def _pretrain_dir(run_dir: Path) -> Path:
-    """``RUN_DIR`` itself when it holds the objective, else its newest ``pretrain-*`` folder."""
+def _pretrain_dir(run_dir: Path, recipe: Any) -> Path:
+    """``RUN_DIR`` itself when it holds the objective, else the ``pretrain-<key>`` folder of this
+    recipe's settings: never another run's model (a run folder holds one per pre-training variant)."""
     if (run_dir / "objective.json").is_file() or (run_dir / "model" / "objective.json").is_file():
         return run_dir
-    found = sorted(run_dir.glob("pretrain-*/model/objective.json"), key=lambda p: p.stat().st_mtime)
+    from kaleido.training.pipeline import pretrain_dir
+
+    mine = run_dir / pretrain_dir(recipe).name
+    if (mine / "model" / "objective.json").is_file():
+        return mine / "model"
+    found = sorted(p.parent.parent.name for p in run_dir.glob("pretrain-*/model/objective.json"))
     if not found:
         fail(f"no pre-trained model under {run_dir} (expected pretrain-*/model/objective.json)")
-    return found[-1].parent
+    fail(f"no pre-training of this recipe under {run_dir} (expected {mine.name}; found {', '.join(found)}): "
+         f"pass the recipe and --set overrides of that run, or a pretrain folder itself")
 
 
 RunDirArg = typer.Argument(..., help="run folder (or a pretrain folder)", show_default=False)
@@ -30,7 +38,7 @@ def eval_command(run_dir: Path = RunDirArg,
     resolved = load(recipe, overrides)
     if not run_dir.is_dir():
         fail(f"{run_dir} is not a folder")
-    pretrain = _pretrain_dir(run_dir)
+    pretrain = _pretrain_dir(run_dir, resolved)
     if out is None:
         base = run_dir if pretrain != run_dir else run_dir.parent
         out = base / f"eval-{resolved.section_hash('eval')}"

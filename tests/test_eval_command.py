@@ -1,0 +1,37 @@
+"""`kaleido eval RUN_DIR --recipe R` evaluates the pre-training of R's own settings, never another's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import typer
+
+from kaleido.commands.evaluate import _pretrain_dir
+from kaleido.recipe.load import load_recipe
+from kaleido.training.pipeline import pretrain_dir
+
+TINY = Path(__file__).resolve().parent / "recipes" / "tiny.toml"
+
+
+def _finished(folder: Path, mtime: float) -> Path:
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "objective.json").write_text("{}")
+    os.utime(folder / "model" / "objective.json", (mtime, mtime))
+    return folder
+
+
+def test_picks_the_recipes_own_pretrain_folder_not_the_newest(tmp_path, capsys) -> None:
+    recipe = load_recipe(TINY)
+    masked = load_recipe(TINY, ["masker.name=random"])
+    assert pretrain_dir(recipe).name != pretrain_dir(masked).name
+    mine = _finished(tmp_path / pretrain_dir(recipe).name, 1_000)
+    _finished(tmp_path / pretrain_dir(masked).name, 2_000)  # newer: another variant's model
+    assert _pretrain_dir(tmp_path, recipe) == mine / "model"
+    assert _pretrain_dir(mine, recipe) == mine  # a pretrain folder given directly is used as it is
+    with pytest.raises(typer.Exit):
+        _pretrain_dir(tmp_path, load_recipe(TINY, ["pretrain.lr=0.5"]))
+    said = capsys.readouterr()
+    err = (said.out + said.err).replace("\n", "")
+    assert "no pre-training of this recipe" in err and pretrain_dir(masked).name in err

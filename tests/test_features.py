@@ -153,6 +153,16 @@ def test_prepare_ranks_write_shards_joined_by_the_reader(parts, tmp_path):
                      world_size=2)
     store = FeatureStore(tmp_path)
     assert sorted(store.source(np.arange(len(store))).tolist()) == list(range(7))
+    # one process later: the finished 2-shard store is reused, not joined by a third shard
+    passes = backbone.passes
+    again = prepare_rows(reader, sod, patcher, backbone, tmp_path, "k", batch_size=4, max_rows=7)
+    assert again.reused and again.rows == 7 and backbone.passes == passes
+    assert len(list(tmp_path.glob("shard-*"))) == 2 and len(FeatureStore(tmp_path)) == 7
+    # an unfinished 2-process store is never mixed with a 1-process shard
+    prepare_rows(reader, sod, patcher, backbone, tmp_path / "half", "k", batch_size=4, max_rows=7, rank=0,
+                 world_size=2)
+    with pytest.raises(ValueError, match=r"written by 2 process\(es\).*--nproc-per-node 2"):
+        prepare_rows(reader, sod, patcher, backbone, tmp_path / "half", "k", batch_size=4, max_rows=7)
     single = prepare_rows(reader, sod, patcher, backbone, tmp_path / "one", "k", batch_size=4, max_rows=7)
     one = FeatureStore(tmp_path / "one")
     assert single.rows == 7

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kaleido.data.images import to_rgb
 from kaleido.data.rows import BadRow
-from kaleido.features.store import MANIFEST, FeatureStore, ShardWriter, shard_name
+from kaleido.features.store import FeatureStore, ShardWriter, shard_name
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,13 @@ def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, 
     from kaleido.data.rows import RowMeta
 
     start_time = time.perf_counter()
+    others = sorted({int(p.name.rsplit("-of-", 1)[1]) for p in Path(out).glob("shard-*-of-*")} - {world_size})
+    if others:  # shards of another process count: reuse them when finished, never mix the two
+        if is_complete(Path(out), key):
+            return _reused(Path(out), split)
+        raise ValueError(f"{out}: an unfinished store written by {others[0]} process(es); continue it with "
+                         f"as many (torchrun --nproc-per-node {others[0]}), or delete the folder to start "
+                         f"over with {world_size}")
     positions = shard_positions(len(reader), max_rows, rank, world_size)
     grids = tuple(patcher.grids)
     gs = grey_slice(grids)
@@ -162,6 +169,12 @@ def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, 
     return report
 
 
+def _reused(out: Path, split: str) -> Report:
+    store = FeatureStore(out)
+    return Report(split=split, path=out, rows=len(store), skipped=store.skipped, fallbacks=store.fallbacks,
+                  reused=True)
+
+
 def _report(writer: ShardWriter, split: str, out: Path, start: float, reused: bool) -> Report:
     m = writer.manifest
     return Report(split=split, path=Path(out), rows=m["committed"], skipped=[tuple(s) for s in m["skipped"]],
@@ -187,11 +200,8 @@ def prepare(recipe: Any, split: str, out_dir: str | Path | None = None, progress
     """
     key = recipe.section_hash(*PREPARE_SECTIONS)
     out = Path(out_dir if out_dir is not None else store_dir(recipe)) / split
-    shard = out / shard_name(rank, world_size)
-    if is_complete(out, key) and (shard / MANIFEST).is_file():
-        store = FeatureStore(out)
-        return Report(split=split, path=out, rows=len(store), skipped=store.skipped,
-                      fallbacks=store.fallbacks, reused=True)
+    if is_complete(out, key):  # whatever the process count that wrote it
+        return _reused(out, split)
     reader = recipe.build("data").open(split)
     sod, patcher = recipe.build("sod"), recipe.build("patcher")
     if world_size > 1 and torch.cuda.is_available():

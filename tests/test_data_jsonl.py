@@ -105,3 +105,13 @@ def test_no_usable_rows_is_an_error(tmp_path):
         JsonlReader(path)
     with pytest.raises(DataError, match="no such file"):
         JsonlReader(tmp_path / "absent.jsonl")
+
+
+def test_whitespace_only_fields_are_missing(tmp_path):
+    """A title of blanks is no description: skipped and counted, never a row with no words."""
+    path = tmp_path / "blank.jsonl"
+    path.write_text("\n".join([_line("a.jpg", "1"), _line("b.jpg", "2", text=" \t "),
+                               _line("c.jpg", "3", category="  ")]) + "\n")
+    reader = JsonlReader(path)
+    assert len(reader) == 1 and reader.meta(0).product_id == "1"
+    assert reader.skipped == ["line 2: missing text", "line 3: missing category"]

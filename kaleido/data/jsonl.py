@@ -49,7 +49,7 @@ class JsonlReader:
                 if not isinstance(obj, dict):
                     self._skip(number, "not a JSON object")
                     continue
-                missing = [k for k in REQUIRED if obj.get(k) in (None, "")]
+                missing = [k for k in REQUIRED if obj.get(k) is None or not str(obj[k]).strip()]
                 if missing:
                     self._skip(number, f"missing {', '.join(missing)}")
                     continue

@@ -39,6 +39,17 @@ def test_synthetic_refuses_a_folder_made_with_other_parameters(tmp_path):
         other.open("train")
 
 
+def test_synthetic_files_without_their_manifest_are_drawn_again(tmp_path):
+    """A run stopped after writing the splits but before synthetic.json: the files' parameters are
+    unknown, so they are redrawn, never reused under another recipe's manifest."""
+    registry.datasets.get("synthetic")(dir=str(tmp_path), products=3, test_products=2).open("test")
+    (tmp_path / "synthetic.json").unlink()
+    data = registry.datasets.get("synthetic")(dir=str(tmp_path), products=4, test_products=2, seed=1)
+    assert len(set(data.open("train").product_ids())) == 4
+    assert (tmp_path / "train.h5").read_bytes() == write_synthetic(tmp_path / "ref.h5", 4, 1).read_bytes()
+    assert json.loads((tmp_path / "synthetic.json").read_text())["products"] == 4
+
+
 def test_fashiongen_missing_file_names_param_and_path(tmp_path):
     write_synthetic(tmp_path / "tr.h5", products=2, seed=0)
     data = registry.datasets.get("fashiongen")(train=str(tmp_path / "tr.h5"), test=str(tmp_path / "nope.h5"))

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -20,6 +21,8 @@ from kaleido.data.fashiongen import FashionGenReader
 from kaleido.data.jsonl import JsonlReader
 from kaleido.data.rows import DataError, Reader
 from kaleido.data.synth import VERSION as SYNTH_VERSION
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 TEST_SEED_OFFSET = 1_000_000  # the synthetic test split uses seed + this, and product ids after train's
@@ -87,6 +90,11 @@ class SyntheticData:
             if found is not None and found != self.manifest():
                 raise DataError(f"data.dir: {self.dir} holds synthetic data made with {found}, not "
                                 f"{self.manifest()}; delete it or choose another dir")
+        else:  # files without a manifest (a run stopped before writing it): their parameters are unknown
+            for stale in (self.path("train"), self.path("test")):
+                if stale.is_file():
+                    log.warning("%s: no synthetic.json beside it, drawn again", stale)
+                    stale.unlink()
         from kaleido.data.synth import write_synthetic
 
         if not self.path("train").is_file():

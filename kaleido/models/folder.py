@@ -1,7 +1,10 @@
-"""Write a model folder atomically: build it under a temporary name, then move files in place.
+"""Write a model folder atomically: build it under a temporary name, then swap it in whole.
 
-A crash mid-save leaves the previous folder intact (or no folder), never a half-written one that
-``from_pretrained`` would half-load.
+A crash mid-save leaves the previous folder intact, never a half-written one or a mix of old and
+new files that ``from_pretrained`` / ``PretrainObjective.load`` would pair up. The folder is
+replaced as a whole: files of an earlier save that this one does not write (an objective's heads
+under a bare model) do not survive. Between the two renames of the swap there is an instant with
+no folder (the previous one then sits beside it as ``.<name>.old-*``), never a mixed one.
 """
 
 from __future__ import annotations
@@ -20,18 +23,24 @@ if TYPE_CHECKING:
 
 @contextmanager
 def atomic_folder(folder: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success its files replace those of ``folder``."""
+    """Yield a temporary sibling folder; on success it replaces ``folder`` (whole)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
         yield tmp
-        folder.mkdir(exist_ok=True)
-        for item in sorted(tmp.iterdir()):
-            target = folder / item.name
-            if target.is_dir() and not item.is_dir():
-                shutil.rmtree(target)
-            os.replace(item, target)
+        old = None
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            os.replace(folder, old)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if old is not None:
+                os.replace(old, folder)  # put the previous folder back
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -91,8 +91,10 @@ def test_unet_trains_and_loads(synth, tmp_path):
     assert mask.shape == (256, 256) and mask.dtype == bool
     held_out = sod_box_iou(sod, images[48:], masks[48:])
     assert held_out["mean_iou"] > 0.5  # short training already localises products
-    with pytest.raises(ValueError, match="width=16"):
+    with pytest.raises(ValueError, match="trained with width = 8, the recipe sets sod.width = 16"):
         registry.sod.get("unet")(weights=str(out), size=64, width=16)
+    with pytest.raises(ValueError, match="trained with size = 64, the recipe sets sod.size = 128"):
+        registry.sod.get("unet")(weights=str(out), size=128, width=8)
 
 
 def test_unet_needs_weights():

@@ -69,6 +69,7 @@ class UNetSaliency(Saliency):
 
     def __init__(self, weights: str = "", size: int = 128, width: int = 16, threshold: float = 0.5,
                  margin: float = 0.05) -> None:
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
         from kaleido.weights import local_file
@@ -77,7 +78,15 @@ class UNetSaliency(Saliency):
             raise ValueError("unet sod needs `weights`: a file written by `kaleido sod train`")
         self.size, self.threshold, self.margin = size, threshold, margin
         self.net = UNet(width=width)
-        state = load_file(str(local_file(weights, "unet sod")))
+        path = str(local_file(weights, "unet sod"))
+        with safe_open(path, framework="pt") as fh:
+            trained = fh.metadata() or {}
+        # masks at another input size than the training one come out at the wrong scale, silently
+        for name, value in (("size", size), ("width", width)):
+            if name in trained and int(trained[name]) != value:
+                raise ValueError(f"unet sod weights {weights} were trained with {name} = {trained[name]}, "
+                                 f"the recipe sets sod.{name} = {value}")
+        state = load_file(path)
         try:
             self.net.load_state_dict(state)
         except RuntimeError as exc:

@@ -69,12 +69,12 @@ def _backbone():
     return registry.backbones.get("mobilenet_v2")(image_size=64, batch_size=8, device="cpu")
 
 
-def prepare_reader(reader, out: Path, sod: str = "background"):
+def prepare_reader(reader, out: Path, sod: str = "background", workers: int = 0):
     from kaleido.features.prepare import prepare_rows
     from kaleido.features.store import FeatureStore
 
     report = prepare_rows(reader, registry.sod.get(sod)(), registry.patchers.get("kaleido")(), _backbone(),
-                          out, key="gauntlet", batch_size=4)
+                          out, key="gauntlet", batch_size=4, num_workers=workers)
     return report, FeatureStore(out)
 
 
@@ -142,8 +142,11 @@ def test_descriptions_that_are_not_utf8_decode_with_a_counted_fallback(tmp_path)
     assert reader.meta(1).text == "caf\u00e9 \u201ccurly\u201d shirt"  # cp1252, not mojibake
     assert reader.meta(2).text.startswith("bad ")
     assert reader.text_fallbacks == 2
-    report, store = prepare_reader(FashionGenReader(path), tmp_path / "store", sod="none")
+    report, store = prepare_reader(FashionGenReader(path), tmp_path / "store", sod="none", workers=2)
     assert report.rows == 3 and store.meta(1).text == "caf\u00e9 \u201ccurly\u201d shirt"
+    # counted by prepare too (its rows are read in loader workers), in the report and the store
+    assert report.text_fallbacks == 2 and store.text_fallbacks == 2
+    assert "  text not UTF-8 (read as cp1252): 2" in report.lines()
 
 
 def test_empty_descriptions_are_counted_skips_in_both_readers(tmp_path, odd_images):

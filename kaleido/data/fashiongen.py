@@ -136,7 +136,7 @@ class FashionGenReader:
             pixels = self._file()[IMAGE_KEY][m.index]
         except OSError as exc:
             raise BadRow(m.index, f"unreadable image data ({_first_line(exc)})") from None
-        return Row(**vars(m), image=to_rgb(pixels, m.index))
+        return Row(**vars(m), image=to_rgb(pixels, m.index), text_fallback=m.index in self._fallback_rows)
 
     def product_ids(self) -> np.ndarray:
         if self._product_ids is None:

@@ -100,7 +100,7 @@ class JsonlReader:
             raise BadRow(meta.index, f"image file not found: {path}") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise BadRow(meta.index, f"unreadable image {path} ({type(exc).__name__}: {exc})") from None
-        return Row(**vars(meta), image=to_rgb(pixels, meta.index))
+        return Row(**vars(meta), image=to_rgb(pixels, meta.index), text_fallback=self._records[index][2])
 
     def product_ids(self) -> np.ndarray:
         return np.array([m.product_id for m, _i, _f in self._records], dtype=str)

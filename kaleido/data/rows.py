@@ -37,6 +37,7 @@ class Row(RowMeta):
     """A row with its image: H x W x 3 uint8 RGB."""
 
     image: np.ndarray | None = None
+    text_fallback: bool = False  # its text was not UTF-8 and was read as cp1252 (counted by prepare)
 
 
 class Reader(Protocol):

@@ -44,6 +44,7 @@ class Report:
     rows: int
     skipped: list[tuple[int, str]] = field(default_factory=list)
     fallbacks: int = 0
+    text_fallbacks: int = 0
     seconds: float = 0.0
     reused: bool = False
     resumed_at: int = 0
@@ -54,7 +55,7 @@ class Report:
                 + (" (reused)" if self.reused else f", {self.seconds:.1f} s")
                 + (f", resumed after {self.resumed_at} rows" if self.resumed_at else ""))
         out = [head, f"  no foreground found (whole image used): {self.fallbacks}",
-               f"  skipped: {len(self.skipped)}"]
+               f"  text not UTF-8 (read as cp1252): {self.text_fallbacks}", f"  skipped: {len(self.skipped)}"]
         out += [f"    row {i}: {why}" for i, why in self.skipped[:20]]
         if len(self.skipped) > 20:
             out.append(f"    ... and {len(self.skipped) - 20} more (see the shard manifests)")
@@ -93,7 +94,8 @@ class _Rows(Dataset):
         except (OSError, ValueError) as exc:  # a decoder or a shape problem in this row only
             return {"index": index, "bad": f"{type(exc).__name__}: {exc}"}
         meta = {k: getattr(row, k) for k in META_FIELDS}
-        return {"index": index, "meta": meta, "image": image, "layout": layout, "found": found}
+        return {"index": index, "meta": meta, "image": image, "layout": layout, "found": found,
+                "text_fallback": row.text_fallback}
 
 
 def _collate(items: list[dict]) -> list[dict]:
@@ -160,7 +162,8 @@ def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, 
                                                        "source", "fallback")}
         done_pos += len(batch)
         writer.commit(rows, [RowMeta(**b["meta"]) for b in good], next_pos=done_pos, skipped=skipped,
-                      fallbacks=sum(not b["found"] for b in good))
+                      fallbacks=sum(not b["found"] for b in good),
+                      text_fallbacks=sum(b["text_fallback"] for b in good))
         if on_batch is not None:
             on_batch(done_pos, len(positions))
     writer.finish({"seconds": time.perf_counter() - start_time})
@@ -172,13 +175,14 @@ def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, 
 def _reused(out: Path, split: str) -> Report:
     store = FeatureStore(out)
     return Report(split=split, path=out, rows=len(store), skipped=store.skipped, fallbacks=store.fallbacks,
-                  reused=True)
+                  text_fallbacks=store.text_fallbacks, reused=True)
 
 
 def _report(writer: ShardWriter, split: str, out: Path, start: float, reused: bool) -> Report:
     m = writer.manifest
     return Report(split=split, path=Path(out), rows=m["committed"], skipped=[tuple(s) for s in m["skipped"]],
-                  fallbacks=m["fallbacks"], seconds=time.perf_counter() - start, reused=reused)
+                  fallbacks=m["fallbacks"], text_fallbacks=m.get("text_fallbacks", 0),
+                  seconds=time.perf_counter() - start, reused=reused)
 
 
 def is_complete(path: Path, key: str) -> bool:

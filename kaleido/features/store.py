@@ -66,7 +66,7 @@ class ShardWriter:
             self.path.mkdir(parents=True)
             self.manifest = {"version": VERSION, "key": key, "spec": self.spec, "capacity": capacity,
                              "committed": 0, "next": 0, "index_bytes": 0, "skipped": [], "fallbacks": 0,
-                             "done": False}
+                             "text_fallbacks": 0, "done": False}
             for name, (shape, dtype) in self.shapes.items():
                 with open(self.path / f"{name}.bin", "wb") as f:
                     f.truncate(capacity * _row_bytes(shape, dtype))
@@ -107,7 +107,7 @@ class ShardWriter:
             f.write(array.tobytes())
 
     def commit(self, rows: dict[str, np.ndarray], metas: list[RowMeta], next_pos: int,
-               skipped: list[tuple[int, str]] = (), fallbacks: int = 0) -> None:
+               skipped: list[tuple[int, str]] = (), fallbacks: int = 0, text_fallbacks: int = 0) -> None:
         """Write a chunk of rows after the committed ones, then advance the counter atomically."""
         start, n = self.committed, len(metas)
         if start + n > self.manifest["capacity"]:
@@ -128,7 +128,8 @@ class ShardWriter:
             f.write(ends.astype(np.int64).tobytes())
         self.manifest.update(committed=start + n, next=next_pos,
                              index_bytes=int(ends[-1]) if n else self.manifest["index_bytes"],
-                             fallbacks=self.manifest["fallbacks"] + fallbacks)
+                             fallbacks=self.manifest["fallbacks"] + fallbacks,
+                             text_fallbacks=self.manifest.get("text_fallbacks", 0) + text_fallbacks)
         self.manifest["skipped"] = self.manifest["skipped"] + [list(s) for s in skipped]
         write_json_atomic(self.path / MANIFEST, self.manifest)
 
@@ -197,6 +198,11 @@ class FeatureStore:
     @property
     def fallbacks(self) -> int:
         return sum(m["fallbacks"] for m in self._manifests)
+
+    @property
+    def text_fallbacks(self) -> int:
+        """Rows whose text was not UTF-8 and was read as cp1252 (0 for stores from before the count)."""
+        return sum(m.get("text_fallbacks", 0) for m in self._manifests)
 
     # -- per-process memory maps -----------------------------------------------------------------
     def __getstate__(self) -> dict:

@@ -225,6 +225,18 @@ def _blob_source(n: int = 24, size: int = 40) -> tuple[AlignSource, list[tuple[s
 
 
 
+class _Stop(Exception):
+    """An interruption of the captioner's training (a stand-in for a kill)."""
+
+
+def _stop_at(step: int):
+    def on_step(done: int) -> None:
+        if done == step:
+            raise _Stop
+
+    return on_step
+
+
 @pytest.mark.slow
 def test_sat_fits_resumes_exactly_and_aligns_colour_words(tmp_path, one_thread) -> None:
     src, truth = _blob_source()
@@ -235,15 +247,8 @@ def test_sat_fits_resumes_exactly_and_aligns_colour_words(tmp_path, one_thread) 
     assert straight["skipped_images"] == 1 and straight["train_rows"] == 23
     assert straight["final_ce"] < 0.5 * straight["first_ce"]
 
-    class Stop(Exception):
-        pass
-
-    def interrupt(step):
-        if step == 13:
-            raise Stop
-
-    with pytest.raises(Stop):
-        make(**kw).fit(src, tmp_path / "b", progress=False, on_step=interrupt)
+    with pytest.raises(_Stop):
+        make(**kw).fit(src, tmp_path / "b", progress=False, on_step=_stop_at(13))
     assert (tmp_path / "b" / "checkpoint.pt").is_file()
     resumed = make(**kw).fit(src, tmp_path / "b", progress=False)
     assert resumed["steps"] == straight["steps"] and not resumed["reused"]
@@ -434,19 +439,12 @@ def test_sat_resume_restores_the_dropout_streams_and_ignores_a_stale_checkpoint(
               epochs=3, batch_size=8, min_count=1, checkpoint_every=2)
     make(**kw).fit(src, tmp_path / "a", progress=False)
 
-    class Stop(Exception):
-        pass
-
-    def interrupt(step):
-        if step == 5:
-            raise Stop
-
-    with pytest.raises(Stop):
-        make(**kw).fit(src, tmp_path / "b", progress=False, on_step=interrupt)
+    with pytest.raises(_Stop):
+        make(**kw).fit(src, tmp_path / "b", progress=False, on_step=_stop_at(5))
     torch.manual_seed(123)  # the resumed process's own streams differ
     make(**kw).fit(src, tmp_path / "b", progress=False)
-    with pytest.raises(Stop):  # a stale checkpoint (other lr) left in folder c
-        make(**{**kw, "lr": 5e-3}).fit(src, tmp_path / "c", progress=False, on_step=interrupt)
+    with pytest.raises(_Stop):  # a stale checkpoint (other lr) left in folder c
+        make(**{**kw, "lr": 5e-3}).fit(src, tmp_path / "c", progress=False, on_step=_stop_at(5))
     torch.manual_seed(456)
     make(**kw).fit(src, tmp_path / "c", progress=False)
     states = [torch.load(tmp_path / d / "captioner.pt", weights_only=False)["state"] for d in "abc"]

@@ -50,7 +50,7 @@ from pathlib import Path
 out = Path(sys.argv[1])
 for f in sorted(out.glob("mfu_*.json")):
     r = json.loads(f.read_text())
-    mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "n/a"
+    mfu = f"{100 * r['mfu']:.1f}% (padded {100 * r['mfu_padded']:.1f}%)" if r["mfu"] else "n/a"
     print(f"{f.stem}: {r['device']} {r['precision']} batch {r['batch']} {r['step_s'] * 1e3:.1f} ms/step "
           f"{r['samples_per_s']:.0f} samples/s {r['tflops_per_s']:.0f} TFLOP/s MFU {mfu}")
 PY

@@ -12,7 +12,7 @@ A few batches are collated once and moved to the device, so the figure is the mo
 
 FLOPs per sample of one training step (forward + backward = 3 x forward, matmuls only):
 
-    encoder     6 * L * (4 H^2 + 2 H I) * S          S = T + P = 119 positions, text and image
+    encoder     6 * L * (4 H^2 + 2 H I) * S          S = the sample's text tokens + P patches
     attention   12 * L * S^2 * H                      QK^T and AV, forward 4 S^2 H per layer
     image side  6 * P * (D * H + 5 * H)               per-level patch FC (D -> H) + 5-d position FC
     pooler+ITM  6 * (H^2 + 2 H)
@@ -20,7 +20,11 @@ FLOPs per sample of one training step (forward + backward = 3 x forward, matmuls
     AMLM        6 * m_tok * (H^2 + H * V)             per masked token (dense + tied decoder)
     G2CM/B2CM   6 * m_patch * H * D                   per masked patch
 
-``m_tok`` and ``m_patch`` are counted from the batches actually fed.
+``m_tok`` and ``m_patch`` are counted from the batches actually fed. ``S`` counts a sample's real
+positions only: its text up to ``[SEP]`` (the bench's texts are 14-17 tokens, padded to T = 64)
+and its 55 patches, so MFU is model FLOPs utilisation in the usual sense (padding is work the
+device does for nothing). ``mfu_padded`` counts all T + P = 119 positions, what the device
+computes and torch's flop counter sees (the figure recorded before 2026-11-27 12:00 UTC).
 
 ``--loop trainer`` measures the product instead of the bare step: kaleido's own ``Trainer`` (the
 loop ``kaleido run`` uses: data loader workers building every batch, fused AdamW, clipping, the
@@ -39,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -144,6 +149,11 @@ def build(shape: dict, batch: int, n_batches: int, seed: int = 0):
     return objective, batches, dims
 
 
+def real_positions(batch: dict[str, torch.Tensor], patches: int) -> list[int]:
+    """Per sample: its text positions that are not padding, plus the patches."""
+    return [int(n) + patches for n in batch["attention_mask"].sum(1).tolist()]
+
+
 def masked_counts(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
     """(masked tokens with a label, masked patches with a target) in one batch."""
     tokens = int((batch["amlm/labels"] != -100).sum())
@@ -151,17 +161,24 @@ def masked_counts(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
     return tokens, patches
 
 
-def step_flops(d: Shape, batch_size: int, m_tok: int, m_patch: int) -> dict[str, float]:
-    """Training FLOPs of one step by part (see the module docstring), for the whole batch."""
-    h, s, p = d.hidden, d.positions, d.patches
+def step_flops(d: Shape, batch_size: int, m_tok: int, m_patch: int,
+               lengths: Sequence[int] | None = None) -> dict[str, float]:
+    """Training FLOPs of one step by part (see the module docstring), for the whole batch.
+
+    ``lengths``: the positions each sample really has (its text without padding + the patches);
+    without it every sample counts all ``d.positions``, padding included (what the device computes)."""
+    h, p = d.hidden, d.patches
+    s = np.full(batch_size, d.positions, dtype=np.float64) if lengths is None else np.asarray(lengths, float)
+    out = {
+        "encoder": float(6 * d.layers * (4 * h * h + 2 * h * d.ffn) * s.sum()),
+        "attention": float(12 * d.layers * h * (s * s).sum()),
+    }
     per_sample = {
-        "encoder": 6 * d.layers * (4 * h * h + 2 * h * d.ffn) * s,
-        "attention": 12 * d.layers * s * s * h,
         "image_projection": 6 * p * (d.feature_dim * h + 5 * h),
         "pooler_itm": 6 * (h * h + 2 * h),
         "level_heads": 6 * (h * 4 + 4 * h * 24 + 9 * h * 9),
     }
-    out = {k: float(v * batch_size) for k, v in per_sample.items()}
+    out.update({k: float(v * batch_size) for k, v in per_sample.items()})
     out["amlm"] = float(6 * m_tok * (h * h + h * d.vocab))
     out["reconstruction"] = float(6 * m_patch * h * d.feature_dim)
     out["total"] = sum(out.values())
@@ -205,13 +222,16 @@ class Result:
     precision: str
     step_s: float
     samples_per_s: float
-    tflops_per_s: float
-    flops_per_step: float
+    tflops_per_s: float  # model FLOPs (real positions) per second
+    flops_per_step: float  # model FLOPs: the text's padding not counted
     flops_by_part: dict
     peak_tflops: float | None
     peak_source: str
-    mfu: float | None
-    counted_flops_per_step: float | None = None
+    mfu: float | None  # model FLOPs utilisation: the issue's figure
+    padded_flops_per_step: float = 0.0  # every position the device computes, padding included
+    padding_share: float = 0.0  # share of the sequence positions that are text padding
+    mfu_padded: float | None = None  # the same time with the padding counted (the pre-fix figure)
+    counted_flops_per_step: float | None = None  # torch's counter: compares with padded_flops_per_step
 
 
 def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, steps: int = 20, warmup: int = 5,
@@ -363,9 +383,14 @@ def trainer_step_s(objective, shape: dict, batch: int, steps: int, warmup: int, 
 
 def _result(dev: torch.device, dims: Shape, batch: int, steps: int, precision: str, step_s: float,
             batches: list, peak: float | None, counted: float | None) -> Result:
-    counts = [masked_counts(batches[k % len(batches)]) for k in range(steps)]
+    used = [batches[k % len(batches)] for k in range(steps)]
+    counts = [masked_counts(b) for b in used]
+    real = [step_flops(dims, batch, *c, lengths=real_positions(b, dims.patches))
+            for b, c in zip(used, counts, strict=True)]
+    parts = {k: float(np.mean([r[k] for r in real])) for k in real[0]}
     m_tok, m_patch = (float(np.mean([c[i] for c in counts])) for i in (0, 1))
-    parts = step_flops(dims, batch, m_tok, m_patch)
+    padded = step_flops(dims, batch, m_tok, m_patch)["total"]
+    positions = np.mean([sum(real_positions(b, dims.patches)) for b in used])
     peak_value, source = peak_tflops(dev, peak)
     achieved = parts["total"] / step_s
     return Result(device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
@@ -373,6 +398,8 @@ def _result(dev: torch.device, dims: Shape, batch: int, steps: int, precision: s
                   samples_per_s=batch / step_s, tflops_per_s=achieved / 1e12, flops_per_step=parts["total"],
                   flops_by_part=parts, peak_tflops=peak_value, peak_source=source,
                   mfu=achieved / (peak_value * 1e12) if peak_value else None,
+                  padded_flops_per_step=padded, padding_share=float(1 - positions / (batch * dims.positions)),
+                  mfu_padded=padded / step_s / (peak_value * 1e12) if peak_value else None,
                   counted_flops_per_step=counted)
 
 
@@ -404,14 +431,17 @@ def main(argv: list[str] | None = None) -> None:
     r = run(args.device, args.tiny, args.batch, args.steps, args.warmup, args.precision, args.peak_tflops,
             args.check_flops, args.compile, args.loop, args.workers, args.compile_mode, args.profile,
             args.attention, args.attention_dropout)
-    mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else f"n/a (peak {r.peak_source})"
+    mfu = f"n/a (peak {r.peak_source})"
+    if r.mfu is not None:
+        mfu = (f"{100 * r.mfu:.1f}% ({100 * r.mfu_padded:.1f}% counting the text padding, "
+               f"{100 * r.padding_share:.0f}% of the positions)")
     loop = args.loop + (" compiled" if args.compile else "")
     print(f"{r.device}: {loop}, batch {r.batch}, {r.precision}, {r.step_s * 1000:.1f} ms/step, "
           f"{r.samples_per_s:.1f} samples/s, {r.tflops_per_s:.2f} TFLOP/s, MFU {mfu}")
     print("FLOPs per step: " + ", ".join(f"{k} {v / 1e9:.2f} G" for k, v in r.flops_by_part.items()))
     if r.counted_flops_per_step is not None:
-        print(f"torch flop counter: {r.counted_flops_per_step / 1e9:.2f} G "
-              f"(formula / counted = {r.flops_per_step / r.counted_flops_per_step:.3f})")
+        print(f"torch flop counter: {r.counted_flops_per_step / 1e9:.2f} G (padded formula / counted = "
+              f"{r.padded_flops_per_step / r.counted_flops_per_step:.3f})")
     if args.json is not None:
         tmp = args.json.with_name(args.json.name + ".tmp")
         tmp.write_text(json.dumps(asdict(r), indent=1), encoding="utf-8")

@@ -28,7 +28,11 @@ def test_tiny_cpu_run_reports_throughput_and_a_flops_formula_that_matches_the_co
                       check_flops=True)
     assert r.samples_per_s > 0 and r.step_s > 0
     # the documented formula (text + image side, heads) agrees with torch's flop counter within 10%
-    assert r.flops_per_step == pytest.approx(r.counted_flops_per_step, rel=0.10)
+    # when it counts every position, as the device computes them
+    assert r.padded_flops_per_step == pytest.approx(r.counted_flops_per_step, rel=0.10)
+    # MFU counts the real positions only: less than the padded count, by the padding's share
+    assert 0.2 < r.padding_share < 0.8 and r.flops_per_step < r.padded_flops_per_step
+    assert r.mfu / r.mfu_padded == pytest.approx(r.flops_per_step / r.padded_flops_per_step)
     parts = r.flops_by_part
     assert parts["image_projection"] > 0 and parts["attention"] > 0 and parts["amlm"] > 0
     assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"))
@@ -46,6 +50,11 @@ def test_formula_counts_every_position_of_the_base_shape():
     # BERT-base encoder, 119 positions: 6 x 84.9M weights x 119 = 60.7 GFLOP per sample
     assert one["encoder"] == pytest.approx(6 * 12 * (4 * 768**2 + 2 * 768 * 3072) * 119)
     assert one["encoder"] / 1e9 == pytest.approx(60.6, abs=0.2)
+    # with each sample's real length (text without padding + 55 patches) only those positions count
+    short = gpu_train.step_flops(d, 2, 0, 0, lengths=[55 + 16, 55 + 64])
+    assert short["encoder"] == pytest.approx(one["encoder"] * (71 + 119) / 119)
+    assert short["attention"] == pytest.approx(one["attention"] * (71**2 + 119**2) / 119**2)
+    assert short["image_projection"] == 2 * one["image_projection"]
     two = gpu_train.step_flops(d, 2, 10, 4)
     assert two["encoder"] == 2 * one["encoder"]
     assert two["amlm"] == 6 * 10 * (768**2 + 768 * 30522)

@@ -189,13 +189,15 @@ def counted_flops(objective: torch.nn.Module, batch: dict[str, torch.Tensor]) ->
     """FLOPs of one forward + backward as torch's flop counter sees them (eager attention)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    config = objective.model.bert.config
-    old = config._attn_implementation
+    model, config = objective.model, objective.model.bert.config
+    packed, old = model.packed, config._attn_implementation
+    model.packed = False  # the padded step (what the formula's padded count describes)
     config._attn_implementation = "eager"  # the counter does not see fused CPU attention kernels
     try:
         with FlopCounterMode(display=False) as counter:
             objective(batch).loss.backward()
     finally:
+        model.packed = packed
         config._attn_implementation = old
     objective.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
@@ -297,11 +299,16 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
 def configure_attention(objective, attention: str, dropout: float | None) -> None:
     """The attention variant measured: ``sdpa`` (as built), ``sdpa-no-cudnn`` (SDPA then picks the
     memory-efficient kernel for the padding mask; a process-wide switch), ``eager`` (plain matmuls
-    + softmax, which torch.compile fuses); ``dropout`` replaces the recipe's attention dropout."""
+    + softmax, which torch.compile fuses), ``packed`` (the model's padding-free encoding: only the
+    real positions, FlashAttention varlen on CUDA, which has no dropout: the attention dropout
+    becomes 0 unless given); ``dropout`` replaces the recipe's attention dropout."""
     if attention == "sdpa-no-cudnn":
         torch.backends.cuda.enable_cudnn_sdp(False)
     elif attention == "eager":
         objective.model.bert.config._attn_implementation = "eager"
+    elif attention == "packed":
+        objective.model.packed = True
+        dropout = 0.0 if dropout is None else dropout
     elif attention != "sdpa":
         raise ValueError(f"unknown attention {attention!r}")
     if dropout is not None:
@@ -421,9 +428,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compile-mode", default="default",
                     choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"])
     ap.add_argument("--profile", action="store_true", help="print the top kernels of 3 more steps")
-    ap.add_argument("--attention", choices=["sdpa", "sdpa-no-cudnn", "eager"], default="sdpa",
+    ap.add_argument("--attention", choices=["sdpa", "sdpa-no-cudnn", "eager", "packed"], default="sdpa",
                     help="attention kernels: SDPA (cuDNN for the padding mask on an H100), SDPA without "
-                         "cuDNN (memory-efficient kernel), or eager matmuls + softmax")
+                         "cuDNN (memory-efficient kernel), eager matmuls + softmax, or packed (no padding "
+                         "positions at all, FlashAttention varlen, attention dropout 0)")
     ap.add_argument("--attention-dropout", type=float, default=None,
                     help="dropout on the attention probabilities (default: the recipe's 0.1)")
     ap.add_argument("--json", type=Path, default=None, help="write the result here")

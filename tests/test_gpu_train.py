@@ -119,3 +119,7 @@ def test_configure_attention_sets_the_kernel_and_the_dropout():
     assert all(layer.attention.self.dropout.p == 0.0 for layer in layers)
     with pytest.raises(ValueError, match="unknown attention"):
         gpu_train.configure_attention(objective, "flash", None)
+    packed, _, _ = gpu_train.build(gpu_train.TINY, batch=2, n_batches=1)
+    gpu_train.configure_attention(packed, "packed", None)  # varlen has no dropout: 0 unless given
+    assert packed.model.packed and packed.model.bert.config._attn_implementation == "kaleido_packed"
+    assert all(layer.attention.self.dropout.p == 0.0 for layer in packed.model.bert.encoder.layer)

@@ -226,6 +226,47 @@ def test_dense_slots_give_the_same_losses_metrics_and_gradients(monkeypatch) -> 
         torch.testing.assert_close(dense_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_packed_encoding_gives_the_padded_results_and_gradients() -> None:
+    """``packed``: only the real positions go through the encoder, in one sequence with attention
+    kept within each sample; losses, gradients and the real positions' outputs equal the padded
+    path's, and no position of one sample reaches another (changing sample 1 leaves sample 0)."""
+    objective, ds = _objective()
+    objective.eval()
+    batch = ds.collate([ds[i] for i in range(8)])
+    assert (batch["attention_mask"] == 0).any()  # padding to drop
+    real = torch.cat([batch["attention_mask"].bool(), torch.ones(8, 55, dtype=torch.bool)], 1)
+
+    def run():
+        objective.zero_grad(set_to_none=True)
+        out = objective(batch)
+        out.loss.backward()
+        with torch.no_grad():
+            sequence, pooled = objective.model(batch)
+        return out, {n: p.grad.clone() for n, p in objective.named_parameters() if p.grad is not None}, \
+            sequence, pooled
+
+    padded, padded_grads, padded_seq, padded_pool = run()
+    objective.model.packed = True
+    packed, packed_grads, packed_seq, packed_pool = run()
+    assert objective.model.bert.config._attn_implementation == "kaleido_packed"
+    for name in ALL:
+        assert packed.losses[name].item() == pytest.approx(padded.losses[name].item(), rel=1e-4, abs=1e-6)
+    torch.testing.assert_close(packed_seq[real], padded_seq[real], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(packed_pool, padded_pool, rtol=1e-4, atol=1e-5)
+    assert not packed_seq[~real].any()  # zeros at the padding
+    assert packed_grads.keys() == padded_grads.keys()
+    for name, grad in padded_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-3, atol=1e-5, msg=name)
+    other = {k: v.clone() for k, v in batch.items()}
+    other["features"][1] += 1.0
+    with torch.no_grad():
+        moved, _ = objective.model(other)
+    torch.testing.assert_close(moved[0], packed_seq[0])
+    assert not torch.allclose(moved[1], packed_seq[1])
+    objective.model.packed = False
+    assert objective.model.bert.config._attn_implementation == "sdpa"
+
+
 def test_mean_pooling_feeds_the_pooler_the_balanced_mean_and_survives_save_load(tmp_path) -> None:
     from kaleido.models.pooling import balanced_mean
 

@@ -23,6 +23,7 @@ from torch import nn
 from kaleido import registry
 from kaleido.models.embeddings import VisualEmbeddings
 from kaleido.models.folder import atomic_folder, save_state
+from kaleido.models.packed import ATTENTION, packing, register_attention
 from kaleido.models.pooling import Pooling, check_pooling, summary
 from kaleido.models.tokenizer import bert_dir, load_tokenizer
 
@@ -52,6 +53,19 @@ class KaleidoModel(nn.Module):
         self.grids = tuple(int(g) for g in grids)
         self.max_text_len = int(max_text_len)
         self.tokenizer_source = str(tokenizer_source)
+        self._packed = False
+
+    @property
+    def packed(self) -> bool:
+        """Encode only the real positions (:mod:`kaleido.models.packed`): no work on text padding."""
+        return self._packed
+
+    @packed.setter
+    def packed(self, value: bool) -> None:
+        if value:
+            register_attention()
+        self.bert.config._attn_implementation = ATTENTION if value else "sdpa"
+        self._packed = bool(value)
 
     # -- shapes the heads need ----------------------------------------------------------------
     @property
@@ -88,9 +102,14 @@ class KaleidoModel(nn.Module):
         from transformers.masking_utils import create_bidirectional_mask
 
         embeddings, mask = self.embed(batch)
-        attention = create_bidirectional_mask(config=self.bert.config, inputs_embeds=embeddings,
-                                              attention_mask=mask)
-        sequence = self.bert.encoder(embeddings, attention_mask=attention).last_hidden_state
+        if self.packed:  # the real positions only, in one sequence; zeros come back at the padding
+            layout = packing(mask)
+            packed = self.bert.encoder(layout.pack(embeddings), attention_mask=None, **layout.kwargs())
+            sequence = layout.unpack(packed.last_hidden_state)
+        else:
+            attention = create_bidirectional_mask(config=self.bert.config, inputs_embeds=embeddings,
+                                                  attention_mask=mask)
+            sequence = self.bert.encoder(embeddings, attention_mask=attention).last_hidden_state
         # BERT's pooler (dense + tanh) reads position 0: [CLS], or the mean put there
         pooled = self.bert.pooler(summary(sequence, batch["attention_mask"], self.pooling)[:, None])
         return sequence, pooled
@@ -141,12 +160,14 @@ class Kaleido:
     ``keep_layers`` keeps only its first N layers (a smaller, faster model that still starts
     from pretrained weights, e.g. for CPU runs). ``pooling``: what the pooler (ITM, downstream
     heads) reads, ``"cls"`` as in the paper, or ``"mean"`` / ``"text"`` for an init trained with
-    mean pooling such as the offline MiniLM (see :mod:`kaleido.models.pooling`).
+    mean pooling such as the offline MiniLM (see :mod:`kaleido.models.pooling`). ``packed``: encode
+    only the real positions of a batch (no work on text padding; :mod:`kaleido.models.packed`;
+    on CUDA it needs ``dropout = 0`` for the attention, FlashAttention varlen having none).
     """
 
     def __init__(self, init: str = "minilm", hidden_size: int = 384, num_layers: int = 6, num_heads: int = 12,
                  intermediate_size: int = 1536, max_text_len: int = 64, dropout: float = 0.1,
-                 keep_layers: int | None = None, pooling: Pooling = "cls") -> None:
+                 keep_layers: int | None = None, pooling: Pooling = "cls", packed: bool = False) -> None:
         check_pooling(pooling)
         if keep_layers is not None and keep_layers < 1:
             raise ValueError(f"model keep_layers must be >= 1, got {keep_layers}")
@@ -163,6 +184,7 @@ class Kaleido:
         self.dropout = dropout
         self.keep_layers = keep_layers
         self.pooling = pooling
+        self.packed = packed
 
     def tokenizer(self) -> Any:
         return load_tokenizer(self.init)
@@ -188,8 +210,10 @@ class Kaleido:
 
     def build(self, feature_dim: int, grids: tuple[int, ...] | list[int]) -> KaleidoModel:
         """The model for a feature store's ``feature_dim`` and ``grids``."""
-        return KaleidoModel(self.bert(), feature_dim, tuple(grids), self.max_text_len,
-                            "minilm" if self.init == "scratch" else self.init, self.dropout, self.pooling)
+        model = KaleidoModel(self.bert(), feature_dim, tuple(grids), self.max_text_len,
+                             "minilm" if self.init == "scratch" else self.init, self.dropout, self.pooling)
+        model.packed = self.packed
+        return model
 
 
 def load_bert(folder: str | Path, **config: Any):

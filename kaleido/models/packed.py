@@ -1,0 +1,93 @@
+"""Padding-free encoding: the joint sequences of a batch packed into one, attention kept per sample.
+
+A Kaleido sequence is ``T`` text positions (padded to ``max_text_len``) and ``P`` patches; with
+short descriptions much of ``T`` is padding that every matrix product of every layer computes for
+nothing (41% of the positions in ``bench/gpu_train.py``'s batches). Packing keeps only the real
+positions, ``(1, N, H)`` with ``N = sum of the samples' lengths``, and the attention is block
+diagonal: a position sees the positions of its own sample only. On a CUDA device that is torch's
+FlashAttention ``varlen_attn`` over the cumulative lengths; elsewhere SDPA with the block-diagonal
+mask (the same result, for CPU runs and tests). ``varlen_attn`` has no dropout, so a packed
+encoder needs the attention dropout at 0 on CUDA.
+
+The encoder's layers receive the boundaries through the attention interface's keyword arguments
+(transformers passes them down to the attention function), registered as ``ATTENTION``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+ATTENTION = "kaleido_packed"
+
+
+@dataclass
+class Packing:
+    """Where the real positions of a (B, S) batch went: ``keep`` (B, S) bool, the samples'
+    cumulative lengths ``cu_seqlens`` (B + 1,) int32, and ``max_len`` (an upper bound: S)."""
+
+    keep: torch.Tensor
+    cu_seqlens: torch.Tensor
+    max_len: int
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, S, H) -> (1, N, H): the real positions, sample after sample."""
+        return x[self.keep][None]
+
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        """(1, N, H) -> (B, S, H), zeros at the padding."""
+        out = packed.new_zeros((*self.keep.shape, packed.shape[-1]))
+        out[self.keep] = packed[0]
+        return out
+
+    def kwargs(self) -> dict:
+        """What the encoder's attention needs (passed through ``encoder(..., **kwargs)``)."""
+        return {"kaleido_cu_seqlens": self.cu_seqlens, "kaleido_max_len": self.max_len}
+
+
+def packing(mask: torch.Tensor) -> Packing:
+    """From a (B, S) key-padding mask (1 = real)."""
+    keep = mask.bool()
+    lengths = keep.sum(1, dtype=torch.int32)
+    cu = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
+    return Packing(keep, cu, int(mask.shape[1]))
+
+
+def _segments(cu_seqlens: torch.Tensor, n: int) -> torch.Tensor:
+    """(N,) the sample each packed position belongs to."""
+    return torch.bucketize(torch.arange(n, device=cu_seqlens.device), cu_seqlens[1:], right=True)
+
+
+def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                     kaleido_cu_seqlens: torch.Tensor | None = None, kaleido_max_len: int = 0,
+                     **_: object) -> tuple[torch.Tensor, None]:
+    """transformers attention function: (1, heads, N, d) query/key/value of a packed batch ->
+    ((1, N, heads, d), None), each position attending within its own sample."""
+    if kaleido_cu_seqlens is None:
+        raise ValueError(f"attention {ATTENTION!r} needs the packing's boundaries (KaleidoModel packs them)")
+    if query.shape[0] != 1:
+        raise ValueError(f"a packed batch is one sequence, got {query.shape[0]}")
+    if query.is_cuda:
+        if dropout > 0:
+            raise ValueError("packed attention on CUDA (FlashAttention varlen) has no dropout: set the "
+                             "attention dropout to 0")
+        from torch.nn.attention.varlen import varlen_attn
+
+        q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (N, heads, d)
+        out = varlen_attn(q, k, v, kaleido_cu_seqlens, kaleido_cu_seqlens, kaleido_max_len, kaleido_max_len,
+                          scale=scaling)
+        return out[None], None
+    seg = _segments(kaleido_cu_seqlens, query.shape[2])
+    block = seg[:, None] == seg[None, :]  # (N, N): True where attention is allowed
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=block, dropout_p=dropout, scale=scaling)
+    return out.transpose(1, 2), None
+
+
+def register_attention() -> None:
+    """Make ``ATTENTION`` a name the BERT layers can use (idempotent)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION, packed_attention)

@@ -116,6 +116,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
     objective = PretrainObjective.load(find_objective(pretrain_dir))
     objective.eval()
     model = objective.model
+    model.packed = bool(recipe.params("model").get("packed", False))  # how to run it, not saved with it
     tokenizer = model.tokenizer
     text_len = model.max_text_len
 

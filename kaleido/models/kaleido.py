@@ -162,7 +162,7 @@ class Kaleido:
     heads) reads, ``"cls"`` as in the paper, or ``"mean"`` / ``"text"`` for an init trained with
     mean pooling such as the offline MiniLM (see :mod:`kaleido.models.pooling`). ``packed``: encode
     only the real positions of a batch (no work on text padding; :mod:`kaleido.models.packed`;
-    on CUDA it needs ``dropout = 0`` for the attention, FlashAttention varlen having none).
+    FlashAttention varlen on CUDA when ``dropout = 0``).
     """
 
     def __init__(self, init: str = "minilm", hidden_size: int = 384, num_layers: int = 6, num_heads: int = 12,

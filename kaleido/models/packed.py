@@ -4,10 +4,12 @@ A Kaleido sequence is ``T`` text positions (padded to ``max_text_len``) and ``P`
 short descriptions much of ``T`` is padding that every matrix product of every layer computes for
 nothing (41% of the positions in ``bench/gpu_train.py``'s batches). Packing keeps only the real
 positions, ``(1, N, H)`` with ``N = sum of the samples' lengths``, and the attention is block
-diagonal: a position sees the positions of its own sample only. On a CUDA device that is torch's
-FlashAttention ``varlen_attn`` over the cumulative lengths; elsewhere SDPA with the block-diagonal
-mask (the same result, for CPU runs and tests). ``varlen_attn`` has no dropout, so a packed
-encoder needs the attention dropout at 0 on CUDA.
+diagonal: a position sees the positions of its own sample only. On a CUDA device without
+attention dropout that is torch's FlashAttention ``varlen_attn`` over the cumulative lengths
+(it has no dropout). Otherwise (a CPU, or attention dropout on) only the attention is computed
+padded: the packed queries, keys and values are scattered back to (B, heads, S, d) for SDPA with
+the key-padding mask and gathered again, so the matrix products of every layer still skip the
+padding and the result is the padded path's.
 
 The encoder's layers receive the boundaries through the attention interface's keyword arguments
 (transformers passes them down to the attention function), registered as ``ATTENTION``.
@@ -44,7 +46,8 @@ class Packing:
 
     def kwargs(self) -> dict:
         """What the encoder's attention needs (passed through ``encoder(..., **kwargs)``)."""
-        return {"kaleido_cu_seqlens": self.cu_seqlens, "kaleido_max_len": self.max_len}
+        return {"kaleido_cu_seqlens": self.cu_seqlens, "kaleido_max_len": self.max_len,
+                "kaleido_keep": self.keep}
 
 
 def packing(mask: torch.Tensor) -> Packing:
@@ -55,35 +58,33 @@ def packing(mask: torch.Tensor) -> Packing:
     return Packing(keep, cu, int(mask.shape[1]))
 
 
-def _segments(cu_seqlens: torch.Tensor, n: int) -> torch.Tensor:
-    """(N,) the sample each packed position belongs to."""
-    return torch.bucketize(torch.arange(n, device=cu_seqlens.device), cu_seqlens[1:], right=True)
-
-
 def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                      attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                      kaleido_cu_seqlens: torch.Tensor | None = None, kaleido_max_len: int = 0,
-                     **_: object) -> tuple[torch.Tensor, None]:
+                     kaleido_keep: torch.Tensor | None = None, **_: object) -> tuple[torch.Tensor, None]:
     """transformers attention function: (1, heads, N, d) query/key/value of a packed batch ->
     ((1, N, heads, d), None), each position attending within its own sample."""
-    if kaleido_cu_seqlens is None:
+    if kaleido_cu_seqlens is None or kaleido_keep is None:
         raise ValueError(f"attention {ATTENTION!r} needs the packing's boundaries (KaleidoModel packs them)")
     if query.shape[0] != 1:
         raise ValueError(f"a packed batch is one sequence, got {query.shape[0]}")
-    if query.is_cuda:
-        if dropout > 0:
-            raise ValueError("packed attention on CUDA (FlashAttention varlen) has no dropout: set the "
-                             "attention dropout to 0")
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (N, heads, d)
+    if query.is_cuda and dropout == 0:
         from torch.nn.attention.varlen import varlen_attn
 
-        q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (N, heads, d)
         out = varlen_attn(q, k, v, kaleido_cu_seqlens, kaleido_cu_seqlens, kaleido_max_len, kaleido_max_len,
                           scale=scaling)
         return out[None], None
-    seg = _segments(kaleido_cu_seqlens, query.shape[2])
-    block = seg[:, None] == seg[None, :]  # (N, N): True where attention is allowed
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=block, dropout_p=dropout, scale=scaling)
-    return out.transpose(1, 2), None
+    keep = kaleido_keep
+
+    def padded(t: torch.Tensor) -> torch.Tensor:  # (N, heads, d) -> (B, heads, S, d)
+        out = t.new_zeros((*keep.shape, *t.shape[1:]))
+        out[keep] = t
+        return out.transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(padded(q), padded(k), padded(v), attn_mask=keep[:, None, None, :],
+                                         dropout_p=dropout, scale=scaling)
+    return out.transpose(1, 2)[keep][None], None
 
 
 def register_attention() -> None:

@@ -157,3 +157,25 @@ def test_the_pretrained_cls_itm_head_trains_with_the_encoder_and_is_not_probed(p
     assert not any("head_lr and probe_steps" in r.getMessage() for r in caplog.records)
     assert "probe_steps" not in cls and cls["steps"] == 1
     assert mean["probe_steps"] == 20 and mean["probe_loss_last"] < mean["probe_loss_first"]
+
+
+def test_evaluation_runs_the_model_packed_when_the_recipe_says_so(pretrained, monkeypatch):
+    """``[model] packed`` is how to run a model, not part of its folder: the evaluation applies it,
+    and the scores are the padded run's (same weights, eval mode)."""
+    import kaleido.models.kaleido as kaleido_model
+    from kaleido.evaluation.run import evaluate
+
+    calls = []
+    real = kaleido_model.packing
+    monkeypatch.setattr(kaleido_model, "packing", lambda mask: calls.append(mask.shape) or real(mask))
+    settings = dict(tasks=["itr", "tir"], queries=6, negatives=5, batch_size=16, finetune_itm=False)
+    scores = []
+    for packed in (False, True):
+        recipe = _recipe(pretrained, **settings)
+        recipe.model.model = ComponentSection(name="kaleido", packed=packed)
+        before = len(calls)
+        res = evaluate(recipe, pretrained / "pretrain", pretrained / "out" / f"eval-{packed}", progress=False,
+                       stores=pretrained / "stores")
+        assert (len(calls) > before) == packed
+        scores.append(res["retrieval"]["scorers"]["pre-trained ITM"])
+    assert scores[0]["itr"] == scores[1]["itr"] and scores[0]["tir"] == scores[1]["tir"]

@@ -4,9 +4,9 @@ A Kaleido sequence is ``T`` text positions (padded to ``max_text_len``) and ``P`
 short descriptions much of ``T`` is padding that every matrix product of every layer computes for
 nothing (41% of the positions in ``bench/gpu_train.py``'s batches). Packing keeps only the real
 positions, ``(1, N, H)`` with ``N = sum of the samples' lengths``, and the attention is block
-diagonal: a position sees the positions of its own sample only. On a CUDA device without
-attention dropout that is torch's FlashAttention ``varlen_attn`` over the cumulative lengths
-(it has no dropout). Otherwise (a CPU, or attention dropout on) only the attention is computed
+diagonal: a position sees the positions of its own sample only. On a CUDA device in bf16/fp16
+without attention dropout that is torch's FlashAttention ``varlen_attn`` over the cumulative
+lengths (it has no dropout). Otherwise (a CPU, fp32, or attention dropout on) only the attention is computed
 padded: the packed queries, keys and values are scattered back to (B, heads, S, d) for SDPA with
 the key-padding mask and gathered again, so the matrix products of every layer still skip the
 padding and the result is the padded path's.
@@ -69,7 +69,7 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     if query.shape[0] != 1:
         raise ValueError(f"a packed batch is one sequence, got {query.shape[0]}")
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (N, heads, d)
-    if query.is_cuda and dropout == 0:
+    if query.is_cuda and dropout == 0 and query.dtype in (torch.float16, torch.bfloat16):  # FlashAttention's
         from torch.nn.attention.varlen import varlen_attn
 
         out = varlen_attn(q, k, v, kaleido_cu_seqlens, kaleido_cu_seqlens, kaleido_max_len, kaleido_max_len,

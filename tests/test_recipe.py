@@ -146,3 +146,23 @@ def test_eval_learning_rates_resolve_per_task_then_globally() -> None:
                      task_head_lr={"itm": 1e-3})
     assert (s.encoder_lr("itm"), s.encoder_lr("cls"), s.encoder_lr("fc")) == (3e-4, 1e-3, 1e-4)
     assert (s.fresh_head_lr("itm"), s.fresh_head_lr("cls")) == (1e-3, 1e-2)
+
+
+def test_how_a_stage_runs_does_not_change_its_key():
+    """Restarting a killed run with more loader workers, another logging or checkpoint interval,
+    more aligner threads or the packed encoder must resume it, not start a new folder; a setting
+    that changes the result must."""
+    from kaleido.features.prepare import store_dir
+    from kaleido.training.pipeline import eval_dir, pretrain_dir
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
+    base = load_recipe(recipe)
+    for runtime in ("pretrain.num_workers=3", "pretrain.keep_last=5", "pretrain.log_every=7",
+                    "pretrain.checkpoint_every=3", "pretrain.compile=true", "aligner.threads=3",
+                    "model.packed=true", "prepare.num_workers=2", "backbone.batch_size=8"):
+        other = load_recipe(recipe, [runtime])
+        assert (pretrain_dir(other), store_dir(other), eval_dir(other)) == (
+            pretrain_dir(base), store_dir(base), eval_dir(base)), runtime
+    assert pretrain_dir(load_recipe(recipe, ["pretrain.lr=0.5"])) != pretrain_dir(base)
+    assert store_dir(load_recipe(recipe, ["backbone.image_size=96"])) != store_dir(base)
+    assert pretrain_dir(load_recipe(recipe, ["aligner.epochs=3"])) != pretrain_dir(base)

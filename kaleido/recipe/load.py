@@ -29,6 +29,16 @@ else:  # pragma: no cover
 OVERRIDE = "--set"
 
 
+# Per section, the settings that change how a stage runs, not its result (left out of stage keys).
+RUNTIME_FIELDS: dict[str, frozenset[str]] = {
+    "prepare": frozenset({"num_workers"}),
+    "backbone": frozenset({"batch_size", "device"}),
+    "aligner": frozenset({"threads", "device", "checkpoint_every"}),
+    "model": frozenset({"packed"}),
+    "pretrain": frozenset({"checkpoint_every", "keep_last", "log_every", "num_workers", "compile"}),
+}
+
+
 @dataclass(frozen=True)
 class Problem:
     """One recipe error: where, what was given, what was expected."""
@@ -243,10 +253,16 @@ class Recipe:
         """A short key of the named sections' resolved values: what shaped a stage's output.
 
         A component section counts with its defaults filled in, so a component whose default
-        changes (e.g. the synthetic data generator's ``version``) gets new keys."""
+        changes (e.g. the synthetic data generator's ``version``) gets new keys. The fields of
+        ``RUNTIME_FIELDS`` (how a stage runs, not what it computes) do not count: restarting a
+        killed run with more loader workers or another logging interval resumes it."""
         dump = self.model.model_dump(mode="json")
         payload = {s: ({"name": dump[s]["name"], **self.params(s)} if s in COMPONENT_SECTIONS and dump.get(s)
                        else dump.get(s)) for s in sections}
+        for section, value in payload.items():
+            runtime = RUNTIME_FIELDS.get(section, frozenset())
+            if isinstance(value, dict):
+                payload[section] = {k: v for k, v in value.items() if k not in runtime}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def to_toml(self) -> str:

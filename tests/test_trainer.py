@@ -51,9 +51,14 @@ def test_short_single_process_run_learns_and_writes_its_outputs(tmp_path):
 
 def test_a_finished_run_restarted_does_no_more_steps(tmp_path):
     _toy_run(tmp_path, max_steps=20)
+    (tmp_path / "done.json").unlink()  # as if killed after the final checkpoint, before done.json
     trainer, result = _toy_run(tmp_path, max_steps=20)
     assert result.resumed_from == 20 and result.steps == 20
-    assert [e["step"] for e in read_log(tmp_path / "log.jsonl")] == [5, 10, 15, 20]
+    entries = read_log(tmp_path / "log.jsonl")
+    assert [e["step"] for e in entries] == [5, 10, 15, 20]
+    # no step trained in this process: the final values come from the log, not an empty window
+    assert result.last["loss"] == entries[-1]["loss"] and "step" not in result.last
+    assert json.loads((tmp_path / "done.json").read_text())["last"]["loss"] == entries[-1]["loss"]
 
 
 def test_sharding_covers_the_global_batch_once_and_is_deterministic():

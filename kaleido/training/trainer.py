@@ -33,7 +33,7 @@ from torch import nn
 from kaleido.recipe.schema import PretrainSettings
 from kaleido.training import checkpoint as ckpt
 from kaleido.training.distributed import DistInfo, ShardedBatches, all_gather_objects, all_reduce_sum, barrier
-from kaleido.training.logs import RunLog
+from kaleido.training.logs import RunLog, read_log
 from kaleido.training.optim import build_optimizer, build_scheduler, warmup_steps
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,14 @@ class Trainer:
             log.info("resumed from %s at step %d", self.ckpt_dir, step)
         return step
 
+    def _last_logged(self) -> dict[str, float]:
+        """The last log entry's values: a run killed after its final checkpoint but before
+        ``done.json`` resumes at the end and trains no step, so its window is empty."""
+        path = self.out_dir / "log.jsonl"
+        entries = read_log(path) if self.info.is_main and path.is_file() else []
+        skip = {"step", "epoch", "lr", "samples_per_s", "data_wait"}
+        return {k: v for k, v in entries[-1].items() if k not in skip} if entries else {}
+
     def _finish(self, model: nn.Module, result: TrainResult) -> None:
         """Rank 0: save the model atomically, draw the loss curves, then mark the stage done."""
         if not self.info.is_main:
@@ -339,7 +347,7 @@ class Trainer:
             if runlog is not None:
                 runlog.close()
         result = TrainResult(steps=step, total_steps=self.total_steps, resumed_from=resumed_from,
-                             last=window.last, wall_s=time.perf_counter() - start_wall)
+                             last=window.last or self._last_logged(), wall_s=time.perf_counter() - start_wall)
         self._finish(model, result)
         barrier(info)
         return result

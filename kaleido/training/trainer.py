@@ -172,10 +172,23 @@ class Trainer:
         barrier(self.info)
 
     def _resume(self, model, optimizer, scheduler, scaler) -> int:
-        found = ckpt.load_latest(self.ckpt_dir)
-        if found is None:
+        # Rank 0 picks the step (the newest checkpoint it can read); every rank then loads exactly
+        # that one: ranks that each picked their own "latest" (a file not yet visible, or one
+        # unreadable on one node) would train on from different steps and states.
+        found = ckpt.load_latest(self.ckpt_dir) if self.info.is_main else None
+        step = int(all_gather_objects(self.info, found[0] if found else 0)[0])
+        if step == 0:
             return 0
-        step, state = found
+        if found is not None:
+            state = found[1]
+        else:
+            path = ckpt.checkpoint_path(self.ckpt_dir, step)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as exc:  # any failure to read it is the same error here
+                raise ckpt.CheckpointError(
+                    f"rank {self.info.rank} cannot read {path}, the checkpoint rank 0 resumes from "
+                    f"({type(exc).__name__}: {exc}); every rank needs the same checkpoint folder") from None
         if state["global_batch"] != self.s.batch_size:
             raise ckpt.CheckpointError(
                 f"{self.ckpt_dir}: checkpoint at step {step} used a global batch of {state['global_batch']}, "

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kaleido.cli import app
+from kaleido.features.prepare import store_dir
 from kaleido.recipe import load_recipe
 from kaleido.training.logs import read_log
 from kaleido.training.pipeline import Launch, StageError, eval_dir, launch_args, pretrain_dir, run_dir
@@ -26,7 +27,6 @@ def tiny(tiny_recipe, tmp_path) -> Path:
 
 def test_stage_keys_follow_the_sections_that_shape_each_stage(tiny, tmp_path):
     from kaleido.aligners.align import align_dir
-    from kaleido.features.prepare import store_dir
 
     path = tiny
     base = load_recipe(path)
@@ -97,7 +97,7 @@ def test_run_chains_every_stage_and_writes_its_outputs(finished_run):
 
 
 @pytest.mark.slow
-def test_run_again_reuses_and_force_redoes_only_that_stage(finished_run):
+def test_run_again_reuses_and_force_redoes_that_stage_and_the_later_ones(finished_run):
     root, recipe_path, _ = finished_run
     recipe = load_recipe(recipe_path)
     model_file = pretrain_dir(recipe) / "model" / "model.safetensors"
@@ -110,6 +110,13 @@ def test_run_again_reuses_and_force_redoes_only_that_stage(finished_run):
     forced = CliRunner().invoke(app, ["run", str(recipe_path), "--no-progress", "--force", "eval"])
     assert forced.exit_code == 0, forced.output
     assert results.stat().st_mtime_ns != eval_before and model_file.stat().st_mtime_ns == before
+    store = store_dir(recipe) / "train"
+    store_before, eval_before = store.stat().st_mtime_ns, results.stat().st_mtime_ns
+    forced = CliRunner().invoke(app, ["run", str(recipe_path), "--no-progress", "--force", "pretrain"])
+    assert forced.exit_code == 0, forced.output
+    # the model is new, so the evaluation made from the old one is redone too; the store is kept
+    assert model_file.stat().st_mtime_ns != before and results.stat().st_mtime_ns != eval_before
+    assert store.stat().st_mtime_ns == store_before
     bad = CliRunner().invoke(app, ["run", str(recipe_path), "--force", "train"])
     assert bad.exit_code == 1 and "expected one of: prepare, align, pretrain, eval" in bad.output
 

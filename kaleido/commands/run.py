@@ -13,7 +13,8 @@ from kaleido.commands.common import RecipeArg, SetOption, console, fail, load
 def run(
     recipe: Path = RecipeArg,
     overrides: list[str] = SetOption,
-    force: list[str] = typer.Option([], "--force", help="redo this stage: prepare, align, pretrain or eval"),
+    force: list[str] = typer.Option(
+        [], "--force", help="redo this stage and the later ones: prepare, align, pretrain or eval"),
     nproc_per_node: int = typer.Option(None, "--nproc-per-node", min=1,
                                        help="training processes per node (default: the recipe's [launch])"),
     nnodes: int = typer.Option(1, "--nnodes", min=1, help="number of nodes"),

@@ -158,6 +158,7 @@ def run_stages(recipe: Any, *, force: tuple[str, ...] = (), launch: Launch = Lau
         raise StageError(f"--force {unknown[0]!r}: expected one of: {', '.join(STAGES)}")
     recipe.dump(run_dir(recipe) / "recipe.toml")
     status: dict[str, str] = {}
+    redo = False  # a forced stage makes every later one stale: they are redone too
     for stage in STAGES:
         if stage not in recipe.stages or (stage == "align" and recipe.aligner.name == "none"):
             status[stage] = "off"
@@ -165,8 +166,9 @@ def run_stages(recipe: Any, *, force: tuple[str, ...] = (), launch: Launch = Lau
         if stage == "eval" and launch.node_rank != 0:
             status[stage] = "off"  # evaluated once, on the first node
             continue
-        if stage in force:
+        if stage in force or redo:
             _remove(stage_output(recipe, stage))
+            redo = True
         elif stage_done(recipe, stage):
             status[stage] = "reused"
             echo(f"{stage}: finished before, reused ({stage_output(recipe, stage)})")

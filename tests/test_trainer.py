@@ -169,3 +169,24 @@ def test_compile_setting_wraps_the_forward_and_keeps_the_checkpoint_keys(tmp_pat
     plain = tmp_path / "plain"
     _toy_run(plain, max_steps=4, checkpoint_every=2)
     assert ckpt.load_latest(plain / "checkpoints")[1]["model"].keys() == state["model"].keys()
+
+
+def test_a_run_restarted_before_its_first_checkpoint_hides_its_old_tensorboard_points(tmp_path):
+    """Steps redone after a restart replace the old points in TensorBoard, from step 1 when no
+    checkpoint was reached (log.jsonl is truncated the same way)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from kaleido.training.logs import RunLog
+
+    log = RunLog(tmp_path)
+    for step in (1, 2, 3):
+        log.write({"step": step, "loss": float(step)})
+    log.close()
+    log = RunLog(tmp_path, resume_step=0)
+    for step in (1, 2):
+        log.write({"step": step, "loss": 10.0 + step})
+    log.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(1, 11.0), (2, 12.0)]
+    assert [e["loss"] for e in read_log(tmp_path / "log.jsonl")] == [11.0, 12.0]

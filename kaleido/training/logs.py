@@ -47,8 +47,8 @@ class RunLog:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            purge = resume_step + 1 if resume_step else None  # hide steps redone after a resume
-            self._tb = SummaryWriter(str(self.folder / "tb"), purge_step=purge)
+            # hide the steps redone after a resume, from the start when no checkpoint was reached
+            self._tb = SummaryWriter(str(self.folder / "tb"), purge_step=resume_step + 1)
 
     def truncate_after(self, step: int) -> None:
         """Drop entries logged after ``step`` (they are redone by the resumed run)."""

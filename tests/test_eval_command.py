@@ -35,3 +35,29 @@ def test_picks_the_recipes_own_pretrain_folder_not_the_newest(tmp_path, capsys) 
     said = capsys.readouterr()
     err = (said.out + said.err).replace("\n", "")
     assert "no pre-training of this recipe" in err and pretrain_dir(masked).name in err
+
+
+def test_default_output_is_the_folder_kaleido_run_uses(tmp_path, monkeypatch) -> None:
+    """Without --out, results go where `kaleido run` puts this recipe's evaluation (its key covers
+    every section), so two variants of a run never overwrite each other's results."""
+    from typer.testing import CliRunner
+
+    import kaleido.evaluation.run as run_module
+    from kaleido.cli import app
+    from kaleido.training.pipeline import eval_dir
+
+    written: list[Path] = []
+
+    def fake_evaluate(recipe, pretrain, out, progress=True):
+        written.append(Path(out))
+        Path(out).mkdir(parents=True)
+        (Path(out) / "results.md").write_text("ok")
+
+    monkeypatch.setattr(run_module, "evaluate", fake_evaluate)
+    for sets in ([], ["--set", "masker.name=random"]):
+        recipe = load_recipe(TINY, [s for s in sets if s != "--set"])
+        _finished(tmp_path / pretrain_dir(recipe).name, 1_000)
+        result = CliRunner().invoke(app, ["eval", str(tmp_path), "--recipe", str(TINY), *sets])
+        assert result.exit_code == 0, result.output
+        assert written[-1] == tmp_path / eval_dir(recipe).name
+    assert written[0] != written[1]

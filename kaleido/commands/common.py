@@ -15,8 +15,10 @@ SetOption = typer.Option([], "--set", help="override a field: --set masker.name=
 
 def fail(message: str, code: int = 2) -> None:
     """Print a clear error (one line per problem) and exit."""
-    for line in str(message).splitlines() or [""]:
-        console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    for line in str(message).splitlines() or [""]:  # the message's own [brackets] are text, not markup
+        console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

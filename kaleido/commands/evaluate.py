@@ -32,16 +32,19 @@ RunDirArg = typer.Argument(..., help="run folder (or a pretrain folder)", show_d
 
 def eval_command(run_dir: Path = RunDirArg,
                  recipe: Path = typer.Option(..., "--recipe", "-r", help="the recipe of that run"),
-                 out: Path = typer.Option(None, "--out", help="output folder (default RUN_DIR/eval-<key>)"),
+                 out: Path = typer.Option(None, "--out", help="output folder (default: RUN_DIR/eval-<key>, "
+                                          "as kaleido run names it)"),
                  overrides: list[str] = SetOption) -> None:
     """Fine-tune and evaluate ITR, TIR, CR, SUB and FC; write results.json and results.md."""
     resolved = load(recipe, overrides)
     if not run_dir.is_dir():
         fail(f"{run_dir} is not a folder")
     pretrain = _pretrain_dir(run_dir, resolved)
-    if out is None:
+    if out is None:  # the folder `kaleido run` gives this recipe's evaluation (all sections in its key)
+        from kaleido.training.pipeline import eval_dir
+
         base = run_dir if pretrain != run_dir else run_dir.parent
-        out = base / f"eval-{resolved.section_hash('eval')}"
+        out = base / eval_dir(resolved).name
     from kaleido.evaluation.run import evaluate
 
     try:

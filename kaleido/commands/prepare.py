@@ -155,7 +155,7 @@ def sod_train(recipe: Path = typer.Option(..., "--recipe", help="recipe with mas
 
 
 @sod_app.command("eval")
-def sod_eval(recipe: Path = typer.Option(..., "--recipe", help="recipe whose [sod] is measured"),
+def sod_eval(recipe: Path = typer.Option(..., "--recipe", help="recipe whose \\[sod] is measured"),
              split: str = typer.Option("test", help="held-out split with ground-truth masks"),
              limit: int = typer.Option(500, min=1), overrides: list[str] = SetOption) -> None:
     """Box IoU of the recipe's SOD against the ground-truth masks (synthetic data)."""

@@ -16,7 +16,7 @@ def run(
     force: list[str] = typer.Option(
         [], "--force", help="redo this stage and the later ones: prepare, align, pretrain or eval"),
     nproc_per_node: int = typer.Option(None, "--nproc-per-node", min=1,
-                                       help="training processes per node (default: the recipe's [launch])"),
+                                       help="training processes per node (default: the recipe's \\[launch])"),
     nnodes: int = typer.Option(1, "--nnodes", min=1, help="number of nodes"),
     node_rank: int = typer.Option(0, "--node-rank", min=0, help="this node's rank"),
     rdzv_endpoint: str = typer.Option(None, "--rdzv-endpoint",

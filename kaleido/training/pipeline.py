@@ -2,7 +2,8 @@
 
 Every stage's output is keyed by a hash of the recipe sections that shape it, so changing the
 masker retrains and re-evaluates but reuses the features and alignments, and running a recipe
-again does nothing. ``force`` redoes the named stages only (their outputs are removed first).
+again does nothing. ``force`` redoes the named stages and every later one (their outputs are
+removed first: they were made from the old ones).
 Pre-training runs in this process for one rank, or through ``torch.distributed.run`` (what
 ``torchrun`` does) for several; an interrupted pre-training resumes from its last checkpoint.
 """

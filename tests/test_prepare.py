@@ -109,3 +109,17 @@ def test_sod_train_and_eval_commands(recipe_path, tmp_path):
                                  "--set", "sod.width=4"])
     assert result.exit_code == 0, result.output
     assert "box IoU mean" in result.output
+
+
+def test_bad_input_to_show_and_sod_eval_is_one_line_not_a_traceback(recipe_path, tmp_path):
+    cases = [
+        (["show", "1", "--recipe", str(recipe_path), "--split", "val"], "unknown split 'val'"),
+        (["show", "1", "--recipe", str(recipe_path), "--out", str(tmp_path)], "is a folder"),
+        (["sod", "eval", "--recipe", str(recipe_path), "--set", "sod.name=unet"], "needs `weights`"),
+        (["sod", "eval", "--recipe", str(recipe_path), "--split", "val"], "unknown split 'val'"),
+    ]
+    for args, says in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert says in result.output.replace("\n", " ") and "Traceback" not in result.output, args
+    assert not list(tmp_path.glob(".*.tmp.png"))

@@ -115,6 +115,9 @@ def test_set_overrides_any_field_and_are_named_in_errors(tmp_path):
     with pytest.raises(RecipeError) as info:
         load_recipe(path, ["pretrain.batch_size=zero"])
     assert "--set" in _problems(info.value)["pretrain.batch_size"]
+    with pytest.raises(RecipeError) as info:  # a dotted path through a single value: a problem, no traceback
+        load_recipe(path, ["seed.x=1"])
+    assert "seed is one value" in _problems(info.value)["seed.x"]
 
 
 def test_resolved_recipe_round_trips(tmp_path):

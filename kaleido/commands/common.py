@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -20,6 +22,16 @@ def fail(message: str, code: int = 2) -> None:
     for line in str(message).splitlines() or [""]:  # the message's own [brackets] are text, not markup
         console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Bad input met while a command works (a missing weights file, an unknown split, a value a
+    component refuses, an unwritable output): one clear line and exit code 2, not a traceback."""
+    try:
+        yield
+    except (ValueError, OSError) as exc:
+        fail(str(exc) or type(exc).__name__)
 
 
 def load(recipe: Path, overrides: list[str] | None = None):

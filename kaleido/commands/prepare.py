@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from kaleido.commands.common import RecipeArg, SetOption, console, fail, load
+from kaleido.commands.common import RecipeArg, SetOption, console, fail, load, one_line_errors
 
 sod_app = typer.Typer(help="Saliency (SOD): train the `unet` component, measure box IoU.",
                       no_args_is_help=True)
@@ -79,18 +79,21 @@ def show(target: str = typer.Argument(..., help="an image file, or a row number 
     from kaleido.patchers.draw import layout_figure
 
     resolved = load(recipe, overrides)
-    image, title = _load_image(target, resolved, split)
-    sod, patcher = resolved.build("sod"), resolved.build("patcher")
-    mask = sod.mask(image)
-    box, found = sod.box(image)
-    layout = patcher.layout(box, image.shape[1], image.shape[0])
-    fig = layout_figure(image, layout, box, found=found, mask=mask if found else None, title=title)
-    if alignments or word is not None:  # stage-2 panel (kaleido/aligners/show.py)
-        _add_alignment_panel(fig, image, target, resolved, split, word)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(out)
+    if out.is_dir():
+        fail(f"--out {out} is a folder: name the PNG file to write")
+    with one_line_errors():
+        image, title = _load_image(target, resolved, split)
+        sod, patcher = resolved.build("sod"), resolved.build("patcher")
+        mask = sod.mask(image)
+        box, found = sod.box(image)
+        layout = patcher.layout(box, image.shape[1], image.shape[0])
+        fig = layout_figure(image, layout, box, found=found, mask=mask if found else None, title=title)
+        if alignments or word is not None:  # stage-2 panel (kaleido/aligners/show.py)
+            _add_alignment_panel(fig, image, target, resolved, split, word)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
+        fig.savefig(tmp, dpi=110)
+        tmp.replace(out)
     console.print(f"[green]wrote[/] {out} ({len(layout)} patches, "
                   f"{'foreground box' if found else 'no foreground: whole image'})", highlight=False)
 
@@ -145,9 +148,10 @@ def sod_train(recipe: Path = typer.Option(..., "--recipe", help="recipe with mas
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     resolved = load(recipe, overrides)
-    images, masks = _mask_pairs(resolved, "train", max_images)
-    result = train_unet(images, masks, out, steps=steps, batch_size=batch_size, size=size, width=width, lr=lr,
-                        seed=resolved.seed)
+    with one_line_errors():
+        images, masks = _mask_pairs(resolved, "train", max_images)
+        result = train_unet(images, masks, out, steps=steps, batch_size=batch_size, size=size, width=width,
+                            lr=lr, seed=resolved.seed)
     console.print(f"[green]wrote[/] {out}: {steps} steps on {len(images)} images, final loss "
                   f"{result['final_loss']:.4f}, {result['seconds']:.0f} s; use it with "
                   f"\\[sod] name = \"unet\" weights = \"{out}\" size = {size} width = {width}",
@@ -162,8 +166,9 @@ def sod_eval(recipe: Path = typer.Option(..., "--recipe", help="recipe whose \\[
     from kaleido.sod.evaluate import sod_box_iou
 
     resolved = load(recipe, overrides)
-    images, masks = _mask_pairs(resolved, split, limit)
-    r = sod_box_iou(resolved.build("sod"), images, masks)
+    with one_line_errors():
+        images, masks = _mask_pairs(resolved, split, limit)
+        r = sod_box_iou(resolved.build("sod"), images, masks)
     console.print(f"sod {resolved.sod.name}: box IoU mean {r['mean_iou']:.3f}, median {r['median_iou']:.3f} "
                   f"on {r['n']} {split} images ({r['fallbacks']} without foreground)", highlight=False)
 

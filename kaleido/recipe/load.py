@@ -148,9 +148,15 @@ def apply_overrides(data: dict, overrides: list[str], origins: dict[str, str]) -
         dotted, text = item.split("=", 1)
         dotted = dotted.strip()
         parts = dotted.split(".")
-        node = data
-        for part in parts[:-1]:
+        node, blocked = data, ""
+        for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # e.g. seed.x=1: seed is a number, not a table
+                blocked = ".".join(parts[: depth + 1])
+                break
+        if blocked:
+            problems.append(Problem(OVERRIDE, dotted, item, f"a field of a table ({blocked} is one value)"))
+            continue
         value = _parse_value(text.strip())
         if parts[-1] == "name" and len(parts) == 2 and parts[0] in COMPONENT_SECTIONS:
             if node.get("name") != value:  # a new component: drop the old one's parameters

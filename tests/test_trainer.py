@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -182,6 +183,9 @@ def test_a_run_restarted_before_its_first_checkpoint_hides_its_old_tensorboard_p
     for step in (1, 2, 3):
         log.write({"step": step, "loss": float(step)})
     log.close()
+    # a restart is a later process: its event file must sort after the first one (TensorBoard
+    # orders files by name, i.e. by their whole-second time stamp, then a per-process counter)
+    time.sleep(1.05)
     log = RunLog(tmp_path, resume_step=0)
     for step in (1, 2):
         log.write({"step": step, "loss": 10.0 + step})

@@ -189,15 +189,15 @@ def counted_flops(objective: torch.nn.Module, batch: dict[str, torch.Tensor]) ->
     """FLOPs of one forward + backward as torch's flop counter sees them (eager attention)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model, config = objective.model, objective.model.bert.config
-    packed, old = model.packed, config._attn_implementation
-    model.packed = False  # the padded step (what the formula's padded count describes)
-    config._attn_implementation = "eager"  # the counter does not see fused CPU attention kernels
+    config = objective.model.bert.config
+    old = config._attn_implementation
+    # the counter does not see fused CPU attention kernels; eager is also the padded (unpacked) step
+    # that the formula's padded count describes
+    config._attn_implementation = "eager"
     try:
         with FlopCounterMode(display=False) as counter:
             objective(batch).loss.backward()
     finally:
-        model.packed = packed
         config._attn_implementation = old
     objective.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
@@ -392,12 +392,12 @@ def _result(dev: torch.device, dims: Shape, batch: int, steps: int, precision: s
             batches: list, peak: float | None, counted: float | None) -> Result:
     used = [batches[k % len(batches)] for k in range(steps)]
     counts = [masked_counts(b) for b in used]
-    real = [step_flops(dims, batch, *c, lengths=real_positions(b, dims.patches))
-            for b, c in zip(used, counts, strict=True)]
+    lengths = [real_positions(b, dims.patches) for b in used]
+    real = [step_flops(dims, batch, *c, lengths=n) for c, n in zip(counts, lengths, strict=True)]
     parts = {k: float(np.mean([r[k] for r in real])) for k in real[0]}
     m_tok, m_patch = (float(np.mean([c[i] for c in counts])) for i in (0, 1))
     padded = step_flops(dims, batch, m_tok, m_patch)["total"]
-    positions = np.mean([sum(real_positions(b, dims.patches)) for b in used])
+    positions = np.mean([sum(n) for n in lengths])
     peak_value, source = peak_tflops(dev, peak)
     achieved = parts["total"] / step_s
     return Result(device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",

@@ -53,19 +53,23 @@ class KaleidoModel(nn.Module):
         self.grids = tuple(int(g) for g in grids)
         self.max_text_len = int(max_text_len)
         self.tokenizer_source = str(tokenizer_source)
-        self._packed = False
+        self._unpacked_attention = config._attn_implementation  # what ``packed = False`` goes back to
 
     @property
     def packed(self) -> bool:
-        """Encode only the real positions (:mod:`kaleido.models.packed`): no work on text padding."""
-        return self._packed
+        """Encode only the real positions (:mod:`kaleido.models.packed`): no work on text padding.
+        The encoder's attention implementation is the packed one exactly when this is true."""
+        return self.bert.config._attn_implementation == ATTENTION
 
     @packed.setter
     def packed(self, value: bool) -> None:
-        if value:
+        config = self.bert.config
+        if value and not self.packed:
             register_attention()
-        self.bert.config._attn_implementation = ATTENTION if value else "sdpa"
-        self._packed = bool(value)
+            self._unpacked_attention = config._attn_implementation
+            config._attn_implementation = ATTENTION
+        elif not value and self.packed:
+            config._attn_implementation = self._unpacked_attention
 
     # -- shapes the heads need ----------------------------------------------------------------
     @property

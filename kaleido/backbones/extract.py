@@ -135,7 +135,7 @@ class Backbone(nn.Module):
     def _prefix(self, stride: int) -> nn.Module:
         """The trunk cut after its last layer of output stride ``stride`` (sequential trunks only)."""
         if stride not in self._prefixes:
-            source = self._source[0].to(self.device)
+            source = self._source[0]  # on the device since __init__
             if not isinstance(source, nn.Sequential):
                 raise ValueError(f"feature_map(stride={stride}) needs a sequential trunk")
             x, cut, size = torch.zeros(1, 3, 64, 64, device=self.device), 0, 64
@@ -146,7 +146,7 @@ class Backbone(nn.Module):
                         cut = k + 1
             if not cut:
                 raise ValueError(f"the backbone has no feature map at stride {stride}")
-            self._prefixes[stride] = _inference_trunk(copy.deepcopy(source[:cut])).to(self.device)
+            self._prefixes[stride] = _inference_trunk(copy.deepcopy(source[:cut]))
         return self._prefixes[stride]
 
     @torch.inference_mode()

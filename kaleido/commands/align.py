@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kaleido.commands.common import RecipeArg, SetOption, fail, load
+from kaleido.commands.common import RecipeArg, SetOption, load, one_line_errors
 
 
 def align(recipe: Path = RecipeArg, overrides: list[str] = SetOption,
@@ -21,10 +21,8 @@ def align(recipe: Path = RecipeArg, overrides: list[str] = SetOption,
     resolved = load(recipe, overrides)
     from kaleido.aligners.align import align as run_align
 
-    try:
+    with one_line_errors():
         report = run_align(resolved, progress=progress)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
     console = Console()
     console.print(f"[green]alignments[/] {report['path']}" + ("  (reused)" if report.get("reused") else ""))
     fit = report.get("fit") or {}

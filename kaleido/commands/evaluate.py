@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from kaleido.commands.common import SetOption, console, fail, load
+from kaleido.commands.common import SetOption, console, fail, load, one_line_errors
 
 
 def _pretrain_dir(run_dir: Path, recipe: Any) -> Path:
@@ -47,10 +47,8 @@ def eval_command(run_dir: Path = RunDirArg,
         out = base / eval_dir(resolved).name
     from kaleido.evaluation.run import evaluate
 
-    try:
+    with one_line_errors():
         evaluate(resolved, pretrain, out, progress=True)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
     console.print((out / "results.md").read_text(encoding="utf-8"), highlight=False, markup=False)
     console.print(f"[green]wrote[/] {out / 'results.json'} and {out / 'results.md'}")
 

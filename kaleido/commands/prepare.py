@@ -22,7 +22,6 @@ def prepare(recipe: Path = RecipeArg, overrides: list[str] = SetOption,
     Several processes (``torchrun --nproc-per-node N -m kaleido.cli prepare R`` or RANK / WORLD_SIZE
     in the environment) each write their own shard.
     """
-    from kaleido.data.rows import DataError
     from kaleido.features.prepare import prepare as run_prepare
     from kaleido.features.prepare import store_dir
 
@@ -31,11 +30,9 @@ def prepare(recipe: Path = RecipeArg, overrides: list[str] = SetOption,
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     out = store_dir(resolved)
     for name in split:
-        try:
+        with one_line_errors():
             report = run_prepare(resolved, name, out, progress=progress and rank == 0, rank=rank,
                                  world_size=world)
-        except (DataError, FileNotFoundError, ValueError) as exc:
-            fail(str(exc))
         prefix = f"[rank {rank}/{world}] " if world > 1 else ""
         for line in report.lines():
             console.print(prefix + line, highlight=False)
@@ -105,10 +102,7 @@ def _add_alignment_panel(fig, image, target: str, resolved, split: str, word: st
 
     if not target.lstrip("-").isdigit():
         fail("--alignments and --word need a row number of the recipe's data, not an image file")
-    try:
-        view = alignment_view(resolved, split, int(target), word)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
+    view = alignment_view(resolved, split, int(target), word)  # show's one_line_errors reports failures
     n = len(fig.axes)
     grid = fig.add_gridspec(1, n + 1)
     for k, ax in enumerate(fig.axes):

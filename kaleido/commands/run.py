@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from kaleido.commands.common import RecipeArg, SetOption, console, fail, load
+from kaleido.commands.common import RecipeArg, SetOption, console, fail, load, one_line_errors
 
 
 def run(
@@ -55,10 +55,8 @@ def plot(
     """Draw the per-task pre-training loss curves (the paper's Fig. 6) to a PNG."""
     from kaleido.training.plot import plot_losses
 
-    try:
+    with one_line_errors():
         path = plot_losses(run_dir, out)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
     console.print(f"[green]wrote[/] {path}", highlight=False)
 
 

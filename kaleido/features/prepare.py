@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kaleido.data.images import to_rgb
 from kaleido.data.rows import BadRow
-from kaleido.features.store import FeatureStore, ShardWriter, shard_name
+from kaleido.features.store import FeatureStore, ShardWriter, shard_name, shard_world
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +119,10 @@ def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, 
     from kaleido.data.rows import RowMeta
 
     start_time = time.perf_counter()
-    others = sorted({int(p.name.rsplit("-of-", 1)[1]) for p in Path(out).glob("shard-*-of-*")} - {world_size})
+    others = sorted({shard_world(p) for p in Path(out).glob("shard-*-of-*")} - {world_size})
     if others:  # shards of another process count: reuse them when finished, never mix the two
-        if is_complete(Path(out), key):
-            return _reused(Path(out), split)
+        if (done := complete_store(Path(out), key)) is not None:
+            return _reused(done, split)
         raise ValueError(f"{out}: an unfinished store written by {others[0]} process(es); continue it with "
                          f"as many (torchrun --nproc-per-node {others[0]}), or delete the folder to start "
                          f"over with {world_size}")
@@ -172,10 +172,9 @@ def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, 
     return report
 
 
-def _reused(out: Path, split: str) -> Report:
-    store = FeatureStore(out)
-    return Report(split=split, path=out, rows=len(store), skipped=store.skipped, fallbacks=store.fallbacks,
-                  text_fallbacks=store.text_fallbacks, reused=True)
+def _reused(store: FeatureStore, split: str) -> Report:
+    return Report(split=split, path=store.path, rows=len(store), skipped=store.skipped,
+                  fallbacks=store.fallbacks, text_fallbacks=store.text_fallbacks, reused=True)
 
 
 def _report(writer: ShardWriter, split: str, out: Path, start: float, reused: bool) -> Report:
@@ -185,13 +184,18 @@ def _report(writer: ShardWriter, split: str, out: Path, start: float, reused: bo
                   seconds=time.perf_counter() - start, reused=reused)
 
 
-def is_complete(path: Path, key: str) -> bool:
-    """A split folder whose every shard is finished with this key."""
+def complete_store(path: Path, key: str) -> FeatureStore | None:
+    """The split folder's store when every shard is finished with this key, else None."""
     try:
         store = FeatureStore(path, require_done=True)
     except (FileNotFoundError, ValueError):
-        return False
-    return store.key == key
+        return None
+    return store if store.key == key else None
+
+
+def is_complete(path: Path, key: str) -> bool:
+    """A split folder whose every shard is finished with this key."""
+    return complete_store(path, key) is not None
 
 
 def prepare(recipe: Any, split: str, out_dir: str | Path | None = None, progress: bool = True, rank: int = 0,
@@ -204,8 +208,8 @@ def prepare(recipe: Any, split: str, out_dir: str | Path | None = None, progress
     """
     key = recipe.section_hash(*PREPARE_SECTIONS)
     out = Path(out_dir if out_dir is not None else store_dir(recipe)) / split
-    if is_complete(out, key):  # whatever the process count that wrote it
-        return _reused(out, split)
+    if (done := complete_store(out, key)) is not None:  # whatever the process count that wrote it
+        return _reused(done, split)
     reader = recipe.build("data").open(split)
     sod, patcher = recipe.build("sod"), recipe.build("patcher")
     if world_size > 1 and torch.cuda.is_available():

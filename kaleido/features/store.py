@@ -33,6 +33,11 @@ def shard_name(rank: int, world_size: int) -> str:
     return f"shard-{rank:05d}-of-{world_size:05d}"
 
 
+def shard_world(path: Path) -> int:
+    """The process count a shard folder was written by (the N of ``shard-R-of-N``)."""
+    return int(Path(path).name.rsplit("-of-", 1)[1])
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
@@ -152,7 +157,7 @@ class FeatureStore:
             raise FileNotFoundError(f"no feature store at {self.path} (run `kaleido prepare` first)")
         self._shards = shards
         self._manifests = [json.loads((p / MANIFEST).read_text(encoding="utf-8")) for p in shards]
-        worlds = {int(p.name.rsplit("-of-", 1)[1]) for p in shards}
+        worlds = {shard_world(p) for p in shards}
         if require_done:
             unfinished = [p.name for p, m in zip(shards, self._manifests, strict=True) if not m["done"]]
             if unfinished or len(worlds) != 1 or len(shards) != worlds.pop():

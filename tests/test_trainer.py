@@ -59,6 +59,9 @@ def test_a_finished_run_restarted_does_no_more_steps(tmp_path):
     assert [e["step"] for e in entries] == [5, 10, 15, 20]
     # no step trained in this process: the final values come from the log, not an empty window
     assert result.last["loss"] == entries[-1]["loss"] and "step" not in result.last
+    from kaleido.training.trainer import _Window
+
+    assert set(entries[-1]) - set(result.last) == _Window.BOOKKEEPING  # the entry's other keys, all of them
     assert json.loads((tmp_path / "done.json").read_text())["last"]["loss"] == entries[-1]["loss"]
 
 

@@ -213,8 +213,7 @@ class Trainer:
         ``done.json`` resumes at the end and trains no step, so its window is empty."""
         path = self.out_dir / "log.jsonl"
         entries = read_log(path) if self.info.is_main and path.is_file() else []
-        skip = {"step", "epoch", "lr", "samples_per_s", "data_wait"}
-        return {k: v for k, v in entries[-1].items() if k not in skip} if entries else {}
+        return {k: v for k, v in entries[-1].items() if k not in _Window.BOOKKEEPING} if entries else {}
 
     def _finish(self, model: nn.Module, result: TrainResult) -> None:
         """Rank 0: save the model atomically, draw the loss curves, then mark the stage done."""
@@ -368,6 +367,9 @@ class Trainer:
 
 class _Window:
     """Values summed over the steps since the last log entry."""
+
+    # what a log entry holds besides the averaged values (``last``)
+    BOOKKEEPING = frozenset({"step", "epoch", "lr", "samples_per_s", "data_wait"})
 
     def __init__(self) -> None:
         self.last: dict[str, float] = {}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from fakes import FakeStore
+from torch.nn import functional as F
 
 from kaleido import registry
 from kaleido.maskers.random import RandomMasker
@@ -315,3 +316,29 @@ def test_text_pooling_reads_only_the_attended_text_positions() -> None:
     with torch.no_grad():  # eval's summary before the pooler
         torch.testing.assert_close(pool(model, batch, "text"), by_hand)
     torch.testing.assert_close(summary(sequence, mask, "cls"), sequence[:, 0])
+
+
+@pytest.mark.parametrize("takes_scale", [True, False])
+def test_flash_varlen_applies_the_scaling_whether_or_not_torch_takes_scale(monkeypatch, takes_scale) -> None:
+    """The GPU path calls torch's ``varlen_attn``, whose signature differs between releases (the
+    GPU machines' torch may lack ``scale``): with a stand-in of each signature (per-sample SDPA,
+    as FlashAttention computes), a non-default scaling gives the reference attention either way."""
+    from kaleido.models import packed as packed_mod
+
+    def reference(q, k, v, cu_q, cu_k, max_q, max_k, scale=None):
+        bounds = cu_q.tolist()
+        return torch.cat([F.scaled_dot_product_attention(q[a:b].transpose(0, 1), k[a:b].transpose(0, 1),
+                                                         v[a:b].transpose(0, 1), scale=scale).transpose(0, 1)
+                          for a, b in zip(bounds, bounds[1:], strict=False)])
+
+    def without_scale(q, k, v, cu_q, cu_k, max_q, max_k):
+        return reference(q, k, v, cu_q, cu_k, max_q, max_k)
+
+    fake = reference if takes_scale else without_scale
+    monkeypatch.setattr(packed_mod, "_varlen_attn", lambda: (fake, takes_scale))
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(7, 2, 4) for _ in range(3))
+    cu = torch.tensor([0, 3, 7], dtype=torch.int32)
+    for scaling in (0.5, 0.9):  # 1/sqrt(4) = 0.5 is the default; 0.9 is not
+        out = packed_mod.flash_varlen(q, k, v, cu, 4, scaling)
+        torch.testing.assert_close(out, reference(q, k, v, cu, cu, 4, 4, scale=scaling))

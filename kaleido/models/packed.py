@@ -17,7 +17,11 @@ The encoder's layers receive the boundaries through the attention interface's ke
 
 from __future__ import annotations
 
+import inspect
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 from torch.nn import functional as F
@@ -70,11 +74,7 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
         raise ValueError(f"a packed batch is one sequence, got {query.shape[0]}")
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (N, heads, d)
     if query.is_cuda and dropout == 0 and query.dtype in (torch.float16, torch.bfloat16):  # FlashAttention's
-        from torch.nn.attention.varlen import varlen_attn
-
-        out = varlen_attn(q, k, v, kaleido_cu_seqlens, kaleido_cu_seqlens, kaleido_max_len, kaleido_max_len,
-                          scale=scaling)
-        return out[None], None
+        return flash_varlen(q, k, v, kaleido_cu_seqlens, kaleido_max_len, scaling)[None], None
     keep = kaleido_keep
 
     def padded(t: torch.Tensor) -> torch.Tensor:  # (N, heads, d) -> (B, heads, S, d)
@@ -85,6 +85,27 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     out = F.scaled_dot_product_attention(padded(q), padded(k), padded(v), attn_mask=keep[:, None, None, :],
                                          dropout_p=dropout, scale=scaling)
     return out.transpose(1, 2)[keep][None], None
+
+
+@cache
+def _varlen_attn() -> tuple[Callable, bool]:
+    """torch's ``varlen_attn`` and whether it takes ``scale`` (not every torch release with the
+    function does: the GPU machines run an older torch than this one)."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    return varlen_attn, "scale" in inspect.signature(varlen_attn).parameters
+
+
+def flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int,
+                 scaling: float | None) -> torch.Tensor:
+    """(N, heads, d) packed query/key/value -> (N, heads, d), attention within each sample; a
+    ``scaling`` other than 1/sqrt(d) is folded into the queries where ``scale`` is not taken."""
+    varlen_attn, takes_scale = _varlen_attn()
+    if takes_scale:
+        return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, scale=scaling)
+    if scaling is not None and not math.isclose(scaling, q.shape[-1] ** -0.5):
+        q = q * (scaling * q.shape[-1] ** 0.5)
+    return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len)
 
 
 def register_attention() -> None:

@@ -155,6 +155,7 @@ def test_how_a_stage_runs_does_not_change_its_key():
     """Restarting a killed run with more loader workers, another logging or checkpoint interval,
     more aligner threads or the packed encoder must resume it, not start a new folder; a setting
     that changes the result must."""
+    from kaleido.aligners.align import align_dir
     from kaleido.features.prepare import store_dir
     from kaleido.training.pipeline import eval_dir, pretrain_dir
 
@@ -162,10 +163,15 @@ def test_how_a_stage_runs_does_not_change_its_key():
     base = load_recipe(recipe)
     for runtime in ("pretrain.num_workers=3", "pretrain.keep_last=5", "pretrain.log_every=7",
                     "pretrain.checkpoint_every=3", "pretrain.compile=true", "aligner.threads=3",
-                    "model.packed=true", "prepare.num_workers=2", "backbone.batch_size=8"):
+                    "aligner.device=\"cpu\"", "aligner.checkpoint_every=7", "model.packed=true",
+                    "prepare.num_workers=2", "backbone.batch_size=8"):
         other = load_recipe(recipe, [runtime])
-        assert (pretrain_dir(other), store_dir(other), eval_dir(other)) == (
-            pretrain_dir(base), store_dir(base), eval_dir(base)), runtime
-    assert pretrain_dir(load_recipe(recipe, ["pretrain.lr=0.5"])) != pretrain_dir(base)
-    assert store_dir(load_recipe(recipe, ["backbone.image_size=96"])) != store_dir(base)
-    assert pretrain_dir(load_recipe(recipe, ["aligner.epochs=3"])) != pretrain_dir(base)
+        assert (pretrain_dir(other), store_dir(other), align_dir(other), eval_dir(other)) == (
+            pretrain_dir(base), store_dir(base), align_dir(base), eval_dir(base)), runtime
+    # a result-changing setting moves its own stage's folder and every later one, not the earlier ones
+    for setting, moved in (("backbone.image_size=96", 0), ("aligner.epochs=3", 1), ("pretrain.lr=0.5", 2),
+                           ("eval.queries=5", 3)):
+        other = load_recipe(recipe, [setting])
+        folders = [(f(other), f(base)) for f in (store_dir, align_dir, pretrain_dir, eval_dir)]
+        same = [a == b for a, b in folders]
+        assert same == [True] * moved + [False] * (4 - moved), setting

@@ -104,7 +104,7 @@ def run_ablation(base_path: Path, variants: Sequence[Variant], *, base_overrides
     A run that fails is reported and left out of its row (its cells show "-"); the others go on.
     """
     from kaleido.recipe import load_recipe
-    from kaleido.training.pipeline import EVAL_SECTIONS, Launch
+    from kaleido.training.pipeline import Launch, eval_dir
 
     launch = launch or Launch()
     if seeds < 1:
@@ -139,7 +139,7 @@ def run_ablation(base_path: Path, variants: Sequence[Variant], *, base_overrides
                 else:
                     echo(f"{head}: {line}")
 
-            key = recipe.section_hash(*EVAL_SECTIONS)
+            key = eval_dir(recipe).name
             if key in done:  # the same recipe under another label: one run serves both
                 results, where = done[key]
                 outcome[(id(p), i)] = (results, where, None)

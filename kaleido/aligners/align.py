@@ -1,7 +1,7 @@
 """Stage 2, `kaleido align`: the recipe's aligner over the feature store -> an AlignmentStore per split.
 
 Output: ``<output_dir>/cache/align-<key>/<split>`` (see :mod:`kaleido.aligners.store`) beside the
-feature store, the key hashing the feature store's key, the ``[aligner]`` section and the
+feature store, the key hashing the feature store's folder name, the aligner's own ``key()`` and the
 tokenizer named by ``[model] init`` (token positions depend on it). A finished store is reused;
 the captioner's checkpoint makes an interrupted run continue. On synthetic data the report also
 holds the alignment precision against the ground-truth part boxes (:mod:`kaleido.aligners.quality`).
@@ -35,14 +35,15 @@ def tokenizer_init(recipe: Any) -> str:
 
 
 def align_dir(recipe: Any) -> Path:
-    """``<output_dir>/cache/align-<key>``: shared by recipes with the same store, aligner and tokenizer."""
+    """``<output_dir>/cache/align-<key>``: shared by recipes with the same store, aligner and tokenizer.
+
+    The aligner counts by its own ``key()`` (its settings with defaults filled in, less those
+    that only change how it runs: threads, device, checkpoint interval), so a changed default
+    is a changed aligner and the component alone says what is a result and what is not."""
     from kaleido.features.prepare import store_dir
 
-    # the aligner with its defaults filled in: a changed default is a changed aligner
-    # (CPU threads change the speed, not the result)
-    aligner = {"name": recipe.aligner.name, **recipe.params("aligner")}
-    aligner.pop("threads", None)
-    payload = {"store": store_dir(recipe).name, "aligner": aligner, "tokenizer": tokenizer_init(recipe)}
+    payload = {"store": store_dir(recipe).name, "aligner": recipe.build("aligner").key(),
+               "tokenizer": tokenizer_init(recipe)}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
     return Path(recipe.output_dir) / "cache" / f"align-{key}"
 

@@ -30,10 +30,10 @@ OVERRIDE = "--set"
 
 
 # Per section, the settings that change how a stage runs, not its result (left out of stage keys).
+# (The aligner says so itself: its folder is keyed by the component's own ``key()``.)
 RUNTIME_FIELDS: dict[str, frozenset[str]] = {
     "prepare": frozenset({"num_workers"}),
     "backbone": frozenset({"batch_size", "device"}),
-    "aligner": frozenset({"threads", "device", "checkpoint_every"}),
     "model": frozenset({"packed"}),
     "pretrain": frozenset({"checkpoint_every", "keep_last", "log_every", "num_workers", "compile"}),
 }
@@ -255,8 +255,9 @@ class Recipe:
     def build_task(self, name: str) -> Any:
         return registry.tasks.get(name)(**self.task_params(name)[1])
 
-    def section_hash(self, *sections: str) -> str:
-        """A short key of the named sections' resolved values: what shaped a stage's output.
+    def section_hash(self, *sections: str, upstream: str = "") -> str:
+        """A short key of the named sections' resolved values (and of ``upstream``, the folder
+        name of the stage output they build on): what shaped a stage's output.
 
         A component section counts with its defaults filled in, so a component whose default
         changes (e.g. the synthetic data generator's ``version``) gets new keys. The fields of
@@ -269,6 +270,8 @@ class Recipe:
             runtime = RUNTIME_FIELDS.get(section, frozenset())
             if isinstance(value, dict):
                 payload[section] = {k: v for k, v in value.items() if k not in runtime}
+        if upstream:
+            payload = {"upstream": upstream, "sections": payload}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def to_toml(self) -> str:

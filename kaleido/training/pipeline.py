@@ -22,9 +22,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 STAGES = ("prepare", "align", "pretrain", "eval")
-PRETRAIN_SECTIONS = ("seed", "data", "sod", "patcher", "backbone", "prepare", "aligner", "masker", "model",
-                     "tasks", "pretrain")
-EVAL_SECTIONS = (*PRETRAIN_SECTIONS, "eval")
+# What shapes a pre-trained model on top of the alignments (and the store) it reads; the earlier
+# stages count through their own folder's key, so each stage's notion of a result is written once.
+PRETRAIN_SECTIONS = ("seed", "masker", "model", "tasks", "pretrain")
 
 
 class StageError(RuntimeError):
@@ -51,11 +51,17 @@ def run_dir(recipe: Any) -> Path:
 
 
 def pretrain_dir(recipe: Any) -> Path:
-    return run_dir(recipe) / f"pretrain-{recipe.section_hash(*PRETRAIN_SECTIONS)}"
+    """``<run>/pretrain-<key>``: the key of the alignments' folder (which holds the store's) and
+    of the sections that shape training."""
+    from kaleido.aligners.align import align_dir
+
+    key = recipe.section_hash(*PRETRAIN_SECTIONS, upstream=align_dir(recipe).name)
+    return run_dir(recipe) / f"pretrain-{key}"
 
 
 def eval_dir(recipe: Any) -> Path:
-    return run_dir(recipe) / f"eval-{recipe.section_hash(*EVAL_SECTIONS)}"
+    """``<run>/eval-<key>``: the pre-trained model's folder and the ``[eval]`` section."""
+    return run_dir(recipe) / f"eval-{recipe.section_hash('eval', upstream=pretrain_dir(recipe).name)}"
 
 
 def splits_needed(recipe: Any) -> list[str]:

@@ -122,4 +122,4 @@ def test_bad_input_to_show_and_sod_eval_is_one_line_not_a_traceback(recipe_path,
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert says in result.output.replace("\n", " ") and "Traceback" not in result.output, args
-    assert not list(tmp_path.glob(".*.tmp.png"))
+    assert not list(tmp_path.glob(".*.tmp-*"))

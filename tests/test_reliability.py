@@ -286,12 +286,13 @@ def test_a_checkpoint_save_failing_half_way_keeps_the_previous_one_and_the_run_r
     real_save = torch.save
     calls = {"n": 0}
 
-    def failing_second_save(obj, fh, *args, **kwargs):
+    def failing_second_save(obj, target, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
-            fh.write(b"PK\x03\x04 half a checkpoint")
+            with open(target, "wb") as fh:
+                fh.write(b"PK\x03\x04 half a checkpoint")
             raise OSError(28, "No space left on device")
-        return real_save(obj, fh, *args, **kwargs)
+        return real_save(obj, target, *args, **kwargs)
 
     monkeypatch.setattr(ckpt.torch, "save", failing_second_save)
     with pytest.raises(OSError, match="No space left") as info:

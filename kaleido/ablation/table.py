@@ -8,14 +8,13 @@ produce stays ``None`` and prints as "-"; nothing is filled in.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from kaleido.atomic import atomic_file, write_json, write_text
 
 METRICS: tuple[tuple[str, str], ...] = (("sum_r", "SumR"), ("sum_cls", "SumCLS"), ("sum_cap", "SumCAP"))
 SCORER = "pre-trained ITM"
@@ -152,16 +151,6 @@ def to_markdown(table: dict, title: str = "Ablation") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def plot(table: dict, path: Path, title: str = "Ablation") -> None:
     """One panel per metric, one bar per setting (error bar: sd over seeds), chance as a dashed line."""
     import matplotlib
@@ -186,7 +175,8 @@ def plot(table: dict, path: Path, title: str = "Ablation") -> None:
         ax.set_xticks(range(len(entries)), labels, rotation=45, ha="right", fontsize=7)
     fig.suptitle(f"{title} ({table['seeds']} seed{'s' if table['seeds'] != 1 else ''}; base in blue)")
     fig.tight_layout()
-    _atomic(Path(path), lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 
 
@@ -195,7 +185,7 @@ def write_all(table: dict, out_dir: Path, title: str = "Ablation") -> dict[str, 
     out_dir = Path(out_dir)
     paths = {kind: out_dir / f"ablation.{kind}" for kind in ("md", "json", "png")}
     markdown = to_markdown(table, title)
-    _atomic(paths["md"], lambda tmp: tmp.write_text(markdown, encoding="utf-8"))
-    _atomic(paths["json"], lambda tmp: tmp.write_text(json.dumps(table, indent=2), encoding="utf-8"))
+    write_text(paths["md"], markdown)
+    write_json(paths["json"], table, indent=2)
     plot(table, paths["png"], title)
     return paths

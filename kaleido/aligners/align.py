@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import numpy as np
 
 from kaleido.aligners.base import AlignSource
 from kaleido.aligners.store import META, AlignmentStore, write_store
+from kaleido.atomic import write_json
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +119,6 @@ def evaluate(recipe: Any, split: str, source: AlignSource, store: Any, aligned: 
                      _candidate_levels(aligner, store.levels))
 
 
-def _write_report(path: Path, report: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def align(recipe: Any, progress: bool = True) -> dict:
     """Stage 2 for the recipe: fit the aligner on the training split, align its splits, store them.
 
@@ -154,7 +147,7 @@ def align(recipe: Any, progress: bool = True) -> dict:
             split_report["quality"] = quality
         report["splits"][split] = split_report
     report["seconds"] = round(time.time() - start, 1)
-    _write_report(out / REPORT, report)
+    write_json(out / REPORT, report, indent=2, sort_keys=True, default=str)
     return {**report, "reused": False}
 
 

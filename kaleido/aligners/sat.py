@@ -19,9 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +33,7 @@ from kaleido.aligners.captioner import Caption, Captioner, caption_loss
 from kaleido.aligners.heatmap import Select, row_alignments
 from kaleido.aligners.progress import bar
 from kaleido.aligners.vocab import Vocab
+from kaleido.atomic import atomic_file, atomic_folder
 from kaleido.data.rows import BadRow
 from kaleido.training.checkpoint import rng_state, set_rng_state
 
@@ -46,9 +44,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def _atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
 
 
 @contextmanager
@@ -245,10 +242,7 @@ class SATAligner:
 
     def _write_grids(self, source: AlignSource, path: Path, progress: bool) -> None:
         n = len(source)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with atomic_folder(path) as tmp:
             valid = np.zeros(n, dtype=bool)
             regions = np.zeros((n, 4), dtype=np.int32)
             grid = None
@@ -300,12 +294,6 @@ class SATAligner:
             (tmp / "meta.json").write_text(json.dumps({"hw": list(hw), "rows": n,
                                                        "skipped": sum(skipped.values()),
                                                        "skip_reasons": skipped}))
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     # -- 2. training ----------------------------------------------------------------------
     def _new_model(self, vocab_size: int, input_dim: int) -> Captioner:

@@ -9,13 +9,12 @@ a store that exists is complete. Arrays are memory-mapped: workers read them wit
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from kaleido.atomic import atomic_folder
 
 META = "meta.json"
 
@@ -54,12 +53,10 @@ class AlignmentStore:
 
 
 def write_store(path: str | Path, rows: Sequence[Sequence[tuple[int, int]]], meta: dict) -> AlignmentStore:
-    """Write every row's pairs atomically (temporary folder, then rename) and open the result."""
+    """Write every row's pairs atomically (an older store of the same key is replaced whole) and
+    open the result."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_folder(path) as tmp:
         counts = np.array([len(r) for r in rows], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         flat = np.array([pair for r in rows for pair in r], dtype=np.int32).reshape(-1, 2)
@@ -68,14 +65,4 @@ def write_store(path: str | Path, rows: Sequence[Sequence[tuple[int, int]]], met
         full = {**meta, "rows": len(rows), "pairs": int(offsets[-1]),
                 "rows_with_pairs": int(np.count_nonzero(counts))}
         (tmp / META).write_text(json.dumps(full, indent=2, sort_keys=True), encoding="utf-8")
-        if path.exists():  # an older store of the same key: replace it whole
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return AlignmentStore.open(path)

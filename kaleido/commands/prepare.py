@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from kaleido.atomic import atomic_file
 from kaleido.commands.common import RecipeArg, SetOption, console, fail, load, one_line_errors
 
 sod_app = typer.Typer(help="Saliency (SOD): train the `unet` component, measure box IoU.",
@@ -87,10 +88,8 @@ def show(target: str = typer.Argument(..., help="an image file, or a row number 
         fig = layout_figure(image, layout, box, found=found, mask=mask if found else None, title=title)
         if alignments or word is not None:  # stage-2 panel (kaleido/aligners/show.py)
             _add_alignment_panel(fig, image, target, resolved, split, word)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
-        fig.savefig(tmp, dpi=110)
-        tmp.replace(out)
+        with atomic_file(out) as tmp:
+            fig.savefig(tmp, dpi=110)
     console.print(f"[green]wrote[/] {out} ({len(layout)} patches, "
                   f"{'foreground box' if found else 'no foreground: whole image'})", highlight=False)
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from kaleido import registry
+from kaleido.atomic import write_text
 from kaleido.data.fashiongen import FashionGenReader
 from kaleido.data.jsonl import JsonlReader
 from kaleido.data.rows import DataError, Reader
@@ -103,9 +103,7 @@ class SyntheticData:
             write_synthetic(self.path("test"), self.test_products, self.seed + TEST_SEED_OFFSET,
                             id_start=self.products)
         if not manifest_path.is_file():
-            tmp = manifest_path.with_name(f".{manifest_path.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(self.manifest(), indent=1) + "\n", encoding="utf-8")
-            os.replace(tmp, manifest_path)
+            write_text(manifest_path, json.dumps(self.manifest(), indent=1) + "\n")
 
     def open(self, split: str) -> Reader:
         _check_split(split)

@@ -15,13 +15,14 @@ flip, lighting) sharing one product id. Same arguments => byte-identical files.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from kaleido.atomic import atomic_file
 
 SIZE = 256
 PARTS_FORMAT = "kaleido-synth-parts/1"
@@ -885,10 +886,6 @@ def _union(boxes: list[list[int]]) -> list[int]:
     return [int(a[:, 0].min()), int(a[:, 1].min()), int(a[:, 2].max()), int(a[:, 3].max())]
 
 
-def _atomic_target(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def write_synthetic(out: Path, products: int, seed: int, poses: tuple[int, int] = (1, 3), id_start: int = 0,
                     progress: Callable[[int, int], None] | None = None) -> Path:
     """Write ``products`` synthetic products (each ``poses[0]..poses[1]`` images) to ``out``.
@@ -912,8 +909,7 @@ def write_synthetic(out: Path, products: int, seed: int, poses: tuple[int, int] 
     counts = rng.integers(lo, hi + 1, size=products)
     n = int(counts.sum())
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_h5, parts_path = _atomic_target(out), out.with_name(out.name + ".parts.json")
-    tmp_parts = _atomic_target(parts_path)
+    parts_path = out.with_name(out.name + ".parts.json")
     rows = [(p, k) for p, c in zip(items, counts, strict=True) for k in range(int(c))]
 
     def text(values: list[str]) -> np.ndarray:
@@ -934,7 +930,8 @@ def write_synthetic(out: Path, products: int, seed: int, poses: tuple[int, int] 
         "input_pose": [f"id_gridfs_{k + 1}" for _, k in rows],
     }
     side_rows = []
-    try:
+    # the parts file is renamed into place first, the HDF5 file (what callers test for) last
+    with atomic_file(out) as tmp_h5, atomic_file(parts_path) as tmp_parts:
         with h5py.File(tmp_h5, "w", libver="earliest", track_order=False) as f:
             for key, values in fields.items():
                 f.create_dataset(key, data=text(values), track_times=False)
@@ -970,12 +967,6 @@ def write_synthetic(out: Path, products: int, seed: int, poses: tuple[int, int] 
         side = {"format": PARTS_FORMAT, "image_size": SIZE, "seed": seed,
                 "box": "x1, y1, x2, y2 in pixels, x2 and y2 exclusive", "rows": side_rows}
         tmp_parts.write_text(json.dumps(side, separators=(",", ":")) + "\n", encoding="utf-8")
-        os.replace(tmp_parts, parts_path)
-        os.replace(tmp_h5, out)
-    finally:
-        for tmp in (tmp_h5, tmp_parts):
-            if tmp.exists():
-                tmp.unlink()
     return out
 
 

@@ -18,13 +18,13 @@ Sampling rule (documented in docs/EVALUATION.md):
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from kaleido.atomic import write_json
 
 FORMAT = 1
 
@@ -54,25 +54,11 @@ class CandidateLists:
                    dict(data.get("counts", {})))
 
     def save(self, path: str | Path) -> None:
-        write_json_atomic(path, self.to_json())
+        write_json(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> CandidateLists:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
-
-
-def write_json_atomic(path: str | Path, data: object) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_candidates(product_ids: list[str] | np.ndarray, categories: list[str] | np.ndarray,

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from kaleido.atomic import write_json, write_text
 from kaleido.evaluation import caption_metrics, classification, retrieval
-from kaleido.evaluation.candidates import CandidateLists, build_candidates, write_json_atomic
+from kaleido.evaluation.candidates import CandidateLists, build_candidates
 from kaleido.evaluation.report import render
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,6 @@ def find_objective(pretrain_dir: str | Path) -> Path:
     raise FileNotFoundError(
         f"no pre-trained objective in {base} or {base / 'model'} (run the pretrain stage)"
     )
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 class _Metas:
@@ -342,6 +337,6 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                 log.warning("%s", exc)
 
     results["info"]["seconds"] = round(time.perf_counter() - start, 1)
-    write_json_atomic(out_dir / "results.json", results)
-    _write_text_atomic(out_dir / "results.md", render(results))
+    write_json(out_dir / "results.json", results)
+    write_text(out_dir / "results.md", render(results))
     return results

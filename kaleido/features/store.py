@@ -6,10 +6,11 @@ dtype; ``positions`` (N, P, 5) and ``boxes`` (N, P, 4) float32; ``source`` int64
 uint8), the row index as ``index.jsonl`` with byte ``offsets``, and ``manifest.json``.
 
 Rows are written in chunks with positioned writes (no memory map on the writing side, so the
-writer's memory does not grow with the store), then the manifest's committed-row counter is
-replaced atomically. A crash leaves at most a partly written chunk past the counter, which a
-resumed run overwrites. Readers memory-map the committed rows read-only, so any number of
-DataLoader workers and ranks share the page cache instead of loading the store into RAM.
+writer's memory does not grow with the store) and flushed to the disk, then the manifest's
+committed-row counter is replaced atomically. A crash (or a power loss) leaves at most a partly
+written chunk past the counter, which a resumed run overwrites. Readers memory-map the committed
+rows read-only, so any number of DataLoader workers and ranks share the page cache instead of
+loading the store into RAM.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kaleido.atomic import write_json
 from kaleido.data.rows import RowMeta
 
 VERSION = 1
@@ -38,10 +40,10 @@ def shard_world(path: Path) -> int:
     return int(Path(path).name.rsplit("-of-", 1)[1])
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    tmp.replace(path)
+def _sync(f) -> None:
+    """Flush a chunk's bytes to the disk before the manifest's counter says they are there."""
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def _shapes(spec: dict) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -78,7 +80,7 @@ class ShardWriter:
             with open(self.path / "offsets.bin", "wb") as f:
                 f.truncate((capacity + 1) * 8)
             (self.path / "index.jsonl").write_bytes(b"")
-            write_json_atomic(self.path / MANIFEST, self.manifest)
+            write_json(self.path / MANIFEST, self.manifest, sort_keys=True)
         # drop whatever a crash left past the committed rows of the index
         with open(self.path / "index.jsonl", "r+b") as f:
             f.truncate(self.manifest["index_bytes"])
@@ -110,6 +112,7 @@ class ShardWriter:
         with open(self.path / f"{name}.bin", "r+b") as f:
             f.seek(start * _row_bytes(shape, dtype))
             f.write(array.tobytes())
+            _sync(f)
 
     def commit(self, rows: dict[str, np.ndarray], metas: list[RowMeta], next_pos: int,
                skipped: list[tuple[int, str]] = (), fallbacks: int = 0, text_fallbacks: int = 0) -> None:
@@ -128,19 +131,21 @@ class ShardWriter:
         with open(self.path / "index.jsonl", "r+b") as f:
             f.seek(self.manifest["index_bytes"])
             f.write(b"".join(lines))
+            _sync(f)
         with open(self.path / "offsets.bin", "r+b") as f:
             f.seek((start + 1) * 8)
             f.write(ends.astype(np.int64).tobytes())
+            _sync(f)
         self.manifest.update(committed=start + n, next=next_pos,
                              index_bytes=int(ends[-1]) if n else self.manifest["index_bytes"],
                              fallbacks=self.manifest["fallbacks"] + fallbacks,
                              text_fallbacks=self.manifest.get("text_fallbacks", 0) + text_fallbacks)
         self.manifest["skipped"] = self.manifest["skipped"] + [list(s) for s in skipped]
-        write_json_atomic(self.path / MANIFEST, self.manifest)
+        write_json(self.path / MANIFEST, self.manifest, sort_keys=True)
 
     def finish(self, extra: dict | None = None) -> None:
         self.manifest.update(done=True, **(extra or {}))
-        write_json_atomic(self.path / MANIFEST, self.manifest)
+        write_json(self.path / MANIFEST, self.manifest, sort_keys=True)
 
 
 class FeatureStore:

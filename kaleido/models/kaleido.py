@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from kaleido import registry
+from kaleido.atomic import atomic_folder
 from kaleido.models.embeddings import VisualEmbeddings
-from kaleido.models.folder import atomic_folder, save_state
+from kaleido.models.folder import save_state
 from kaleido.models.packed import ATTENTION, packing, register_attention
 from kaleido.models.pooling import Pooling, check_pooling, summary
 from kaleido.models.tokenizer import bert_dir, load_tokenizer

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kaleido import registry
+from kaleido.atomic import write_text
 from kaleido.recipe.params import params_model
 from kaleido.recipe.schema import COMPONENT_SECTIONS, PretrainSettings, RecipeModel
 
@@ -281,11 +282,7 @@ class Recipe:
 
     def dump(self, path: Path) -> None:
         """Write the fully resolved recipe next to an output (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(f"# resolved from {self.source}\n" + self.to_toml(), encoding="utf-8")
-        tmp.replace(path)
+        write_text(path, f"# resolved from {self.source}\n" + self.to_toml())
 
 
 def _drop_none(value: Any) -> Any:

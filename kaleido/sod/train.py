@@ -8,7 +8,6 @@ atomically, loadable by ``UNetSaliency(weights=...)``.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from kaleido.atomic import atomic_file
 from kaleido.sod.unet import UNet, to_input
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,7 @@ def train_unet(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], out: s
         loss_value = float(loss.detach())
         if step % log_every == 0 or step == steps:
             log.info("sod train step %d/%d loss %.4f", step, steps, loss_value)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp),
-              metadata={"width": str(width), "size": str(size), "steps": str(steps)})
-    tmp.replace(out)
+    with atomic_file(out) as tmp:
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp),
+                  metadata={"width": str(width), "size": str(size), "steps": str(steps)})
     return {"steps": steps, "final_loss": loss_value, "seconds": time.perf_counter() - start}

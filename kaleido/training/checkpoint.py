@@ -1,14 +1,15 @@
-"""Atomic training checkpoints: write a temporary file, flush it to disk, then rename.
+"""Atomic training checkpoints: write a temporary file, flush it to disk, then rename
+(:func:`kaleido.atomic.atomic_file`).
 
 A rename is atomic on POSIX file systems, so a reader only ever sees a complete checkpoint: a
-save killed or failing half-way leaves a ``*.tmp`` that is ignored (and removed by the next
-save), and the previous checkpoint stays loadable. Only the last ``keep`` are kept.
+save killed or failing half-way leaves a hidden ``.step-*.tmp-*`` file that is ignored (and
+removed by the next save), and the previous checkpoint stays loadable. Only the last ``keep`` are
+kept.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from kaleido.atomic import atomic_file, is_temporary
 
 log = logging.getLogger(__name__)
 
@@ -43,35 +46,16 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
     """Write ``state`` as ``step-<step>.pt`` atomically, then drop all but the last ``keep``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.tmp"):  # left by a save that was killed half-way
-        stale.unlink(missing_ok=True)
+    for stale in folder.iterdir():  # left by a save that was killed half-way
+        if is_temporary(stale):
+            stale.unlink(missing_ok=True)
     final = checkpoint_path(folder, step)
-    tmp = final.with_name(final.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(folder)
+    with atomic_file(final) as tmp:
+        torch.save(state, tmp)
     for old_step, path in list_checkpoints(folder)[:-keep]:
         if old_step != step:
             path.unlink(missing_ok=True)

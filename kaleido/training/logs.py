@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from kaleido.atomic import write_text
+
 
 def read_log(path: Path) -> list[dict[str, Any]]:
     """Every complete entry of a ``log.jsonl`` (a half-written last line is ignored)."""
@@ -55,9 +57,7 @@ class RunLog:
         if not self.path.exists():
             return
         kept = [e for e in read_log(self.path) if int(e.get("step", 0)) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(e) + "\n" for e in kept), encoding="utf-8")
-        tmp.replace(self.path)
+        write_text(self.path, "".join(json.dumps(e) + "\n" for e in kept))
 
     def write(self, entry: dict[str, Any]) -> None:
         self._fh.write(json.dumps({k: _clean(v) for k, v in entry.items()}) + "\n")

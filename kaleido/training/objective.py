@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from kaleido import registry
-from kaleido.models.folder import atomic_folder, save_state
+from kaleido.atomic import atomic_folder
+from kaleido.models.folder import save_state
 from kaleido.models.kaleido import KaleidoModel
 from kaleido.tasks.base import Task
 

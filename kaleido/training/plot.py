@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
+from kaleido.atomic import atomic_file
 from kaleido.training.logs import read_log
 
 
@@ -60,8 +60,7 @@ def plot_losses(log_path: Path, out: Path | None = None) -> Path:
     fig.suptitle(f"pre-training losses ({log_path.parent.name})", fontsize=11)
     fig.tight_layout()
     out = Path(out) if out is not None else log_path.parent / "loss.png"
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_file(out) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(out)
     return out

@@ -13,12 +13,10 @@ step ``k`` (before that step's log or checkpoint), to test recovery from a hard 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import random
-import shutil
 import signal
 import time
 from contextlib import nullcontext
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kaleido.atomic import atomic_folder, write_json
 from kaleido.recipe.schema import PretrainSettings
 from kaleido.training import checkpoint as ckpt
 from kaleido.training.distributed import DistInfo, ShardedBatches, all_gather_objects, all_reduce_sum, barrier
@@ -220,12 +219,8 @@ class Trainer:
         if not self.info.is_main:
             return
         if hasattr(model, "save"):
-            final = self.out_dir / "model"
-            tmp = self.out_dir / f".model.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save(tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
+            with atomic_folder(self.out_dir / "model") as tmp:
+                model.save(tmp)
         if self.plot:
             try:
                 from kaleido.training.plot import plot_losses
@@ -235,9 +230,7 @@ class Trainer:
                 log.warning("no loss plot: %s", exc)
         done = {"steps": result.steps, "total_steps": result.total_steps, "resumed_from": result.resumed_from,
                 "wall_s": round(result.wall_s, 2), "last": result.last}
-        tmp = self.out_dir / (DONE_FILE + ".tmp")
-        tmp.write_text(json.dumps(done, indent=2), encoding="utf-8")
-        tmp.replace(self.out_dir / DONE_FILE)
+        write_json(self.out_dir / DONE_FILE, done, indent=2)
 
     def _progress_bar(self):
         from rich.console import Console

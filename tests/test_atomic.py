@@ -1,0 +1,40 @@
+"""kaleido.atomic: a file or folder is replaced whole, or left as it was, and no temporary stays."""
+
+from __future__ import annotations
+
+import pytest
+
+from kaleido.atomic import atomic_file, atomic_folder, is_temporary, write_json
+
+
+def test_a_save_replaces_the_folder_whole_and_a_failed_one_changes_nothing(tmp_path) -> None:
+    folder = tmp_path / "model"
+    with atomic_folder(folder) as tmp:
+        (tmp / "weights").write_text("v1")
+        (tmp / "heads").write_text("v1 heads")
+    with atomic_folder(folder) as tmp:  # a bare model saved over an objective folder
+        (tmp / "weights").write_text("v2")
+    assert sorted(p.name for p in folder.iterdir()) == ["weights"]  # no stale heads paired with v2
+    assert (folder / "weights").read_text() == "v2"
+    with pytest.raises(RuntimeError), atomic_folder(folder) as tmp:
+        (tmp / "weights").write_text("v3, half")
+        raise RuntimeError("crash mid-save")
+    assert (folder / "weights").read_text() == "v2"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary folders left behind
+
+
+def test_a_file_is_replaced_whole_or_left_as_it_was(tmp_path) -> None:
+    path = tmp_path / "sub" / "report.json"
+    write_json(path, {"v": 1})
+    assert path.read_text() == '{\n "v": 1\n}'
+    with pytest.raises(OSError), atomic_file(path) as tmp:
+        assert tmp.parent == path.parent and tmp.suffix == ".json" and is_temporary(tmp)
+        tmp.write_text('{"v": 2')  # half a file, then the disk fills up
+        raise OSError("disk full")
+    assert path.read_text() == '{\n "v": 1\n}'  # the previous version, not the torn one
+    with pytest.raises(FileNotFoundError, match="nothing was written"), atomic_file(path):
+        pass  # a writer that wrote nothing must not leave an empty file behind
+    assert [p.name for p in path.parent.iterdir()] == ["report.json"]  # no temporaries left
+    write_json(path, {"v": 3}, indent=None)
+    assert path.read_text() == '{"v": 3}'
+    assert not is_temporary(path)

@@ -25,6 +25,16 @@ def require_java() -> str:
     return java
 
 
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace made one space.
+
+    The PTB tokenizer gets one caption per line and pycocoevalcap only replaces ``"\\n"``, but Java
+    also breaks lines at ``"\\r"``, U+0085, U+2028, ...; one such character would shift every later
+    caption onto the wrong image. ``str.split()`` splits on all of them.
+    """
+    return " ".join(text.split())
+
+
 def caption_scores(references: Mapping[str, Sequence[str]],
                    hypotheses: Mapping[str, str]) -> dict[str, float]:
     """Corpus-level scores of one hypothesis per image against its reference captions, x100."""
@@ -50,9 +60,9 @@ def caption_scores_many(references: Mapping[str, Sequence[str]],
     ids = sorted(references)
     names = list(systems)
     tokenizer = PTBTokenizer()
-    gts = tokenizer.tokenize({k: [{"caption": c} for c in references[k]] for k in ids})
+    gts = tokenizer.tokenize({k: [{"caption": one_line(c)} for c in references[k]] for k in ids})
     # one tokenizer call for every system: keys are (system index, id) flattened to strings
-    flat = tokenizer.tokenize({f"{s}\t{k}": [{"caption": systems[n][k]}]
+    flat = tokenizer.tokenize({f"{s}\t{k}": [{"caption": one_line(systems[n][k])}]
                                for s, n in enumerate(names) for k in ids})
     meteor_scorer = Meteor()
     out = {}

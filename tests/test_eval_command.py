@@ -61,3 +61,37 @@ def test_default_output_is_the_folder_kaleido_run_uses(tmp_path, monkeypatch) ->
         assert result.exit_code == 0, result.output
         assert written[-1] == tmp_path / eval_dir(recipe).name
     assert written[0] != written[1]
+
+
+def test_default_output_is_keyed_on_the_pretrain_folder_read(tmp_path, monkeypatch) -> None:
+    """Another variant's pretrain folder passed directly gets that variant's eval folder, never this
+    recipe's (which `kaleido run` would then take for done); the recipe's own folder, given as the
+    run, the pretrain folder or its model folder, gets exactly ``eval_dir(recipe)``."""
+    from typer.testing import CliRunner
+
+    import kaleido.evaluation.run as run_module
+    from kaleido.cli import app
+    from kaleido.training.pipeline import eval_dir
+
+    written: list[Path] = []
+
+    def fake_evaluate(recipe, pretrain, out, progress=True):
+        written.append(Path(out))
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "results.md").write_text("ok")
+
+    monkeypatch.setattr(run_module, "evaluate", fake_evaluate)
+    recipe = load_recipe(TINY)
+    masked = load_recipe(TINY, ["masker.name=random"])
+    mine = _finished(tmp_path / pretrain_dir(recipe).name, 1_000)
+    other = _finished(tmp_path / pretrain_dir(masked).name, 1_000)
+
+    def evaluate_default(folder: Path) -> Path:
+        result = CliRunner().invoke(app, ["eval", str(folder), "--recipe", str(TINY)])
+        assert result.exit_code == 0, result.output
+        return written[-1]
+
+    assert evaluate_default(other) == tmp_path / eval_dir(masked).name
+    assert evaluate_default(other / "model") == tmp_path / eval_dir(masked).name
+    for folder in (tmp_path, mine, mine / "model"):
+        assert evaluate_default(folder) == tmp_path / eval_dir(recipe).name

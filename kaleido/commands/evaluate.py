@@ -27,24 +27,33 @@ def _pretrain_dir(run_dir: Path, recipe: Any) -> Path:
          f"pass the recipe and --set overrides of that run, or a pretrain folder itself")
 
 
+def _default_out(pretrain: Path, recipe: Any) -> Path:
+    """``eval-<key>`` beside the pre-training folder actually read, keyed on that folder's name and
+    ``[eval]`` as ``eval_dir`` keys it: the folder `kaleido run` uses when the model is the recipe's
+    own, another name for another variant's model (whose results must not pass for this recipe's)."""
+    from kaleido.evaluation.run import find_objective
+
+    model = find_objective(pretrain)
+    folder = model.parent if model.name == "model" else model  # pretrain-<key>/model -> pretrain-<key>
+    return folder.parent / f"eval-{recipe.section_hash('eval', upstream=folder.name)}"
+
+
 RunDirArg = typer.Argument(..., help="run folder (or a pretrain folder)", show_default=False)
 
 
 def eval_command(run_dir: Path = RunDirArg,
                  recipe: Path = typer.Option(..., "--recipe", "-r", help="the recipe of that run"),
-                 out: Path = typer.Option(None, "--out", help="output folder (default: RUN_DIR/eval-<key>, "
-                                          "as kaleido run names it)"),
+                 out: Path = typer.Option(None, "--out", help="output folder (default: eval-<key> beside the "
+                                          "pretrain folder, keyed on its name and [eval], as "
+                                          "kaleido run names it)"),
                  overrides: list[str] = SetOption) -> None:
     """Fine-tune and evaluate ITR, TIR, CR, SUB and FC; write results.json and results.md."""
     resolved = load(recipe, overrides)
     if not run_dir.is_dir():
         fail(f"{run_dir} is not a folder")
     pretrain = _pretrain_dir(run_dir, resolved)
-    if out is None:  # the folder `kaleido run` gives this recipe's evaluation (all sections in its key)
-        from kaleido.training.pipeline import eval_dir
-
-        base = run_dir if pretrain != run_dir else run_dir.parent
-        out = base / eval_dir(resolved).name
+    if out is None:
+        out = _default_out(pretrain, resolved)
     from kaleido.evaluation.run import evaluate
 
     with one_line_errors():

@@ -50,3 +50,17 @@ def test_decode_maps_vocab_slots_back_to_tokens(tok):
     full = torch.full((2, 4, len(tok)), -1e4)
     full[..., vocab] = logits
     assert decode(full, tok) == ["red boots", "red boots"]
+
+
+def test_decode_keeps_at_most_slots_minus_one_words_without_sep(tok):
+    """Training puts [SEP] or nothing in the last slot, so a caption holds at most slots - 1 tokens
+    even when no slot predicts [SEP] (a word there was never trained)."""
+    words = ["red", "boots", "bag", "shirt"]
+    logits = torch.zeros(1, 4, len(tok))
+    for s, word in enumerate(words):
+        logits[0, s, tok.convert_tokens_to_ids(word)] = 5.0
+    assert decode(logits, tok) == ["red boots bag"]
+    logits[0, 3] = 0.0
+    logits[0, 3, tok.sep_token_id] = 5.0  # an end marker in the last slot ends it the same way
+    assert decode(logits, tok) == ["red boots bag"]
+    assert decode(logits[:, :1], tok) == ["red"]  # one slot: still never empty

@@ -43,8 +43,9 @@ def caption_scores(references: Mapping[str, Sequence[str]],
 
 def caption_scores_many(references: Mapping[str, Sequence[str]],
                         systems: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, float]]:
-    """Score several systems' hypotheses on the same references with one Java start-up (METEOR's
-    JVM costs seconds); returns ``{system: {metric: score x100}}``."""
+    """Score several systems' hypotheses on the same references in three Java start-ups however
+    many systems (PTB tokenizer for the references, for all hypotheses, one METEOR: each JVM costs
+    seconds); returns ``{system: {metric: score x100}}``."""
     if not references or any(not refs for refs in references.values()):
         raise ValueError("need a non-empty set of ids, each with at least one reference caption")
     for name, hyps in systems.items():

@@ -7,8 +7,9 @@ of the pre-trained objective (tied to the word embeddings) predicts every slot.
 
 Decoding (one forward pass, non-autoregressive): every slot takes its most probable token,
 ``[CLS]``, ``[MASK]``, ``[PAD]`` and ``[UNK]`` excluded; the caption is read left to right and
-ends at the first ``[SEP]`` (length control: the model learns where the end marker goes, with
-at most ``L - 1`` tokens). Immediate repeats of a token (the usual failure of parallel decoding)
+ends at the first ``[SEP]`` (length control: the model learns where the end marker goes), with
+at most ``L - 1`` tokens: the last slot never holds a word in training, so a word predicted there
+is dropped. Immediate repeats of a token (the usual failure of parallel decoding)
 are collapsed. A caption is never empty: if slot 0 predicts ``[SEP]``, slot 0's best other token
 is used.
 
@@ -99,7 +100,9 @@ def decode(logits: torch.Tensor, tokenizer: Any, vocab: torch.Tensor | None = No
             row[is_sep] = float("-inf")
             ids[0] = int(ids_of[row.argmax()])
         words: list[int] = []
-        for t in ids:
+        # the last slot is the end marker's when the caption is as long as it gets (training never
+        # puts a word there): at most slots - 1 words, also when no slot predicts [SEP]
+        for t in ids[: max(1, len(ids) - 1)]:
             if t == sep:
                 break
             if not words or words[-1] != t:

@@ -179,3 +179,17 @@ def test_evaluation_runs_the_model_packed_when_the_recipe_says_so(pretrained, mo
         assert (len(calls) > before) == packed
         scores.append(res["retrieval"]["scorers"]["pre-trained ITM"])
     assert scores[0]["itr"] == scores[1]["itr"] and scores[0]["tir"] == scores[1]["tir"]
+
+
+def test_results_report_the_lr_the_cls_itm_head_trained_at(pretrained):
+    """On ``[CLS]`` the pre-trained ITM head trains with the encoder at its lr: results.json says
+    that lr, not the fresh-head ``head_lr`` / ``task_head_lr`` it did not use (CR / SUB's do)."""
+    from kaleido.evaluation.run import evaluate
+
+    settings = dict(tasks=["itr", "tir"], queries=4, negatives=3, batch_size=32, finetune_itm=True,
+                    finetune_epochs=0.5, pooling="cls", finetune_lr=1e-4, task_lr={"itm": 5e-4},
+                    head_lr=1e-2, task_head_lr={"itm": 1e-3})
+    res = evaluate(_recipe(pretrained, **settings), pretrained / "pretrain", pretrained / "out" / "cls-lr",
+                   progress=False, stores=pretrained / "stores")
+    assert res["info"]["itm_pooling"] == "cls"
+    assert res["info"]["head_lr"] == {"itm": 5e-4, "cls": 1e-2}

@@ -145,6 +145,9 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
     task_lr = {t: settings.encoder_lr(t) for t in ("itm", "cls", "fc")}
     head_lr = {t: settings.fresh_head_lr(t) for t in ("itm", "cls")}
     itm_pooling = settings.itm_pooling or settings.pooling
+    used_head_lr = {t: task_lr[t] if v is None else v for t, v in head_lr.items()}
+    if itm_pooling == "cls":  # finetune_itm trains the pre-trained [CLS] head with the encoder, at its lr
+        used_head_lr["itm"] = task_lr["itm"]
     results: dict[str, Any] = {
         "info": {
             "recipe": recipe.name,
@@ -155,7 +158,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
             "pooling": settings.pooling,
             "itm_pooling": itm_pooling,
             "finetune_lr": task_lr,
-            "head_lr": {t: task_lr[t] if v is None else v for t, v in head_lr.items()},
+            "head_lr": used_head_lr,
         },
         "notes": [],
     }

@@ -115,3 +115,58 @@ def test_whitespace_only_fields_are_missing(tmp_path):
     reader = JsonlReader(path)
     assert len(reader) == 1 and reader.meta(0).product_id == "1"
     assert reader.skipped == ["line 2: missing text", "line 3: missing category"]
+
+
+def _write_rows(folder: Path, images: dict[str, Image.Image], **save) -> JsonlReader:
+    """A JSONL file with one row per image, saved under ``folder``; the reader over it."""
+    (folder / "img").mkdir(exist_ok=True)
+    lines = []
+    for pid, (name, img) in enumerate(images.items()):
+        img.save(folder / "img" / name, **save.get(name, {}))
+        lines.append(_line(f"img/{name}", str(pid)))
+    (folder / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    return JsonlReader(folder / "rows.jsonl")
+
+
+def test_deep_grey_is_scaled_to_eight_bits_not_clipped_to_white(tmp_path):
+    """convert("RGB") clips 16-bit grey (0..65535) to 255; the high byte keeps the picture."""
+    ramp16 = np.tile(np.arange(0, 65536, 2048, dtype=np.uint16), (10, 1))  # 10 x 32, 0 .. 63488
+    eight = ramp16 >> 8
+    reader = _write_rows(tmp_path, {
+        "grey16.png": Image.fromarray(ramp16),  # PNG 16-bit grey: PIL mode I;16
+        "grey16.tif": Image.fromarray(ramp16.astype(">u2")),  # I;16B
+        "int32.tif": Image.fromarray(ramp16.astype(np.int32)),  # I, values over 255: 16-bit
+        "int8.tif": Image.fromarray(eight.astype(np.int32)),  # I, values within 0..255: 8-bit
+        "int_wide.tif": Image.fromarray(np.full((10, 32), 70_000, dtype=np.int32)),
+        "float.tif": Image.fromarray(np.full((10, 32), 0.5, dtype=np.float32)),
+    })
+    for i in range(4):
+        image = reader.row(i).image
+        assert image.shape == (10, 32, 3) and image.dtype == np.uint8
+        assert (image == eight[:, :, None]).all(), reader.image_path(i).name
+    with pytest.raises(BadRow, match="32-bit grey image with values 70000..70000: its range is unknown"):
+        reader.row(4)
+    with pytest.raises(BadRow, match="floating-point grey image .*range is unknown"):
+        reader.row(5)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A phone photo stores the sensor's landscape pixels and "rotate 90" in EXIF: read upright."""
+    sensor = np.zeros((20, 40, 3), dtype=np.uint8)  # landscape, left half red, right half blue
+    sensor[:, :20] = (255, 0, 0)
+    sensor[:, 20:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to view"
+    reader = _write_rows(tmp_path, {"phone.png": Image.fromarray(sensor)},
+                         **{"phone.png": {"exif": exif.tobytes()}})
+    image = reader.row(0).image
+    assert image.shape == (40, 20, 3)  # portrait
+    assert tuple(image[0, 0]) == (255, 0, 0) and tuple(image[-1, 0]) == (0, 0, 255)  # red on top
+    assert reader.summary()["image_shape"] == (40, 20, 3)
+
+
+def test_a_utf8_bom_does_not_cost_the_first_row(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes("\n".join([_line("a.jpg", "1"), _line("b.jpg", "2")]).encode("utf-8-sig") + b"\n")
+    reader = JsonlReader(path)
+    assert reader.skipped == [] and [reader.meta(i).product_id for i in range(len(reader))] == ["1", "2"]

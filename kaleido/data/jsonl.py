@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kaleido.data.images import to_rgb
-from kaleido.data.rows import BadRow, DataError, Row, RowMeta
+from kaleido.data.images import read_image, to_rgb, upright_shape
+from kaleido.data.rows import DataError, Row, RowMeta
 from kaleido.data.text import decode
 
 log = logging.getLogger(__name__)
 
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark, which some editors put at the start of a file
 REQUIRED = ("image", "text", "category", "subcategory", "product_id")
 
 
@@ -38,6 +39,8 @@ class JsonlReader:
         records: list[tuple[RowMeta, str]] = []
         with open(self.path, "rb") as fh:
             for number, raw in enumerate(fh, start=1):
+                if number == 1 and raw.startswith(BOM):
+                    raw = raw[len(BOM):]  # saved "UTF-8 with BOM": not part of the first object
                 if not raw.strip():
                     continue
                 line, fallback = decode(raw)
@@ -85,21 +88,8 @@ class JsonlReader:
         return self.root / self._records[index][1]
 
     def row(self, index: int) -> Row:
-        from PIL import Image, UnidentifiedImageError
-
         meta = self.meta(index)
-        path = self.image_path(index)
-        try:
-            with Image.open(path) as img:
-                img.load()
-                if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-                    pixels = np.asarray(img.convert("RGBA"))
-                else:
-                    pixels = np.asarray(img.convert("RGB"))
-        except FileNotFoundError:
-            raise BadRow(meta.index, f"image file not found: {path}") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise BadRow(meta.index, f"unreadable image {path} ({type(exc).__name__}: {exc})") from None
+        pixels = read_image(self.image_path(index), meta.index)
         return Row(**vars(meta), image=to_rgb(pixels, meta.index), text_fallback=self._records[index][2])
 
     def product_ids(self) -> np.ndarray:
@@ -113,7 +103,7 @@ class JsonlReader:
         for i in range(len(self)):
             try:
                 with Image.open(self.image_path(i)) as img:  # reads the header only
-                    sizes[(img.height, img.width, 3)] += 1
+                    sizes[upright_shape(img)] += 1
             except (OSError, SyntaxError, ValueError):
                 unreadable += 1
         return {

@@ -100,3 +100,20 @@ def test_unet_trains_and_loads(synth, tmp_path):
 def test_unet_needs_weights():
     with pytest.raises(ValueError, match="sod train"):
         registry.sod.get("unet")()
+
+
+def test_unet_size_must_be_a_multiple_of_eight(tmp_path):
+    """The UNet halves the input 3 times and concatenates the skips: any other size crashed deep in
+    torch.cat ("Expected size 24 but got size 25"); it is now one line naming the value and the rule."""
+    from kaleido.sod.train import train_unet
+
+    image, mask = np.zeros((40, 40, 3), np.uint8), np.zeros((40, 40), np.uint8)
+    for size in (100, 4, 0, 63.5):
+        with pytest.raises(ValueError, match=rf"size = {size} must be a positive multiple of 8"):
+            train_unet([image], [mask], tmp_path / "w.safetensors", steps=1, size=size, width=2)
+        with pytest.raises(ValueError, match=rf"size = {size} must be a positive multiple of 8"):
+            registry.sod.get("unet")(weights=str(tmp_path / "absent.safetensors"), size=size)
+    assert not (tmp_path / "w.safetensors").exists()
+    with pytest.raises(ValueError, match="e.g. 104"):
+        train_unet([image], [mask], tmp_path / "w.safetensors", steps=1, size=100, width=2)
+    train_unet([image], [mask], tmp_path / "w.safetensors", steps=1, size=24, width=2)  # 24 = 3 x 8 works

@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from kaleido.atomic import atomic_file
-from kaleido.sod.unet import UNet, to_input
+from kaleido.sod.unet import UNet, check_size, to_input
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ def train_unet(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], out: s
     """Fit a UNet on the pairs and write ``out``; returns {steps, final_loss, seconds}."""
     from safetensors.torch import save_file
 
+    check_size(size)
     if len(images) != len(masks) or not len(images):
         raise ValueError(f"need as many masks as images (got {len(images)} images, {len(masks)} masks)")
     torch.manual_seed(seed)

@@ -17,6 +17,18 @@ from kaleido.sod.box import Saliency
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+DEPTH = 3  # encoder stages below the top one: the input side is halved this many times
+
+
+def check_size(size: int, depth: int = DEPTH) -> int:
+    """``size`` if the UNet can halve it ``depth`` times and double it back to the skips' sizes;
+    otherwise one line instead of a tensor-size mismatch deep inside ``torch.cat``."""
+    step = 2**depth
+    if isinstance(size, bool) or not isinstance(size, int) or size < step or size % step:
+        hint = f", e.g. {max(step, -(-size // step) * step)}" if isinstance(size, int) else ""
+        raise ValueError(f"unet sod size = {size!r} must be a positive multiple of {step} "
+                         f"(2**depth: the UNet halves it {depth} times){hint}")
+    return size
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -29,7 +41,7 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 class UNet(nn.Module):
     """Encoder-decoder with skips; ``width`` channels at the top, doubled per stage."""
 
-    def __init__(self, width: int = 16, depth: int = 3) -> None:
+    def __init__(self, width: int = 16, depth: int = DEPTH) -> None:
         super().__init__()
         chans = [width * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList([_block(3, chans[0])] + [_block(chans[i], chans[i + 1])
@@ -74,6 +86,7 @@ class UNetSaliency(Saliency):
 
         from kaleido.weights import local_file
 
+        check_size(size)
         if not weights:
             raise ValueError("unet sod needs `weights`: a file written by `kaleido sod train`")
         self.size, self.threshold, self.margin = size, threshold, margin

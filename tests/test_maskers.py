@@ -1,4 +1,4 @@
-"""Maskers: budgets, level quotas, AGM's alignment priority and one-side rule."""
+"""Maskers: budgets, level quotas, AGM's alignment priority and one-side rule, what the tasks hide."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from kaleido import registry
 from kaleido.maskers.agm import AGMMasker
+from kaleido.maskers.base import Hidden, check_masker
 from kaleido.maskers.random import RandomMasker
 from kaleido.tasks.base import patch_layout
 
@@ -87,3 +88,63 @@ def test_agm_one_side_rule_and_quotas_under_dense_alignments() -> None:
         assert counts[1] == counts[2] == 0 and counts[3] <= 1 and counts[4] <= 2 and counts[5] <= 3
         assert plan.tokens.size <= min(10, max(1, round(0.15 * n_tokens)))
 
+
+
+def test_agm_pairs_on_a_level_no_task_hides_take_the_text_side() -> None:
+    # Only B2CM runs: a pair on the 3x3 or 4x4 level must hide its token (its patch would stay
+    # visible); the 5x5 pair keeps the coin. Nothing is planned on levels no task hides.
+    pairs = [(0, START[3] + 4), (5, START[4] + 3), (9, START[5] + 7)]
+    hidden = Hidden(tokens=True, grids=frozenset({5}))
+    sides = {"token": 0, "patch": 0}
+    for seed in range(200):
+        plan = AGMMasker().plan(40, LEVELS, GRIDS, pairs, np.random.default_rng(seed), hidden=hidden)
+        tokens, patches = set(plan.tokens.tolist()), set(plan.patches.tolist())
+        assert {0, 5} <= tokens
+        assert _per_level(plan.patches) == {1: 0, 2: 0, 3: 0, 4: 0, 5: 3}
+        assert (9 in tokens) != (START[5] + 7 in patches)
+        sides["token" if 9 in tokens else "patch"] += 1
+    assert 0.35 < sides["token"] / 200 < 0.65
+
+
+def test_agm_pairs_on_a_level_with_quota_0_take_the_text_side() -> None:
+    # A 4x4 quota of 0 used to drop the 4x4 pairs altogether: their tokens were left to chance.
+    masker = AGMMasker(patch_quotas={3: 1, 4: 0, 5: 3})
+    pairs = [(2, START[4] + 1), (7, START[4] + 9)]
+    for seed in range(100):
+        plan = masker.plan(40, LEVELS, GRIDS, pairs, np.random.default_rng(seed))
+        assert {2, 7} <= set(plan.tokens.tolist())
+        assert _per_level(plan.patches) == {1: 0, 2: 0, 3: 1, 4: 0, 5: 3}
+
+
+def test_agm_pairs_take_the_patch_side_when_no_task_hides_tokens() -> None:
+    pairs = [(0, START[3] + 4), (5, START[5] + 3)]
+    hidden = Hidden(tokens=False, grids=frozenset({3, 4, 5}))
+    for seed in range(50):
+        plan = AGMMasker().plan(40, LEVELS, GRIDS, pairs, np.random.default_rng(seed), hidden=hidden)
+        assert plan.tokens.size == 0
+        assert {START[3] + 4, START[5] + 3} <= set(plan.patches.tolist())
+
+
+@pytest.mark.parametrize("masker", [RandomMasker(), AGMMasker()])
+def test_a_plan_names_only_what_the_tasks_hide(masker) -> None:
+    rng = np.random.default_rng(3)
+    only_4x4 = Hidden(tokens=False, grids=frozenset({4}))
+    plan = masker.plan(40, LEVELS, GRIDS, [(1, START[4])], rng, hidden=only_4x4)
+    assert plan.tokens.size == 0 and _per_level(plan.patches) == {1: 0, 2: 0, 3: 0, 4: 2, 5: 0}
+    plan = masker.plan(40, LEVELS, GRIDS, None, rng, hidden=Hidden(tokens=True, grids=frozenset()))
+    assert plan.tokens.size == 6 and plan.patches.size == 0
+
+
+def test_a_masker_without_the_hidden_keyword_fails_at_build_time() -> None:
+    class Old:
+        def plan(self, n_tokens, levels, grids, alignments, rng):
+            return RandomMasker().plan(n_tokens, levels, grids, alignments, rng)
+
+    class Open:
+        def plan(self, n_tokens, levels, grids, alignments, rng, **options):
+            return RandomMasker().plan(n_tokens, levels, grids, alignments, rng)
+
+    with pytest.raises(TypeError, match="Old: plan\\(\\) must accept the keyword argument `hidden`"):
+        check_masker(Old())
+    for ok in (Open(), RandomMasker(), AGMMasker()):
+        check_masker(ok)

@@ -47,6 +47,17 @@ def test_span_masker_masks_contiguous_spans_and_level_quotas(span_masker_cls) ->
     assert np.mean(runs) > 4.5
 
 
+def test_span_masker_plans_only_what_the_tasks_hide(span_masker_cls) -> None:
+    from kaleido.maskers.base import Hidden, check_masker
+
+    masker = span_masker_cls()
+    check_masker(masker)  # what PretrainDataset checks at build time
+    only_5x5 = Hidden(tokens=False, grids=frozenset({5}))
+    plan = masker.plan(30, LEVELS, (1, 2, 3, 4, 5), None, np.random.default_rng(0), hidden=only_5x5)
+    assert plan.tokens.size == 0
+    assert {lv: int((LEVELS[plan.patches] == lv).sum()) for lv in (3, 4, 5)} == {3: 0, 4: 0, 5: 3}
+
+
 def test_span_masker_rejects_bad_parameters(span_masker_cls) -> None:
     with pytest.raises(ValueError, match="span_p"):
         span_masker_cls(span_p=0.0)

@@ -7,9 +7,12 @@ import pytest
 from fakes import FakeAlignments, FakeStore
 
 from kaleido import registry
+from kaleido.aligners.vocab import STOPWORDS
 from kaleido.maskers.agm import AGMMasker
+from kaleido.maskers.base import EVERYTHING, Hidden
 from kaleido.maskers.random import RandomMasker
 from kaleido.models.tokenizer import load_tokenizer
+from kaleido.tasks.base import hidden_by
 from kaleido.tasks.jps import PERMUTATIONS
 from kaleido.training.dataset import PretrainDataset
 
@@ -174,29 +177,132 @@ def test_a_task_without_its_level_fails_at_build(tokenizer) -> None:
     assert ds[0].labels["g2cm"]["index"].size == 2
 
 
-def test_agm_in_the_dataset_uses_alignments_only_for_matched_pairs(tokenizer) -> None:
+def test_agm_in_the_dataset_plans_what_its_tasks_hide(tokenizer) -> None:
     store = FakeStore(n=12)
-    aligned = {i: [(0, 40), (1, 41), (2, 42)] for i in range(12)}
+    aligned = {i: [(0, 40), (1, 41), (2, 42)] for i in range(12)}  # 5x5 patches
     tasks = [registry.tasks.get("itm")(), registry.tasks.get("b2cm")()]
     ds = PretrainDataset(store, tokenizer, AGMMasker(), tasks, alignments=FakeAlignments(aligned),
                          max_text_len=16)
+    assert ds.hidden == Hidden(tokens=False, grids=frozenset({5}))
     for epoch in range(3):
         ds.set_epoch(epoch)
         for i in range(len(ds)):
             s = ds[i]
-            if s.matched:
-                tokens, patches = set(s.plan.tokens.tolist()), set(s.plan.patches.tolist())
-                assert all((t in tokens) != (p in patches) for t, p in aligned[i])
-    # and a mismatched pair's plan never sees the alignments (they describe another image)
-    seen: list[object] = []
+            # no AMLM: a token side would stay visible, so every pair blanks its patch
+            assert s.plan.tokens.size == 0 and s.labels["b2cm"]["index"].tolist() == [40, 41, 42]
+            assert np.all(s.features[[40, 41, 42]] == 0)
+
+
+def test_a_negatives_plan_joins_the_text_rows_tokens_and_the_image_rows_patches(tokenizer) -> None:
+    store = FakeStore(n=12)
+    aligned = {i: [(i % 4, 30 + i), (4 + i % 3, 14 + i)] for i in range(12)}  # differ by row
+    tasks = [registry.tasks.get(n)() for n in ("amlm", "itm", "g2cm", "b2cm")]
+    calls: list[tuple[object, object]] = []
 
     class Spy(AGMMasker):
-        def plan(self, n_tokens, levels, grids, alignments, rng):
-            seen.append(alignments)
-            return super().plan(n_tokens, levels, grids, alignments, rng)
+        def plan(self, n_tokens, levels, grids, alignments, rng, hidden=EVERYTHING):
+            plan = super().plan(n_tokens, levels, grids, alignments, rng, hidden=hidden)
+            calls.append((alignments, hidden, n_tokens, plan))
+            return plan
 
     ds = PretrainDataset(store, tokenizer, Spy(), tasks, alignments=FakeAlignments(aligned), max_text_len=16)
-    samples = [ds[i] for i in range(len(ds))]
-    assert {s.matched for s in samples} == {True, False}
-    for i, (s, given) in enumerate(zip(samples, seen, strict=True)):
-        assert (given is None) if not s.matched else (list(given) == aligned[i])
+    seen = {True: 0, False: 0}
+    for i in range(len(ds)):
+        calls.clear()
+        s = ds[i]
+        seen[s.matched] += 1
+        assert all(hidden == Hidden(tokens=True, grids=frozenset({4, 5})) for _, hidden, _, _ in calls)
+        if s.matched:
+            assert [c[0] for c in calls] == [aligned[i]] and s.plan == calls[0][3]
+            continue
+        # each side planned as in a positive of its own row (its alignments, its text length)
+        (text_pairs, _, text_len, text_plan), (image_pairs, _, image_len, image_plan) = calls
+        assert text_pairs == aligned[s.text_row] and image_pairs == aligned[s.image_row]
+        assert text_len == s.n_tokens
+        image_ids = tokenizer(store.meta(s.image_row).text, add_special_tokens=False)["input_ids"]
+        assert image_len == len(image_ids[:14])
+        assert np.array_equal(s.plan.tokens, text_plan.tokens)
+        assert np.array_equal(s.plan.patches, image_plan.patches)
+    assert seen[True] and seen[False]
+
+
+LONG_TEXTS = ["black leather biker jacket with a silver zip and two pockets for the city at night",
+              "white cotton crew neck t-shirt with a small logo on the chest and short sleeves",
+              "blue slim fit denim jeans with five pockets and a button fly in a dark wash",
+              "red floral print midi dress with a v neck and a belt at the waist for summer"]
+
+
+def _words(tokenizer, store, row: int) -> list[str]:
+    ids = tokenizer(store.meta(row).text, add_special_tokens=False)["input_ids"]
+    return tokenizer.convert_ids_to_tokens(ids)
+
+
+def _content_alignments(store, tokenizer, per_row: int, seed: int = 0) -> dict[int, list[tuple[int, int]]]:
+    """Per row, ``per_row`` content-word tokens aligned to random 3x3..5x5 patches (as SAT would)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in range(len(store)):
+        words = _words(tokenizer, store, i)
+        content = [t for t, w in enumerate(words) if w not in STOPWORDS]
+        chosen = rng.choice(content, size=per_row, replace=False)
+        out[i] = [(int(t), int(rng.integers(5, 55))) for t in chosen]
+    return out
+
+
+def test_itm_cannot_read_its_label_off_the_masking(tokenizer) -> None:
+    # Negatives used to get uniform plans (no alignments) while positives masked aligned content
+    # words and patches first: the [MASK] positions carried the label (here, positives vs
+    # negatives: aligned-token share 0.59 vs 0.17, aligned-patch 0.25 vs 0.05, stopword 0.17 vs 0.34).
+    store = FakeStore(n=48, texts=LONG_TEXTS)
+    aligned = _content_alignments(store, tokenizer, per_row=3)
+    ds = PretrainDataset(store, tokenizer, AGMMasker(), [registry.tasks.get(n)() for n in ALL],
+                         alignments=FakeAlignments(aligned), max_text_len=32)
+    words = {i: _words(tokenizer, store, i) for i in range(len(store))}
+    count = {m: np.zeros(8) for m in (True, False)}  # samples, tokens, stopwords, aligned tokens,
+    for epoch in range(8):                            # aligned patches, 3x3, 4x4, 5x5 patches
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            s = ds[i]
+            tokens, patches = s.plan.tokens.tolist(), s.plan.patches.tolist()
+            aligned_tokens = {t for t, _ in aligned[s.text_row]}
+            aligned_patches = {p for _, p in aligned[s.image_row]}
+            count[s.matched] += [1, len(tokens), sum(words[s.text_row][t] in STOPWORDS for t in tokens),
+                                 sum(t in aligned_tokens for t in tokens),
+                                 sum(p in aligned_patches for p in patches),
+                                 *(int((store.levels[patches] == lv).sum()) for lv in (3, 4, 5))]
+    pos, neg = count[True], count[False]
+    assert min(pos[0], neg[0]) > 150
+    for k, tolerance in ((2, 0.06), (3, 0.1)):  # stopword and aligned-token shares of the masked tokens
+        assert abs(pos[k] / pos[1] - neg[k] / neg[1]) < tolerance, (k, pos, neg)
+    assert abs(pos[4] / pos[5:].sum() - neg[4] / neg[5:].sum()) < 0.08, (pos, neg)  # aligned-patch share
+    assert abs(pos[1] / pos[0] - neg[1] / neg[0]) < 0.15  # tokens per sample
+    assert np.array_equal(pos[5:] / pos[0], [1, 2, 3]) and np.array_equal(neg[5:] / neg[0], [1, 2, 3])
+
+
+def test_agm_in_the_dataset_gives_the_text_side_when_no_task_hides_the_patch(tokenizer) -> None:
+    # B+I~II (the Table-4 column): no task hides a 3x3..5x5 patch, so every aligned pair must
+    # mask its token; a coin for the patch side used to leave half the pairs wholly visible.
+    store = FakeStore(n=12, texts=LONG_TEXTS)
+    aligned = {i: [(0, 10), (3, 20), (6, 40)] for i in range(12)}  # 3x3, 4x4, 5x5 patches
+    tasks = [registry.tasks.get(n)() for n in ("amlm", "itm", "rr", "jps")]
+    ds = PretrainDataset(store, tokenizer, AGMMasker(token_rate=0.3), tasks,
+                         alignments=FakeAlignments(aligned), max_text_len=32)
+    matched = 0
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            s = ds[i]
+            assert s.plan.patches.size == 0
+            if s.matched:
+                matched += 1
+                assert {1, 4, 7} <= set(s.labels["amlm"]["positions"].tolist())  # +1: after [CLS]
+    assert matched > 10
+
+
+def test_hidden_by_the_tasks() -> None:
+    def tasks(*names):
+        return [registry.tasks.get(n)() for n in names]
+
+    assert hidden_by(tasks(*ALL)) == Hidden(tokens=True, grids=frozenset({3, 4, 5}))
+    assert hidden_by(tasks("amlm", "itm", "rr", "jps")) == Hidden(tokens=True, grids=frozenset())
+    assert hidden_by(tasks("itm", "g2cm")) == Hidden(tokens=False, grids=frozenset({4}))

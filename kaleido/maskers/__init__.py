@@ -1,5 +1,5 @@
 """Maskers decide which text tokens and which Kaleido patches a sample hides (registered ``maskers``)."""
 
-from kaleido.maskers.base import MaskPlan, level_of_grid
+from kaleido.maskers.base import EVERYTHING, Hidden, MaskPlan, level_of_grid
 
-__all__ = ["MaskPlan", "level_of_grid"]
+__all__ = ["EVERYTHING", "Hidden", "MaskPlan", "level_of_grid"]

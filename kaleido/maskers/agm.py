@@ -5,6 +5,11 @@ hidden (token or patch, a fair coin; the other side when the coin's side has no 
 so the model must recover it from the other modality. The partner of a hidden item is never
 hidden too, not even by the random fill that completes the budgets when pairs run out. A
 sample without alignments therefore gets exactly the ``random`` masker's plan.
+
+Only what the running tasks hide counts as a side (:class:`~kaleido.maskers.base.Hidden`): a
+pair whose patch lies on a level no task hides (no CP / G2CM / B2CM for it) or whose quota is
+0 can only take its text side; otherwise the coin could "hide" a patch that stays visible and
+bar its token, leaving neither side masked.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from kaleido import registry
-from kaleido.maskers.base import MaskPlan, patch_budgets, random_plan, token_budget
+from kaleido.maskers.base import EVERYTHING, Hidden, MaskPlan, random_plan
 from kaleido.maskers.random import RandomMasker
 
 
@@ -26,12 +31,15 @@ class AGMMasker(RandomMasker):
     """
 
     def plan(self, n_tokens: int, levels: np.ndarray, grids: Sequence[int],
-             alignments: Sequence[tuple[int, int]] | None, rng: np.random.Generator) -> MaskPlan:
+             alignments: Sequence[tuple[int, int]] | None, rng: np.random.Generator,
+             hidden: Hidden = EVERYTHING) -> MaskPlan:
         levels = np.asarray(levels)
-        token_left = token_budget(n_tokens, self.token_rate, self.max_predictions)
-        budgets = patch_budgets(levels, grids, self.patch_quotas)
+        token_left = hidden.token_budget(n_tokens, self.token_rate, self.max_predictions)
+        budgets = hidden.patch_budgets(levels, grids, self.patch_quotas)  # hidden levels with quota > 0
+        # A pair keeps whichever of its sides can be hidden; one with neither constrains nothing.
         pairs = [(int(t), int(p)) for t, p in (alignments or ())
-                 if 0 <= int(t) < n_tokens and 0 <= int(p) < len(levels) and int(levels[int(p)]) in budgets]
+                 if 0 <= int(t) < n_tokens and 0 <= int(p) < len(levels)
+                 and (token_left > 0 or int(levels[int(p)]) in budgets)]
         if not pairs:
             return random_plan(n_tokens, levels, token_left, budgets, rng)
 
@@ -62,7 +70,7 @@ class AGMMasker(RandomMasker):
                     tokens.add(tok)
                     token_left -= 1
                     break
-                if side == "patch" and left[level] > 0 and patch_ok(patch):
+                if side == "patch" and left.get(level, 0) > 0 and patch_ok(patch):
                     patches.add(patch)
                     left[level] -= 1
                     break

@@ -3,14 +3,17 @@
 A masker only *chooses*; the tasks own what hiding means (AMLM corrupts the chosen tokens
 80/10/10, CP camouflages the chosen 3x3 patch, G2CM greys the chosen 4x4 patches, B2CM blanks
 the chosen 5x5 patches). Keeping the choice separate is what lets ``random`` and ``agm`` swap
-without touching any task.
+without touching any task. The tasks in turn tell the masker what they hide (:class:`Hidden`),
+so that a plan names nothing that stays visible.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +32,44 @@ class MaskPlan:
     def patches_at(self, levels: np.ndarray, level: int) -> np.ndarray:
         """The planned patches that belong to one level (1-based level id)."""
         return self.patches[levels[self.patches] == level] if self.patches.size else self.patches
+
+
+@dataclass(frozen=True)
+class Hidden:
+    """What the running tasks hide of a plan: its tokens when ``tokens`` (AMLM corrupts them), its
+    patches of the grid sizes in ``grids`` (CP camouflages 3x3, G2CM greys 4x4, B2CM blanks 5x5).
+
+    A masker plans nothing else. Why: a planned patch no task hides stays visible, and AGM's
+    one-side rule would then keep its aligned token visible too, so neither side of the pair is
+    masked (SPEC section 4 wants exactly one). ``grids=None`` means every grid the quotas name
+    (:data:`EVERYTHING`, for a masker used on its own); the dataset passes what its tasks hide.
+    """
+
+    tokens: bool = True
+    grids: frozenset[int] | None = None
+
+    def token_budget(self, n_tokens: int, token_rate: float, max_predictions: int) -> int:
+        """:func:`token_budget`, or 0 when no task hides tokens."""
+        return token_budget(n_tokens, token_rate, max_predictions) if self.tokens else 0
+
+    def patch_budgets(self, levels: np.ndarray, grids: Sequence[int],
+                      quotas: Mapping[int, int]) -> dict[int, int]:
+        """:func:`patch_budgets` over the hidden grids only."""
+        kept = quotas if self.grids is None else {g: q for g, q in quotas.items() if int(g) in self.grids}
+        return patch_budgets(levels, grids, kept)
+
+
+EVERYTHING = Hidden()
+
+
+def check_masker(masker: Any) -> None:
+    """Fail at build time, in one line, for a masker whose ``plan`` lacks the ``hidden`` keyword
+    (written before it existed): otherwise it would fail later, inside a DataLoader worker."""
+    params = inspect.signature(masker.plan).parameters.values()
+    if not any(p.name == "hidden" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        raise TypeError(f"masker {type(masker).__name__}: plan() must accept the keyword argument "
+                        f"`hidden` (a kaleido.maskers.base.Hidden: what the running tasks hide; "
+                        f"see docs/ARCHITECTURE.md)")
 
 
 def level_of_grid(grids: Sequence[int], grid: int) -> int | None:

@@ -7,14 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from kaleido import registry
-from kaleido.maskers.base import (
-    DEFAULT_QUOTAS,
-    MaskPlan,
-    check_rates,
-    patch_budgets,
-    random_plan,
-    token_budget,
-)
+from kaleido.maskers.base import DEFAULT_QUOTAS, EVERYTHING, Hidden, MaskPlan, check_rates, random_plan
 
 
 @registry.maskers.register("random")
@@ -29,8 +22,11 @@ class RandomMasker:
         self.patch_quotas = {int(g): int(q) for g, q in patch_quotas.items()}
 
     def plan(self, n_tokens: int, levels: np.ndarray, grids: Sequence[int],
-             alignments: Sequence[tuple[int, int]] | None, rng: np.random.Generator) -> MaskPlan:
-        """``alignments`` are accepted for the common signature and ignored."""
+             alignments: Sequence[tuple[int, int]] | None, rng: np.random.Generator,
+             hidden: Hidden = EVERYTHING) -> MaskPlan:
+        """``alignments`` are accepted for the common signature and ignored; only what ``hidden``
+        names is planned."""
         levels = np.asarray(levels)
-        return random_plan(n_tokens, levels, token_budget(n_tokens, self.token_rate, self.max_predictions),
-                           patch_budgets(levels, grids, self.patch_quotas), rng)
+        token_count = hidden.token_budget(n_tokens, self.token_rate, self.max_predictions)
+        budgets = hidden.patch_budgets(levels, grids, self.patch_quotas)
+        return random_plan(n_tokens, levels, token_count, budgets, rng)

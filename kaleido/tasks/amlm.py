@@ -63,6 +63,7 @@ class AMLMTask(Task):
     """Predict the original tokens at the masked text positions (cross-entropy over the vocabulary)."""
 
     name = "amlm"
+    hides_tokens = True
 
     def __init__(self, mask_prob: float = 0.8, random_prob: float = 0.1) -> None:
         if mask_prob < 0 or random_prob < 0 or mask_prob + random_prob > 1:

@@ -19,6 +19,7 @@ class B2CMTask(ReconstructionTask):
 
     name = "b2cm"
     grid = 5
+    hides_patches = True
 
     def __init__(self) -> None:
         pass

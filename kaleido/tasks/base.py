@@ -14,14 +14,20 @@ sample is a pure function of (seed, epoch, index). A task never reads another ta
 
 Mismatched ITM pairs (text and image of different products): every input transform still
 runs, so that a negative cannot be told from a positive by the absence of ``[MASK]`` tokens,
-grey or blank patches; but the tasks that reconstruct one modality from the other (AMLM,
-G2CM, B2CM) mark their labels invalid on them, since the other side carries nothing about it.
-The image-only tasks (RR, JPS, CP) keep their labels: they depend on the image alone.
+grey or blank patches, nor by where they are (the dataset draws a negative's mask plan from
+the same distribution as a positive's); but the tasks that reconstruct one modality from the
+other (AMLM, G2CM, B2CM) mark their labels invalid on them, since the other side carries
+nothing about it. The image-only tasks (RR, JPS, CP) keep their labels: they depend on the
+image alone.
+
+A task that hides what the masker planned says so (``hides_tokens``, or ``hides_patches`` for
+its ``grid``); :func:`hidden_by` tells the masker, so that a plan names only what gets hidden.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -29,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kaleido.maskers.base import MaskPlan, level_of_grid
+from kaleido.maskers.base import Hidden, MaskPlan, level_of_grid
 
 
 @dataclass
@@ -77,6 +83,8 @@ class Task:
 
     name: ClassVar[str] = ""
     grid: ClassVar[int | None] = None  # the Kaleido level (by grid size) the task works on
+    hides_tokens: ClassVar[bool] = False  # hides the masker's tokens (AMLM)
+    hides_patches: ClassVar[bool] = False  # hides the masker's patches of ``grid`` (CP, G2CM, B2CM)
 
     level: int | None = None
     start: int = 0  # first patch index of the task's level
@@ -120,6 +128,12 @@ class Task:
     # -- model side -------------------------------------------------------------------------
     def build_head(self, model: Any) -> TaskHead:
         raise NotImplementedError
+
+
+def hidden_by(tasks: Sequence[Task]) -> Hidden:
+    """What these tasks hide of a mask plan, for the masker (see :class:`~kaleido.maskers.base.Hidden`)."""
+    return Hidden(tokens=any(t.hides_tokens for t in tasks),
+                  grids=frozenset(int(t.grid) for t in tasks if t.hides_patches and t.grid is not None))
 
 
 def pad_stack(arrays: list[np.ndarray], fill: float | int | bool, dtype: torch.dtype) -> torch.Tensor:

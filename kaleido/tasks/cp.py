@@ -22,6 +22,7 @@ class CPTask(Task):
 
     name = "cp"
     grid = 3
+    hides_patches = True
 
     def __init__(self) -> None:
         pass

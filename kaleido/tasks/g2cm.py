@@ -19,6 +19,7 @@ class G2CMTask(ReconstructionTask):
 
     name = "g2cm"
     grid = 4
+    hides_patches = True
 
     def __init__(self) -> None:
         pass

@@ -1,5 +1,8 @@
 """The pre-training data path: store rows -> ITM pairing -> tokens -> mask plan -> task transforms.
 
+The mask plan covers only what the tasks hide (``hidden_by(tasks)``) and has the same
+distribution for ITM negatives as for positives (see :meth:`PretrainDataset.plan`).
+
 Every random choice of an example draws from one ``np.random.Generator`` seeded by
 ``(seed, epoch, index)``, so an example depends on nothing else: not on the worker that builds
 it, the batch it lands in, nor where a run resumed. The dataset is picklable (DataLoader workers);
@@ -17,7 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from kaleido.tasks.base import Sample, Task, patch_layout
+from kaleido.maskers.base import MaskPlan, check_masker
+from kaleido.tasks.base import Sample, Task, hidden_by, patch_layout
 
 
 class Alignments(Protocol):
@@ -81,6 +85,8 @@ class PretrainDataset(torch.utils.data.Dataset):
         self.levels = patch_layout(self.grids)
         for task in self.tasks:
             task.bind(self.grids)
+        check_masker(masker)
+        self.hidden = hidden_by(self.tasks)
         self.product_ids = np.asarray(store.product_ids()).astype(str)
         if len(self.product_ids) != len(store):
             raise ValueError(f"store.product_ids() has {len(self.product_ids)} entries for {len(store)} rows")
@@ -110,6 +116,30 @@ class PretrainDataset(torch.utils.data.Dataset):
                 return other
         return int(rng.choice(np.flatnonzero(self.product_ids != own)))
 
+    def _pairs(self, row: int) -> Sequence[tuple[int, int]] | None:
+        return self.alignments.pairs(row) if self.alignments is not None else None
+
+    def plan(self, text_row: int, image_row: int, n_tokens: int, rng: np.random.Generator) -> MaskPlan:
+        """The mask plan of a pair, drawn from the same distribution whether it is matched or not.
+
+        A positive gets the masker's plan over its row's alignments. A negative's text and image
+        come from two rows, so its tokens are those of a plan for the text row and its patches
+        those of a plan for the image row, each made as if that row were a positive (own
+        alignments, own text length, the same one-side coin): each side then has exactly the
+        distribution it has in a positive of its row (only the one-side coupling of aligned pairs
+        is absent, and a mismatched pair has no aligned pairs). Why: ITM must not read its label
+        off the masking; handing negatives no alignments did that (their masked tokens were
+        uniform, stopwords included, while a positive's were aligned content words).
+        """
+        text_plan = self.masker.plan(n_tokens, self.levels, self.grids, self._pairs(text_row), rng,
+                                     hidden=self.hidden)
+        if text_row == image_row:
+            return text_plan
+        image_tokens = len(_text_ids(self.tokenizer, self.store.meta(image_row).text, self.max_text_len))
+        image_plan = self.masker.plan(image_tokens, self.levels, self.grids, self._pairs(image_row), rng,
+                                      hidden=self.hidden)
+        return MaskPlan(text_plan.tokens, image_plan.patches)
+
     def __getitem__(self, index: int) -> Sample:
         index = int(index)
         if not 0 <= index < len(self):
@@ -123,8 +153,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         matched = text_row == image_row
         ids = _text_ids(self.tokenizer, self.store.meta(text_row).text, self.max_text_len)
         features = np.array(self.store.features(image_row), dtype=np.float32)
-        aligned = self.alignments.pairs(index) if self.alignments is not None and matched else None
-        plan = self.masker.plan(len(ids), self.levels, self.grids, aligned, rng)
+        plan = self.plan(text_row, image_row, len(ids), rng)
         sample = Sample(index=index, text_row=text_row, image_row=image_row, matched=matched,
                         input_ids=_sequence(self.tokenizer, ids, self.max_text_len), n_tokens=len(ids),
                         features=features, original=features.copy(),

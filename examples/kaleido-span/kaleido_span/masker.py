@@ -10,14 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from kaleido.maskers.base import (
-    DEFAULT_QUOTAS,
-    MaskPlan,
-    check_rates,
-    patch_budgets,
-    random_plan,
-    token_budget,
-)
+from kaleido.maskers.base import DEFAULT_QUOTAS, EVERYTHING, Hidden, MaskPlan, check_rates, random_plan
 
 
 class SpanMasker:
@@ -33,15 +26,17 @@ class SpanMasker:
         self.patch_quotas = {int(g): int(q) for g, q in patch_quotas.items()}
 
     def plan(self, n_tokens: int, levels: np.ndarray, grids: Sequence[int],
-             alignments: Sequence[tuple[int, int]] | None, rng: np.random.Generator) -> MaskPlan:
+             alignments: Sequence[tuple[int, int]] | None, rng: np.random.Generator,
+             hidden: Hidden = EVERYTHING) -> MaskPlan:
+        """``hidden`` (what the running tasks hide) limits the budgets: nothing else is planned."""
         levels = np.asarray(levels)
-        budget = token_budget(n_tokens, self.token_rate, self.max_predictions)
+        budget = hidden.token_budget(n_tokens, self.token_rate, self.max_predictions)
         chosen: set[int] = set()
         while len(chosen) < budget:
             length = min(int(rng.geometric(self.span_p)), self.max_span, budget - len(chosen))
             start = int(rng.integers(0, max(1, n_tokens - length + 1)))
             chosen.update(range(start, min(n_tokens, start + length)))
         tokens = np.array(sorted(chosen)[:budget], dtype=np.int64)
-        budgets = patch_budgets(levels, grids, self.patch_quotas)
+        budgets = hidden.patch_budgets(levels, grids, self.patch_quotas)
         patches = random_plan(n_tokens, levels, 0, budgets, rng).patches
         return MaskPlan(tokens, patches)

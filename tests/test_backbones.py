@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -32,12 +34,13 @@ def test_crop_and_roi_give_same_shape_and_dtype(nets):
     boxes = [grid_layout([8, 4, 90, 70], 96, 80, (1, 2)).boxes,
              grid_layout([0, 0, 60, 120], 60, 120, (1, 2)).boxes]
     before = [net.passes for net in nets]
-    outs = [net.extract(images, boxes) for net in nets]
-    assert outs[0].shape == outs[1].shape == (2, 5, 1280)
-    assert outs[0].dtype == outs[1].dtype == torch.float32
-    assert torch.isfinite(outs[0]).all() and torch.isfinite(outs[1]).all()
-    # one pass per image for roi (2 images), one per patch for crop (2 x 5 patches)
-    assert [net.passes - b for net, b in zip(nets, before, strict=True)] == [10, 2]
+    outs = [net.extract(images, boxes, grids=(1, 2)) for net in nets] + [nets[1].extract(images, boxes)]
+    assert outs[0].shape == outs[1].shape == outs[2].shape == (2, 5, 1280)
+    assert outs[0].dtype == outs[1].dtype == outs[2].dtype == torch.float32
+    assert all(torch.isfinite(out).all() for out in outs)
+    # crop: one pass per patch (2 x 5); roi: one per level per image (2 x 2), then one shared map per
+    # image (2) when the boxes are not given as levels
+    assert [net.passes - b for net, b in zip(nets, before, strict=True)] == [10, 4 + 2]
 
 
 def test_crop_feature_is_the_patch_on_its_own(nets):
@@ -70,6 +73,78 @@ def test_roi_features_depend_only_on_the_region():
     assert changed[1] > 1.5 * changed[4]
 
 
+def _myntra(n: int) -> list[np.ndarray]:
+    from PIL import Image
+
+    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "myntra-500" / "images"
+    paths = sorted(folder.rglob("*.jpg"))[:n]
+    if len(paths) < n:
+        pytest.skip(f"needs {n} photos of ../shared/data/myntra-500")
+    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+
+
+def _ridge_error(features: np.ndarray, visible: list[int], hidden: list[int], train: range,
+                 test: range) -> float:
+    """Relative error of the best linear map (fitted on ``train`` images) from the visible patches'
+    features to the hidden ones', on the ``test`` images: 0 means the hidden ones are given away."""
+    x = np.concatenate([features[i][visible].T for i in train])
+    y = np.concatenate([features[i][hidden].T for i in train])
+    w = np.linalg.solve(x.T @ x + 1e-3 * np.eye(len(visible)), x.T @ y)
+    return float(np.median([np.linalg.norm(features[i][visible].T @ w - features[i][hidden].T)
+                            / np.linalg.norm(features[i][hidden].T) for i in test]))
+
+
+def test_roi_levels_do_not_give_a_hidden_patch_away_as_a_linear_function_of_the_visible_ones():
+    """One shared map makes every patch an average of the same cells, so with more patches than
+    cells B2CM's blanked 5x5 patches, G2CM's colour 4x4 patches and RR's upright 1x1 region are exact
+    linear functions of the visible patches (error 0 on real photos); a pass per level is not."""
+    images = _myntra(12)
+    grids = (1, 2, 3, 4, 5)
+    boxes = [grid_layout([0, 0, w, h], w, h, grids).boxes for h, w, _ in (im.shape for im in images)]
+    b2cm = [30, 37, 44]  # three 5x5 patches blanked, one 3x3 camouflaged (8) left out as well
+    g2cm = [18, 25]  # two 4x4 patches greyed
+    cases = {"b2cm": ([i for i in range(5, 55) if i not in b2cm and i != 8], b2cm),
+             "g2cm": ([i for i in range(1, 55) if i not in g2cm and i != 8], g2cm),
+             "rr": (list(range(1, 55)), [0])}
+    errors = {}
+    for maps in ("shared", "level"):
+        net = registry.backbones.get("mobilenet_v2")(mode="roi", image_size=SIZE, device="cpu", roi_maps=maps)
+        features = net.extract(images, boxes, grids=grids).numpy()
+        errors[maps] = {task: _ridge_error(features, visible, hidden, range(6), range(6, 12))
+                        for task, (visible, hidden) in cases.items()}
+    assert all(error < 1e-3 for error in errors["shared"].values()), errors
+    assert all(error > 0.1 for error in errors["level"].values()), errors
+
+
+def test_level_sides_give_each_patch_whole_cells_of_its_own_map():
+    from kaleido.backbones.extract import level_sides
+
+    for base in (2, 4, 5, 7):
+        for grids in ((1, 2, 3, 4, 5), (1, 2), (5,), (2, 4)):
+            sides = level_sides(grids, base)
+            assert all(side % g == 0 for side, g in zip(sides, grids, strict=True))  # whole cells
+            assert len(set(sides)) == len(sides)  # no two levels from one map
+            assert min(sides) >= round(0.75 * base)  # about the shared map's resolution, not below
+    assert level_sides((1, 2, 3, 4, 5), 4) == [3, 8, 6, 4, 5]  # the quickstart's 128 px
+
+
+def test_a_level_patch_sees_its_own_corner_of_the_region_most():
+    roi = registry.backbones.get("mobilenet_v2")(mode="roi", image_size=128, device="cpu")
+    image = _image(100, 120, 3)
+    boxes = grid_layout([30, 20, 90, 80], 120, 100, (1, 2)).boxes
+    base = roi.extract([image], [boxes], grids=(1, 2))
+    outside = image.copy()
+    outside[:15] = 0
+    outside[:, 95:] = 255
+    torch.testing.assert_close(roi.extract([outside], [boxes], grids=(1, 2)), base)  # only the region counts
+    inside = image.copy()
+    inside[25:45, 35:55] = 0  # the top-left corner of the region
+    changed = (roi.extract([inside], [boxes], grids=(1, 2)) - base).abs().sum(-1)[0]
+    assert changed[0] > 0 and changed[1] > 1.5 * changed[4]
+    with pytest.raises(ValueError, match="make 10 patches, the boxes are 5"):
+        roi.extract([image], [boxes], grids=(1, 3))
+
+
 def test_rotation_and_grey_views_are_the_transformed_images(nets):
     crop, roi = nets
     image = _image(90, 80, 4)
@@ -87,7 +162,17 @@ def test_rotation_and_grey_views_are_the_transformed_images(nets):
             torch.testing.assert_close(views.rotations[0, k - 1], net.extract([rotated], [whole])[0, 0],
                                        rtol=1e-3, atol=1e-3)
         assert not torch.allclose(views.rotations[0, 0], views.features[0, 0], atol=1e-3)
+    # per level: the rotated region at the 1x1 level's own resolution, the grey 4x4 level from a pass
+    grids = (1, 2, 3, 4)
+    views = roi.views([image], [layout.boxes], rotations=True, grey=gs, grids=grids)
+    px = roi.level_sides(grids)[0] * roi.stride()
+    for k in (1, 2, 3):
+        rotated = np.ascontiguousarray(np.rot90(region, k))
+        reference = roi.feature_map([rotated], image_size=px).mean(dim=(2, 3))[0]
+        torch.testing.assert_close(views.rotations[0, k - 1], reference, rtol=1e-3, atol=1e-3)
     grey_image = np.repeat((image @ np.array([0.299, 0.587, 0.114]))[..., None], 3, axis=2).round()
+    reference = roi.extract([grey_image.astype(np.uint8)], [layout.boxes], grids=grids)[:, gs]
+    torch.testing.assert_close(views.grey, reference, rtol=0.05, atol=0.05)  # uint8 rounding only
     views = crop.views([image], [layout.boxes], rotations=False, grey=gs)
     reference = crop.extract([grey_image.astype(np.uint8)], [layout.boxes[gs]])
     torch.testing.assert_close(views.grey, reference, rtol=0.05, atol=0.05)  # uint8 rounding only

@@ -150,7 +150,7 @@ def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, 
         rows: dict[str, np.ndarray] = {}
         if good:
             views = backbone.views([b["image"] for b in good], [b["layout"].boxes for b in good],
-                                   rotations=True, grey=gs)
+                                   rotations=True, grey=gs, grids=grids)
             rows = {"features": views.features.numpy(), "rotations": views.rotations.numpy(),
                     "grey": views.grey.numpy(),
                     "positions": np.stack([b["layout"].positions for b in good]),

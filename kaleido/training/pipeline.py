@@ -25,6 +25,9 @@ STAGES = ("prepare", "align", "pretrain", "eval")
 # What shapes a pre-trained model on top of the alignments (and the store) it reads; the earlier
 # stages count through their own folder's key, so each stage's notion of a result is written once.
 PRETRAIN_SECTIONS = ("seed", "masker", "model", "tasks", "pretrain")
+# Bumped when the same sections start to train a different model (a run of the old code must not be
+# reused as this code's): 2 = ITM negatives masked like positives, plans only of what tasks hide.
+PRETRAIN_VERSION = 2
 
 
 class StageError(RuntimeError):
@@ -55,7 +58,7 @@ def pretrain_dir(recipe: Any) -> Path:
     of the sections that shape training."""
     from kaleido.aligners.align import align_dir
 
-    key = recipe.section_hash(*PRETRAIN_SECTIONS, upstream=align_dir(recipe).name)
+    key = recipe.section_hash(*PRETRAIN_SECTIONS, upstream=f"{align_dir(recipe).name}/v{PRETRAIN_VERSION}")
     return run_dir(recipe) / f"pretrain-{key}"
 
 

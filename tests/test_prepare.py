@@ -112,11 +112,16 @@ def test_sod_train_and_eval_commands(recipe_path, tmp_path):
 
 
 def test_bad_input_to_show_and_sod_eval_is_one_line_not_a_traceback(recipe_path, tmp_path):
+    bad_photo = tmp_path / "broken.jpg"
+    bad_photo.write_bytes(b"\xff\xd8\xff not really a jpeg")
     cases = [
         (["show", "1", "--recipe", str(recipe_path), "--split", "val"], "unknown split 'val'"),
         (["show", "1", "--recipe", str(recipe_path), "--out", str(tmp_path)], "is a folder"),
         (["sod", "eval", "--recipe", str(recipe_path), "--set", "sod.name=unet"], "needs `weights`"),
         (["sod", "eval", "--recipe", str(recipe_path), "--split", "val"], "unknown split 'val'"),
+        (["sod", "train", "--recipe", str(recipe_path), "--out", str(tmp_path / "w.safetensors"),
+          "--size", "100"], "multiple of 8"),
+        (["show", str(bad_photo), "--recipe", str(recipe_path)], "not a usable image"),
     ]
     for args, says in cases:
         result = runner.invoke(app, args)

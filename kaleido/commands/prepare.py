@@ -41,20 +41,15 @@ def prepare(recipe: Path = RecipeArg, overrides: list[str] = SetOption,
 
 def _load_image(target: str, resolved, split: str):
     """An image file, or row N of the recipe's split: (image, title)."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    from kaleido.data.images import to_rgb
+    from kaleido.data.images import read_image, to_rgb
     from kaleido.data.rows import BadRow
 
     path = Path(target)
-    if path.is_file():
+    if path.is_file():  # decoded as the JSONL reader does: upright, deep grey scaled, alpha on white
         try:
-            with Image.open(path) as im:
-                return to_rgb(np.asarray(im.convert("RGBA") if im.mode in ("RGBA", "LA", "P") else
-                                         im.convert("RGB")), 0), path.name
-        except (UnidentifiedImageError, OSError, BadRow) as exc:
-            fail(f"{path}: not a usable image ({exc})")
+            return to_rgb(read_image(path, 0), 0), path.name
+        except BadRow as exc:
+            fail(f"{path}: not a usable image ({exc.reason})")
     if not target.lstrip("-").isdigit():
         fail(f"{target}: neither an image file nor a row number")
     reader = resolved.build("data").open(split)
@@ -138,10 +133,12 @@ def sod_train(recipe: Path = typer.Option(..., "--recipe", help="recipe with mas
               overrides: list[str] = SetOption) -> None:
     """Train the `unet` SOD on the train split's (image, mask) pairs."""
     from kaleido.sod.train import train_unet
+    from kaleido.sod.unet import check_size
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     resolved = load(recipe, overrides)
     with one_line_errors():
+        check_size(size)  # before the minutes of loading the mask pairs
         images, masks = _mask_pairs(resolved, "train", max_images)
         result = train_unet(images, masks, out, steps=steps, batch_size=batch_size, size=size, width=width,
                             lr=lr, seed=resolved.seed)

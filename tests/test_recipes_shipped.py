@@ -35,24 +35,49 @@ def test_every_table4_column_ships() -> None:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_kaleido_check_passes(path: Path) -> None:
-    result = CliRunner().invoke(app, ["check", str(path)])
+    """Every shipped recipe is valid; the paper's hold placeholder weight paths, so only the
+    quickstart (offline weights) also builds every component."""
+    build = [] if path.name == "quickstart.toml" else ["--no-build"]
+    result = CliRunner().invoke(app, ["check", str(path), *build])
     assert result.exit_code == 0, result.output
     assert "[pretrain]" in result.output  # the resolved recipe is printed
+
+
+def test_kaleido_check_builds_the_components_to_catch_what_only_constructors_know(tmp_path) -> None:
+    """Ranges that tie parameters together or read files are the constructors'; `check` reports
+    each at its field and where it was set, as any recipe error, and the paper's recipe names the
+    weight files still to be given."""
+    quick = RECIPES / "quickstart.toml"
+    local = tmp_path / "mine.toml"
+    local.write_text(f'extends = "{quick}"\n[model]\nkeep_layers = 0\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["check", str(local), "--set", 'sod.name="unet"',
+                                      "--set", "aligner.low_level=2"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 3 and "Traceback" not in result.output
+    assert any(line.startswith(f"error: {local}: model.keep_layers: got 0") for line in lines)
+    assert any(line.startswith("error: --set: sod: got 'unet'") and "weights" in line for line in lines)
+    assert any("--set: aligner.low_level: got 2" in line and "low_level = 1" in line for line in lines)
+    assert CliRunner().invoke(app, ["check", str(local), "--no-build"]).exit_code == 0  # loads fine
+    paper = CliRunner().invoke(app, ["check", str(RECIPES / "full.toml")])
+    assert paper.exit_code == 2
+    assert "backbone.weights: got '/path/to/resnet50-imagenet.pth'" in paper.output.replace("\n", "")
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_tasks_and_masker_fit_the_patch_layout(path: Path) -> None:
     """A task whose Kaleido level the patcher lacks would only fail after feature extraction."""
-    from kaleido.maskers.base import patch_budgets
-    from kaleido.tasks.base import patch_layout
+    from kaleido.tasks.base import hidden_by, patch_layout
 
     recipe = load_recipe(path)
     grids = tuple(recipe.build("patcher").grids)
-    for name in recipe.pretrain.tasks:
-        recipe.build_task(name).bind(grids)  # raises for a missing level
-    masker = recipe.build("masker")
-    budgets = patch_budgets(patch_layout(grids), grids, masker.patch_quotas)
-    assert sum(budgets.values()) > 0, f"{path.name}: the masker masks no patch of grids {grids}"
+    tasks = [recipe.build_task(name) for name in recipe.pretrain.tasks]
+    for task in tasks:
+        task.bind(grids)  # raises for a missing level
+    hidden = hidden_by(tasks)
+    budgets = hidden.patch_budgets(patch_layout(grids), grids, recipe.build("masker").patch_quotas)
+    # a task that hides patches gets some to hide; with none (B, scale-fixed) none are planned
+    assert (sum(budgets.values()) > 0) == bool(hidden.grids), f"{path.name}: {budgets} for grids {grids}"
 
 
 def _diff(a: dict, b: dict) -> set[str]:

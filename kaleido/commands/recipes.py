@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kaleido.commands.common import RecipeArg, SetOption, load
+from kaleido.commands.common import RecipeArg, SetOption, fail, load
 
 
 def components(kind: str = typer.Argument(None, help="only this kind (maskers, tasks ...)")) -> None:
@@ -37,9 +37,19 @@ def components(kind: str = typer.Argument(None, help="only this kind (maskers, t
         console.print(table)
 
 
-def check(recipe: Path = RecipeArg, overrides: list[str] = SetOption) -> None:
+def check(recipe: Path = RecipeArg, overrides: list[str] = SetOption,
+          build: bool = typer.Option(True, "--build/--no-build",
+                                     help="also build every component once (on the CPU) to catch what "
+                                          "only its constructor checks")) -> None:
     """Validate a recipe; print the fully resolved recipe, or every error with file and field."""
     resolved = load(recipe, overrides)
+    if build:
+        from kaleido.recipe.construct import construction_problems
+        from kaleido.recipe.load import RecipeError
+
+        problems = construction_problems(resolved)
+        if problems:
+            fail(str(RecipeError(problems)))
     Console().print(resolved.to_toml(), highlight=False, markup=False)
     Console(stderr=True).print(f"[green]ok[/]: {recipe}")
 

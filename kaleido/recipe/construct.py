@@ -1,0 +1,52 @@
+"""Build every component of a valid recipe once, as `kaleido check` does, to catch what only a
+constructor knows.
+
+Types and ranges in a signature are checked when the recipe loads; rules that tie parameters
+together or read files (``keep_layers >= 1``, ``low_key`` needs ``low_level = 1``, a ``unet``
+saliency model needs its weights, a size the UNet can halve) live in the component's
+constructor. Building each section here turns such a refusal into the same file / field /
+expected line as any other recipe error, before a long run starts (spaCy's ``debug config``
+resolves its config for the same reason). Components are built on the CPU: a recipe for a GPU
+node is checked on a login node too.
+"""
+
+from __future__ import annotations
+
+from kaleido import registry
+from kaleido.recipe.load import Problem, Recipe, _origin
+from kaleido.recipe.schema import COMPONENT_SECTIONS
+
+
+def construction_problems(recipe: Recipe) -> list[Problem]:
+    """One :class:`Problem` per component section (or pre-training task) whose constructor refuses
+    the recipe's parameters; nothing is kept."""
+    problems = []
+    for section in COMPONENT_SECTIONS:
+        spec = getattr(recipe.model, section)
+        on_cpu = {"device": "cpu"} if "device" in recipe.params(section) else {}
+        try:
+            recipe.build(section, **on_cpu)
+        except Exception as exc:  # any refusal is reported the same way: what the component said
+            problems.append(_problem(recipe, section, spec.name, spec.params, exc))
+    for task in recipe.pretrain.tasks:
+        try:
+            recipe.build_task(task)
+        except Exception as exc:
+            problems.append(_problem(recipe, f"tasks.{task}", task, recipe.model.tasks.get(task, {}), exc))
+    return problems
+
+
+def _problem(recipe: Recipe, section: str, name: str, given: dict, exc: Exception) -> Problem:
+    """The refusal, at the field its message names when it names one the recipe set."""
+    message = _one_line(exc)
+    field = next((key for key in given if key in message), None)
+    path = f"{section}.{field}" if field else section
+    value = given[field] if field else name
+    where = _origin(recipe.origins, path if field else f"{section}.name", recipe.source)
+    return Problem(where, path, value, f"a value the {name!r} {section.split('.')[0]} accepts ({message})")
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, ValueError | TypeError | OSError | registry.PluginError) \
+        else f"{type(exc).__name__}: {text}"

@@ -123,6 +123,12 @@ def test_keep_layers_drops_top_layers_of_a_pretrained_init(tmp_path) -> None:
 def test_bad_model_parameters_fail_in_one_line() -> None:
     with pytest.raises(ValueError, match="multiple of num_heads"):
         Kaleido(init="scratch", hidden_size=30, num_heads=4)
+    # a size set beside a pretrained init would be silently ignored: refused instead
+    with pytest.raises(ValueError, match='hidden_size, num_layers apply to init = "scratch" only'):
+        Kaleido(init="minilm", hidden_size=768, num_layers=12)
+    with pytest.raises(ValueError, match="sizes must be >= 1"):
+        Kaleido(init="scratch", num_layers=0)
+    assert Kaleido(init="scratch").build(16, (1,)).hidden_size == 384  # MiniLM's sizes by default
     with pytest.raises(ValueError, match="max_text_len"):
         Kaleido(**{**TINY, "max_text_len": 2}).build(16, (1,))
 

@@ -29,6 +29,8 @@ from kaleido.models.pooling import Pooling, check_pooling, summary
 from kaleido.models.tokenizer import bert_dir, load_tokenizer
 
 KALEIDO_JSON = "kaleido.json"
+# the sizes of an ``init = "scratch"`` model when the recipe names none: MiniLM-L6-H384's
+SCRATCH = {"hidden_size": 384, "num_layers": 6, "num_heads": 12, "intermediate_size": 1536}
 VISUAL_FILE = "visual.safetensors"
 FORMAT = 1
 
@@ -161,7 +163,8 @@ class Kaleido:
 
     ``init``: ``"minilm"`` (offline pretrained MiniLM-L6-H384), ``"scratch"`` (random weights of
     the sizes below, bert-base-uncased vocabulary) or a local BERT folder (e.g. bert-base-uncased).
-    The sizes apply to ``"scratch"`` only; a pretrained ``init`` brings its own, and
+    The sizes apply to ``"scratch"`` only (default: MiniLM-L6-H384's, ``SCRATCH``); a pretrained
+    ``init`` brings its own (setting one is an error, not silently ignored), and
     ``keep_layers`` keeps only its first N layers (a smaller, faster model that still starts
     from pretrained weights, e.g. for CPU runs). ``pooling``: what the pooler (ITM, downstream
     heads) reads, ``"cls"`` as in the paper, or ``"mean"`` / ``"text"`` for an init trained with
@@ -170,10 +173,21 @@ class Kaleido:
     FlashAttention varlen on CUDA when ``dropout = 0``).
     """
 
-    def __init__(self, init: str = "minilm", hidden_size: int = 384, num_layers: int = 6, num_heads: int = 12,
-                 intermediate_size: int = 1536, max_text_len: int = 64, dropout: float = 0.1,
-                 keep_layers: int | None = None, pooling: Pooling = "cls", packed: bool = False) -> None:
+    def __init__(self, init: str = "minilm", hidden_size: int | None = None, num_layers: int | None = None,
+                 num_heads: int | None = None, intermediate_size: int | None = None, max_text_len: int = 64,
+                 dropout: float = 0.1, keep_layers: int | None = None, pooling: Pooling = "cls",
+                 packed: bool = False) -> None:
         check_pooling(pooling)
+        sizes = {"hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads,
+                 "intermediate_size": intermediate_size}
+        given = [name for name, value in sizes.items() if value is not None]
+        if init != "scratch" and given:  # a pretrained init brings its own sizes: never ignore a set one
+            raise ValueError(f"model {', '.join(given)} apply to init = \"scratch\" only; init = {init!r} "
+                             f"brings its own sizes (keep_layers cuts its layers)")
+        hidden_size, num_layers, num_heads, intermediate_size = (
+            value if value is not None else SCRATCH[name] for name, value in sizes.items())
+        if min(hidden_size, num_layers, num_heads, intermediate_size) < 1:
+            raise ValueError(f"model sizes must be >= 1, got {sizes}")
         if keep_layers is not None and keep_layers < 1:
             raise ValueError(f"model keep_layers must be >= 1, got {keep_layers}")
         if hidden_size % num_heads:

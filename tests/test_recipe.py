@@ -140,6 +140,14 @@ def test_task_parameters_and_weights(tmp_path):
     assert "tasks.itm.weight" in problems and "tasks.itm.foo" in problems
 
 
+def test_a_task_table_for_a_task_not_run_is_noted(tmp_path):
+    path = _write(tmp_path / "r.toml", BASE + "\n[tasks.itm]\nweight = 2.0\n")
+    assert load_recipe(path).notes() == []
+    recipe = load_recipe(path, ['pretrain.tasks=["amlm"]'])
+    assert recipe.notes() == [f"{path.resolve()}: tasks.itm: set, but 'itm' is not in pretrain.tasks (amlm): "
+                              "not used"]
+
+
 def test_eval_learning_rates_resolve_per_task_then_globally() -> None:
     from kaleido.recipe.schema import EvalSettings
 

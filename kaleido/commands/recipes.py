@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kaleido.commands.common import RecipeArg, SetOption, fail, load
@@ -51,6 +52,8 @@ def check(recipe: Path = RecipeArg, overrides: list[str] = SetOption,
         if problems:
             fail(str(RecipeError(problems)))
     Console().print(resolved.to_toml(), highlight=False, markup=False)
+    for note in resolved.notes():
+        Console(stderr=True).print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     Console(stderr=True).print(f"[green]ok[/]: {recipe}")
 
 

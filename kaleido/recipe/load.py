@@ -253,6 +253,14 @@ class Recipe:
         validated = params_model(registry.tasks.get(name))(**raw)
         return weight, {k: getattr(validated, k) for k in type(validated).model_fields}
 
+    def notes(self) -> list[str]:
+        """What is valid but has no effect, one line each: a ``[tasks.X]`` table for a task that
+        ``pretrain.tasks`` does not run (legitimate in a recipe that drops a task its base tunes,
+        a typo's likely sign otherwise)."""
+        return [f"{_origin(self.origins, f'tasks.{name}', self.source)}: tasks.{name}: set, but {name!r} is "
+                f"not in pretrain.tasks ({', '.join(self.model.pretrain.tasks)}): not used"
+                for name in self.model.tasks if name not in self.model.pretrain.tasks]
+
     def build_task(self, name: str) -> Any:
         return registry.tasks.get(name)(**self.task_params(name)[1])
 

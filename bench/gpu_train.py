@@ -240,6 +240,8 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
         precision: str = "bf16", peak: float | None = None, check_flops: bool = False,
         compile_model: bool = False, loop: str = "step", workers: int = 6, compile_mode: str = "default",
         profile: bool = False, attention: str = "sdpa", attention_dropout: float | None = None) -> Result:
+    from kaleido.training.compile import compile_module
+
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device here; use --device cpu --tiny to try the script on CPU")
@@ -266,7 +268,7 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
     else:
         optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-4, weight_decay=1e-4,
                                       fused=dev.type == "cuda")
-    step_fn = torch.compile(objective, mode=compile_mode) if compile_model else objective
+    step_fn = compile_module(objective, mode=compile_mode) if compile_model else objective
     dtype = torch.bfloat16 if precision == "bf16" else None
 
     def one(b: dict[str, torch.Tensor]) -> None:

@@ -31,6 +31,7 @@ from torch import nn
 from kaleido.atomic import atomic_folder, write_json
 from kaleido.recipe.schema import PretrainSettings
 from kaleido.training import checkpoint as ckpt
+from kaleido.training.compile import compile_module
 from kaleido.training.distributed import DistInfo, ShardedBatches, all_gather_objects, all_reduce_sum, barrier
 from kaleido.training.logs import RunLog, read_log
 from kaleido.training.optim import build_optimizer, build_scheduler, warmup_steps
@@ -320,7 +321,7 @@ class Trainer:
                 # a task with nothing masked in a batch leaves its head unused: DDP must allow it
                 find_unused_parameters=self.find_unused_parameters)
         if s.compile:
-            ddp = torch.compile(ddp)
+            ddp = compile_module(ddp)
         runlog = None
         if info.is_main:
             runlog = RunLog(self.out_dir, resume_step=step, tensorboard=self.tensorboard)

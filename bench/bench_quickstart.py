@@ -28,7 +28,9 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_all import REPO, WORKDIR_ENV, Section, row, write_atomic  # noqa: E402
+from run_all import REPO, WORKDIR_ENV, Section, row  # noqa: E402
+
+from kaleido.atomic import write_text  # noqa: E402
 
 RECIPE = REPO / "recipes" / "quickstart.toml"
 BUDGET_S = 600.0
@@ -93,7 +95,7 @@ def section(quick: bool, check_s: float, run_s: float, output: str, full: dict |
 
 def record_full(run_s: float, output: str, load: float) -> None:
     """Keep a full run's figure for the --quick runs that follow."""
-    write_atomic(FULL_RECORD, json.dumps({
+    write_text(FULL_RECORD, json.dumps({
         "seconds": round(run_s, 1), "date": date.today().isoformat(),
         "stages": {name: float(s) for name, s in STAGE_LINE.findall(output)},
         "how": f"bench/bench_quickstart.py, {platform.machine()}, {os.cpu_count()} cores, "

@@ -41,7 +41,6 @@ MFU = FLOPs per step / step time / peak; the peak is the device's dense bf16 fig
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -453,9 +452,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"torch flop counter: {r.counted_flops_per_step / 1e9:.2f} G (padded formula / counted = "
               f"{r.padded_flops_per_step / r.counted_flops_per_step:.3f})")
     if args.json is not None:
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(r), indent=1), encoding="utf-8")
-        tmp.replace(args.json)
+        from kaleido.atomic import write_json
+
+        write_json(args.json, asdict(r))
 
 
 if __name__ == "__main__":

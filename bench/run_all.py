@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
+from kaleido.atomic import write_text
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 WORKDIR_ENV = "KALEIDO_BENCH_DIR"  # a folder shared by the benchmarks of one run_all invocation
@@ -232,12 +234,6 @@ def assemble(generated: str, previous: str) -> str:
     return generated.rstrip() + "\n\n" + MARKER + "\n\n" + (kept + "\n" if kept else "")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: the whole suite in a few minutes")
@@ -251,7 +247,7 @@ def main() -> None:
         import importlib
 
         section = importlib.import_module(args.child).run(args.quick)
-        write_atomic(args.json, json.dumps(asdict(section)))
+        write_text(args.json, json.dumps(asdict(section)))
         return
     started, load = time.perf_counter(), os.getloadavg()
     names = discover() if not args.only else args.only
@@ -266,7 +262,7 @@ def main() -> None:
             print(section.markdown(), flush=True)
             sections.append(section)
     previous = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
-    write_atomic(args.out, assemble(document(sections, command, started, load), previous))
+    write_text(args.out, assemble(document(sections, command, started, load), previous))
     print(f"[run_all] wrote {args.out}")
 
 

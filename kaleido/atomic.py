@@ -26,16 +26,20 @@ from typing import Any
 TMP_MARK = ".tmp-"
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file's or a folder's entry to the disk (folders: where the platform allows)."""
+def _fsync(path: Path, folder: bool = False) -> None:
+    """Flush a file's data, or a folder's entries, to the disk. A file that cannot be flushed is
+    an error (the write is not safe); a folder only where the platform allows it."""
     try:
         fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without folder descriptors
-        return
+    except OSError:
+        if folder:  # pragma: no cover - platforms without folder descriptors
+            return
+        raise
     try:
         os.fsync(fd)
-    except OSError:  # pragma: no cover - file systems that refuse fsync on a folder
-        pass
+    except OSError:
+        if not folder:
+            raise
     finally:
         os.close(fd)
 
@@ -58,7 +62,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
             raise FileNotFoundError(f"nothing was written to {tmp} for {path}")
         _fsync(tmp)
         os.replace(tmp, path)
-        _fsync(path.parent)
+        _fsync(path.parent, folder=True)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -86,7 +90,7 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
         for file in tmp.rglob("*"):
             if file.is_file():
                 _fsync(file)
-        _fsync(tmp)
+        _fsync(tmp, folder=True)
         old = None
         if folder.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
@@ -97,7 +101,7 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
             if old is not None:
                 os.replace(old, folder)  # put the previous folder back
             raise
-        _fsync(folder.parent)
+        _fsync(folder.parent, folder=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

@@ -38,3 +38,18 @@ def test_a_file_is_replaced_whole_or_left_as_it_was(tmp_path) -> None:
     write_json(path, {"v": 3}, indent=None)
     assert path.read_text() == '{"v": 3}'
     assert not is_temporary(path)
+
+
+def test_a_file_that_cannot_be_flushed_is_an_error_and_the_old_version_stays(tmp_path, monkeypatch) -> None:
+    import os
+
+    path = tmp_path / "state.json"
+    write_json(path, {"v": 1})
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="Input/output error"):
+        write_json(path, {"v": 2})
+    assert path.read_text() == '{\n "v": 1\n}' and [p.name for p in tmp_path.iterdir()] == ["state.json"]

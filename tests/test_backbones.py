@@ -119,8 +119,8 @@ def test_roi_levels_do_not_give_a_hidden_patch_away_as_a_linear_function_of_the_
 def test_level_sides_give_each_patch_whole_cells_of_its_own_map():
     from kaleido.backbones.extract import level_sides
 
-    for base in (2, 4, 5, 7):
-        for grids in ((1, 2, 3, 4, 5), (1, 2), (5,), (2, 4)):
+    for base in (2, 4, 5, 7, 16):
+        for grids in ((1, 2, 3, 4, 5), (1, 2), (5,), (2, 4), tuple(range(1, 11))):  # ten levels: still quick
             sides = level_sides(grids, base)
             assert all(side % g == 0 for side, g in zip(sides, grids, strict=True))  # whole cells
             assert len(set(sides)) == len(sides)  # no two levels from one map
@@ -143,6 +143,13 @@ def test_a_level_patch_sees_its_own_corner_of_the_region_most():
     assert changed[0] > 0 and changed[1] > 1.5 * changed[4]
     with pytest.raises(ValueError, match="make 10 patches, the boxes are 5"):
         roi.extract([image], [boxes], grids=(1, 3))
+    uneven = boxes.copy()
+    uneven[1:, [0, 2]] = [[30, 50], [50, 90], [30, 50], [50, 90]]  # the 2x2 level cut at 1/3, not 1/2
+    with pytest.raises(ValueError, match="even g x g grid"):
+        roi.extract([image], [uneven], grids=(1, 2))
+    shared = registry.backbones.get("mobilenet_v2")(mode="roi", image_size=128, device="cpu",
+                                                    roi_maps="shared")
+    assert shared.extract([image], [uneven], grids=(1, 2)).shape == (1, 5, 1280)  # pools any boxes
 
 
 def test_rotation_and_grey_views_are_the_transformed_images(nets):

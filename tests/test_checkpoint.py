@@ -42,6 +42,7 @@ def test_interrupted_save_leaves_the_previous_checkpoint_loadable(tmp_path, monk
 def test_a_save_killed_mid_write_is_ignored_and_cleaned_up(tmp_path):
     ckpt.save_checkpoint(tmp_path, 10, _state(10), keep=2)
     (tmp_path / ".step-00000020.tmp-0a1b2c3d.pt").write_bytes(b"truncated")  # what a SIGKILL mid-save leaves
+    (tmp_path / "step-00000015.pt.tmp").write_bytes(b"truncated")  # what older code's killed save left
     step, _ = ckpt.load_latest(tmp_path)
     assert step == 10
     ckpt.save_checkpoint(tmp_path, 20, _state(20), keep=2)

@@ -95,3 +95,7 @@ def test_default_output_is_keyed_on_the_pretrain_folder_read(tmp_path, monkeypat
     assert evaluate_default(other / "model") == tmp_path / eval_dir(masked).name
     for folder in (tmp_path, mine, mine / "model"):
         assert evaluate_default(folder) == tmp_path / eval_dir(recipe).name
+    # relative paths ("." inside the pretrain folder, "model" beside it) name the same folders
+    monkeypatch.chdir(mine)
+    for folder in (Path("."), Path("model")):
+        assert evaluate_default(folder) == tmp_path / eval_dir(recipe).name

@@ -74,10 +74,11 @@ def test_show_writes_a_png_for_a_row_and_a_photo(recipe_path, myntra_dir, tmp_pa
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
     photo = json.loads((myntra_dir / "pairs.jsonl").read_text().splitlines()[0])["image"]
-    out2 = tmp_path / "photo.png"
+    out2 = tmp_path / "photo"  # no suffix: a PNG
     result = runner.invoke(app, ["show", str(myntra_dir / photo), "--recipe", str(recipe_path),
                                  "--out", str(out2)])
-    assert result.exit_code == 0 and "foreground box" in result.output and out2.is_file()
+    assert result.exit_code == 0 and "foreground box" in result.output, result.output
+    assert out2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = runner.invoke(app, ["show", "nonsense", "--recipe", str(recipe_path)])
     assert result.exit_code == 2 and "neither an image file nor a row number" in result.output
 

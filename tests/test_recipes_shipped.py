@@ -59,6 +59,9 @@ def test_kaleido_check_builds_the_components_to_catch_what_only_constructors_kno
     assert any(line.startswith("error: --set: sod: got 'unet'") and "weights" in line for line in lines)
     assert any("--set: aligner.low_level: got 2" in line and "low_level = 1" in line for line in lines)
     assert CliRunner().invoke(app, ["check", str(local), "--no-build"]).exit_code == 0  # loads fine
+    # the field the message names first, not the first set one the message happens to contain
+    sized = CliRunner().invoke(app, ["check", str(quick), "--set", "model.hidden_size=512"])
+    assert sized.exit_code == 2 and "error: --set: model.hidden_size: got 512" in sized.output, sized.output
     paper = CliRunner().invoke(app, ["check", str(RECIPES / "full.toml")])
     assert paper.exit_code == 2
     assert "backbone.weights: got '/path/to/resnet50-imagenet.pth'" in paper.output.replace("\n", "")

@@ -149,5 +149,9 @@ def test_plot_command_draws_a_log(tmp_path):
     result = CliRunner().invoke(app, ["plot", str(tmp_path), "--out", str(tmp_path / "curves.png")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "curves.png").stat().st_size > 5000
+    # no suffix: a PNG all the same (the temporary file's name must not decide the format)
+    result = CliRunner().invoke(app, ["plot", str(tmp_path), "--out", str(tmp_path / "curves")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "curves").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     missing = CliRunner().invoke(app, ["plot", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "no log.jsonl" in missing.output

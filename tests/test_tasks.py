@@ -306,3 +306,22 @@ def test_hidden_by_the_tasks() -> None:
     assert hidden_by(tasks(*ALL)) == Hidden(tokens=True, grids=frozenset({3, 4, 5}))
     assert hidden_by(tasks("amlm", "itm", "rr", "jps")) == Hidden(tokens=True, grids=frozenset())
     assert hidden_by(tasks("itm", "g2cm")) == Hidden(tokens=False, grids=frozenset({4}))
+
+
+def test_a_task_reading_the_planned_patches_must_declare_that_it_hides_them() -> None:
+    """The masker plans patches only for tasks that declare ``hides_patches``; a (plugin) task
+    reading them undeclared would silently always get none: it is told so instead."""
+    from kaleido.maskers.base import MaskPlan
+    from kaleido.tasks.base import Task
+
+    class Undeclared(Task):
+        name, grid = "undeclared", 3
+
+    task = Undeclared()
+    task.bind((1, 2, 3))
+    sample = type("S", (), {"plan": MaskPlan(np.array([], dtype=np.int64), np.array([6], dtype=np.int64))})()
+    with pytest.raises(TypeError, match="does not declare hides_patches"):
+        task.planned(sample)
+    cp = registry.tasks.get("cp")()
+    cp.bind((1, 2, 3))
+    assert cp.planned(sample).tolist() == [6]

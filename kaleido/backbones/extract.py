@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,19 +90,50 @@ def level_sides(grids: tuple[int, ...], base: int) -> list[int]:
     is below 3/4 of ``base`` (patches keep about the resolution of a single shared map). Among
     those, the cheapest: the fewest pixels over the levels' passes plus the 1x1 level's three
     rotated passes and the 4x4 level's grey pass (what ``prepare`` runs); ties go to the sides
-    nearest ``base``. E.g. base 4 (128 px): [3, 8, 6, 4, 5]; base 7 (224 px): [5, 6, 9, 8, 10]."""
-    lo, hi = max(1, round(0.75 * base)), 3 * max(base, max(grids))
-    choices = [[m for m in range(g, hi + 1, g) if m >= lo] or [g * math.ceil(lo / g)] for g in grids]
+    nearest ``base``. E.g. base 4 (128 px): [3, 8, 6, 4, 5]; base 7 (224 px): [5, 6, 9, 8, 10].
 
-    def cost(sides: tuple[int, ...]) -> tuple[float, float]:
-        weight = [1 + 3 * (g == 1) + (g == 4) for g in grids]
-        return (sum(w * m * m for w, m in zip(weight, sides, strict=True)),
-                sum(abs(math.log(m / base)) for m in sides))
+    An optimum uses only each level's ``len(grids)`` smallest allowed multiples (a level on a larger
+    one could move to a smaller one the others leave free), searched depth first with the cheapest
+    completion as a bound: milliseconds for any number of levels."""
+    lo, n = max(1, round(0.75 * base)), len(grids)
+    weight = [1 + 3 * (g == 1) + (g == 4) for g in grids]
+    choices = [[g * k for k in range(math.ceil(lo / g), math.ceil(lo / g) + n)] for g in grids]
+    order = sorted(range(n), key=lambda i: -grids[i])  # the most constrained levels first
+    cheapest = [weight[i] * choices[i][0] ** 2 for i in order]
+    bound = [sum(cheapest[k:]) for k in range(n + 1)]
+    best: list = [None, (math.inf, math.inf)]
 
-    best = min((c for c in itertools.product(*choices) if len(set(c)) == len(c)), key=cost, default=None)
-    if best is None:  # pragma: no cover - the range always holds enough multiples
-        raise ValueError(f"no distinct map sides for grids {list(grids)}")
-    return list(best)
+    def search(k: int, used: dict[int, int], pixels: float, distance: float) -> None:
+        if k == n:
+            if (pixels, distance) < best[1]:
+                best[0], best[1] = dict(used), (pixels, distance)
+            return
+        i = order[k]
+        for side in choices[i]:  # ascending cost
+            total = pixels + weight[i] * side * side
+            if total + bound[k + 1] > best[1][0]:
+                break
+            if side not in used.values():
+                used[i] = side
+                search(k + 1, used, total, distance + abs(math.log(side / base)))
+                del used[i]
+
+    search(0, {}, 0.0, 0.0)
+    return [best[0][i] for i in range(n)]
+
+
+def check_even_grids(boxes: torch.Tensor, region: torch.Tensor, grids: Sequence[int]) -> None:
+    """The per-level passes pool each level's g x g even split of the region; boxes that are
+    anything else (a plugin patcher's own cut) would silently get other patches' features."""
+    expected = []
+    for g in grids:
+        xs = torch.linspace(float(region[0]), float(region[2]), g + 1)
+        ys = torch.linspace(float(region[1]), float(region[3]), g + 1)
+        expected += [(xs[c], ys[r], xs[c + 1], ys[r + 1]) for r in range(g) for c in range(g)]
+    if not torch.allclose(boxes.float(), torch.tensor(expected, dtype=torch.float32), atol=0.5):
+        raise ValueError(f"roi_maps = 'level' needs every level to be an even g x g grid of one region, "
+                         f"level after level, row-major (as the kaleido and fixed patchers cut); these "
+                         f"boxes are not, for grids {list(grids)}: use roi_maps = 'shared' or mode = 'crop'")
 
 
 class Backbone(nn.Module):
@@ -291,6 +321,8 @@ class Backbone(nn.Module):
 
     def _views_levels(self, images, box_t, grids, rotations, grey):
         regions = [self._region(b) for b in box_t]
+        for boxes, region in zip(box_t, regions, strict=True):
+            check_even_grids(boxes, region, grids)
         n, sides = len(images), self.level_sides(grids)
         feats = torch.cat([self._level_pass(images, regions, g, side)
                            for g, side in zip(grids, sides, strict=True)], dim=1)

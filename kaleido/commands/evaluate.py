@@ -32,10 +32,9 @@ def _default_out(pretrain: Path, recipe: Any) -> Path:
     ``[eval]`` as ``eval_dir`` keys it: the folder `kaleido run` uses when the model is the recipe's
     own, another name for another variant's model (whose results must not pass for this recipe's)."""
     from kaleido.evaluation.run import find_objective
+    from kaleido.training.pipeline import eval_dir_of
 
-    model = find_objective(pretrain)
-    folder = model.parent if model.name == "model" else model  # pretrain-<key>/model -> pretrain-<key>
-    return folder.parent / f"eval-{recipe.section_hash('eval', upstream=folder.name)}"
+    return eval_dir_of(recipe, find_objective(pretrain))
 
 
 RunDirArg = typer.Argument(..., help="run folder (or a pretrain folder)", show_default=False)

@@ -83,8 +83,8 @@ def show(target: str = typer.Argument(..., help="an image file, or a row number 
         fig = layout_figure(image, layout, box, found=found, mask=mask if found else None, title=title)
         if alignments or word is not None:  # stage-2 panel (kaleido/aligners/show.py)
             _add_alignment_panel(fig, image, target, resolved, split, word)
-        with atomic_file(out) as tmp:
-            fig.savefig(tmp, dpi=110)
+        with atomic_file(out) as tmp:  # the format from --out's suffix, PNG without one
+            fig.savefig(tmp, dpi=110, format=out.suffix[1:].lower() or "png")
     console.print(f"[green]wrote[/] {out} ({len(layout)} patches, "
                   f"{'foreground box' if found else 'no foreground: whole image'})", highlight=False)
 

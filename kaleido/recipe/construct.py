@@ -12,8 +12,10 @@ node is checked on a login node too.
 
 from __future__ import annotations
 
+import re
+
 from kaleido import registry
-from kaleido.recipe.load import Problem, Recipe, _origin
+from kaleido.recipe.load import OVERRIDE, Problem, Recipe, _origin
 from kaleido.recipe.schema import COMPONENT_SECTIONS
 
 
@@ -37,9 +39,17 @@ def construction_problems(recipe: Recipe) -> list[Problem]:
 
 
 def _problem(recipe: Recipe, section: str, name: str, given: dict, exc: Exception) -> Problem:
-    """The refusal, at the field its message names when it names one the recipe set."""
+    """The refusal, at a field its message names (as a whole word) among those the recipe set: the
+    one set last (a ``--set``, then the recipe file itself, then what it extends), then the one
+    the message names first. A rule that ties two fields then points at the one just changed."""
     message = _one_line(exc)
-    field = next((key for key in given if key in message), None)
+    named = {key: m.start() for key in given if (m := re.search(rf"\b{re.escape(key)}\b", message))}
+
+    def rank(key: str) -> tuple[int, int]:
+        origin = _origin(recipe.origins, f"{section}.{key}", recipe.source)
+        return (0 if origin == OVERRIDE else 1 if origin == recipe.source else 2, named[key])
+
+    field = min(named, key=rank) if named else None
     path = f"{section}.{field}" if field else section
     value = given[field] if field else name
     where = _origin(recipe.origins, path if field else f"{section}.name", recipe.source)

@@ -110,7 +110,13 @@ class Task:
         return {n: getattr(self, n) for n in names}
 
     def planned(self, sample: Sample) -> np.ndarray:
-        """The masker's patches that fall in this task's level (patch indices, sorted)."""
+        """The masker's patches that fall in this task's level (patch indices, sorted).
+
+        Only a task that says it hides them (``hides_patches``) is planned any: the masker plans
+        what the running tasks declare, so a task reading them undeclared would silently get none."""
+        if not self.hides_patches:
+            raise TypeError(f"task {self.name!r} reads the masker's patches but does not declare "
+                            f"hides_patches = True (the masker plans patches only for tasks that do)")
         patches = sample.plan.patches
         return patches[(patches >= self.start) & (patches < self.start + self.count)]
 

@@ -50,8 +50,8 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -
     """Write ``state`` as ``step-<step>.pt`` atomically, then drop all but the last ``keep``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.iterdir():  # left by a save that was killed half-way
-        if is_temporary(stale):
+    for stale in folder.iterdir():  # left by a save that was killed half-way (or by older code's)
+        if is_temporary(stale) or stale.name.endswith(".pt.tmp"):
             stale.unlink(missing_ok=True)
     final = checkpoint_path(folder, step)
     with atomic_file(final) as tmp:

@@ -64,7 +64,15 @@ def pretrain_dir(recipe: Any) -> Path:
 
 def eval_dir(recipe: Any) -> Path:
     """``<run>/eval-<key>``: the pre-trained model's folder and the ``[eval]`` section."""
-    return run_dir(recipe) / f"eval-{recipe.section_hash('eval', upstream=pretrain_dir(recipe).name)}"
+    return eval_dir_of(recipe, pretrain_dir(recipe))
+
+
+def eval_dir_of(recipe: Any, pretrain: Path) -> Path:
+    """``eval-<key>`` beside the pre-training folder ``pretrain`` (its ``model/`` also accepted),
+    keyed on that folder's name and ``[eval]``: ``eval_dir(recipe)`` for the recipe's own."""
+    folder = Path(pretrain).resolve()
+    folder = folder.parent if folder.name == "model" else folder
+    return folder.parent / f"eval-{recipe.section_hash('eval', upstream=folder.name)}"
 
 
 def splits_needed(recipe: Any) -> list[str]:

@@ -60,7 +60,9 @@ def plot_losses(log_path: Path, out: Path | None = None) -> Path:
     fig.suptitle(f"pre-training losses ({log_path.parent.name})", fontsize=11)
     fig.tight_layout()
     out = Path(out) if out is not None else log_path.parent / "loss.png"
-    with atomic_file(out) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_file(out) as tmp:  # the format from the name's suffix, PNG without one
+            fig.savefig(tmp, dpi=110, format=out.suffix[1:].lower() or "png")
+    finally:
+        plt.close(fig)
     return out

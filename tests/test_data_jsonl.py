@@ -79,7 +79,8 @@ def test_bad_lines_are_skipped_and_counted(broken_dir, caplog):
     assert len(reader.skipped) == 2
     assert reader.skipped[0].startswith("line 5: not JSON")
     assert "line 6: missing category, subcategory, product_id" == reader.skipped[1]
-    assert "skipped 2 bad lines" in caplog.text
+    # every reason in the log, not only the first
+    assert "skipped line 5: not JSON" in caplog.text and "skipped line 6: missing category" in caplog.text
     assert reader.text_fallbacks == 1 and reader.meta(6).text == "caf\u00e9 7"
     assert reader.summary()["unreadable_images"] == 2  # garbage and missing (a truncated file has a header)
 
@@ -92,10 +93,20 @@ def test_grey_and_rgba_images_become_rgb(broken_dir):
     assert tuple(rgba[0, 0]) == (10, 200, 10) and tuple(rgba[0, -1]) == (255, 255, 255)
 
 
-def test_subset_rows_reindex(broken_dir):
+def test_subset_rows_reindex(broken_dir, caplog):
     reader = JsonlReader(broken_dir / "data.jsonl", rows=[6, 0])
     assert len(reader) == 2 and reader.meta(0).product_id == "7" and reader.meta(1).index == 1
     assert reader.text_fallbacks == 1
+    # a split taken from a reader already read: the same rows, without reading (or logging) again
+    whole = JsonlReader(broken_dir / "data.jsonl")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        part = whole.subset([6, 0])
+    assert not caplog.text and [part.meta(i) for i in range(2)] == [reader.meta(i) for i in range(2)]
+    assert part.text_fallbacks == 1 and part.image_path(0) == reader.image_path(0)
+    assert part.subset([1]).meta(0).product_id == reader.meta(1).product_id  # a subset of a subset
+    with pytest.raises(IndexError):
+        whole.subset([len(whole)])
 
 
 def test_no_usable_rows_is_an_error(tmp_path):

@@ -82,3 +82,24 @@ def test_open_file_by_suffix(tmp_path, myntra_dir):
     (tmp_path / "a.csv").write_text("x")
     with pytest.raises(DataError, match="unknown data file type '.csv'"):
         open_file(tmp_path / "a.csv")
+
+
+def test_an_edited_jsonl_file_gets_a_new_feature_store(tmp_path):
+    """The store's key held only the recipe's values (the file's path): an edited JSONL file was
+    read from the stale store. Its contents now count; a synthetic recipe's key is unchanged."""
+    from kaleido.features.prepare import PREPARE_SECTIONS, store_dir
+    from kaleido.recipe import load_recipe
+
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"image": f"{i}.jpg", "text": f"shirt {i}", "category": "TOPS", "subcategory": "SHIRTS",
+             "product_id": str(i)} for i in range(4)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[data]\nname = "jsonl"\ntrain = "{data}"\n', encoding="utf-8")
+    before = store_dir(load_recipe(recipe))
+    assert store_dir(load_recipe(recipe)) == before  # the same bytes, the same store
+    rows[0]["text"] = "a corrected title"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert store_dir(load_recipe(recipe)) != before
+    synthetic = load_recipe(recipe, ['data={name = "synthetic"}'])
+    assert store_dir(synthetic).name == f"store-{synthetic.section_hash(*PREPARE_SECTIONS)}"

@@ -155,9 +155,14 @@ def test_empty_descriptions_are_counted_skips_in_both_readers(tmp_path, odd_imag
     assert report.rows == 2 and [i for i, _ in report.skipped] == [1]
     assert "empty description" in one_line(report.skipped[0][1])
     assert [m.text for m in store.meta(np.arange(2))] == ["a red shirt", "a blue shirt"]
-    # JSONL: the line with an empty text is skipped and counted when the file is read
-    reader = odd_images["reader"]
+    # JSONL: the line with an empty text is skipped and counted when the file is read, and prepare's
+    # report (and the store it wrote) says so too, with the reason
+    reader, jsonl_report = odd_images["reader"], odd_images["report"]
     assert reader.skipped == ["line 4: missing text"] and len(reader) == 7
+    assert jsonl_report.source_skipped == ["line 4: missing text"]
+    assert odd_images["store"].source_skipped == ["line 4: missing text"]
+    assert "  dropped by the reader (never rows): 1" in jsonl_report.lines()
+    assert "1 dropped by the reader" in jsonl_report.summary()
 
 
 def test_an_image_with_no_foreground_uses_the_whole_image_and_is_counted(odd_images):

@@ -8,6 +8,7 @@ with PIL only when a row is read, and an unreadable one raises :class:`BadRow` w
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections import Counter
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark, which some editors put at the start of a file
 REQUIRED = ("image", "text", "category", "subcategory", "product_id")
+SHOWN = 20  # skipped lines logged one by one; the rest are counted
 
 
 class JsonlReader:
@@ -65,15 +67,31 @@ class JsonlReader:
         if not records:
             first = f"; first problem: {self.skipped[0]}" if self.skipped else ""
             raise DataError(f"{self.path}: no usable rows (needs keys {', '.join(REQUIRED)}){first}")
-        if self.skipped:
-            log.warning("%s: skipped %d bad lines (first: %s)", self.path, len(self.skipped), self.skipped[0])
-        selected = range(len(records)) if rows is None else rows
+        for reason in self.skipped[:SHOWN]:
+            log.warning("%s: skipped %s", self.path, reason)
+        if len(self.skipped) > SHOWN:
+            log.warning("%s: ... and %d more skipped lines (reader.skipped lists them)", self.path,
+                        len(self.skipped) - SHOWN)
+        self._all = records
+        self._select(range(len(records)) if rows is None else rows)
+
+    def _select(self, rows: Sequence[int]) -> None:
+        """Keep ``rows`` of the file's records (indices into all of them), renumbered from 0."""
+        self._origin = list(rows)
         self._records = []
-        for new, old in enumerate(selected):
-            meta, image = records[old]
+        for new, old in enumerate(rows):
+            meta, image = self._all[old]
             self._records.append((RowMeta(new, meta.text, meta.category, meta.subcategory, meta.product_id,
                                           meta.pose), image, old in self._fallback_lines))
         self.text_fallbacks = sum(fb for _m, _i, fb in self._records)
+
+    def subset(self, rows: Sequence[int]) -> JsonlReader:
+        """The same file's ``rows`` (indices into this reader's own), without reading it again."""
+        if any(not 0 <= r < len(self._records) for r in rows):
+            raise IndexError(f"{self.path}: rows out of range 0..{len(self._records) - 1}")
+        out = copy.copy(self)
+        out._select([self._origin[r] for r in rows])
+        return out
 
     def _skip(self, number: int, reason: str) -> None:
         self.skipped.append(f"line {number}: {reason}")

@@ -4,10 +4,14 @@
   into ``dir`` on first use, atomically, with a manifest so other parameters are never mixed up.
 - ``fashiongen``: the two HDF5 files of the Fashion-Gen release.
 - ``jsonl``: users' own JSONL data, split by product when no test file is given.
+
+A dataset whose files can change under the same recipe values has ``fingerprint() -> str``,
+which the feature store's key includes (:func:`kaleido.features.prepare.prepare_key`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -38,6 +42,28 @@ def _existing(param: str, path: str) -> Path:
     if not p.is_file():
         raise DataError(f"data.{param}: no such file: {p}")
     return p
+
+
+def file_fingerprint(*paths: str | Path | None, contents: bool = True) -> str:
+    """What identifies the data files beyond their names, for the feature store's key: a hash of
+    their bytes (``contents``; small text files such as JSONL), else of their sizes (the 13 GB
+    Fashion-Gen release: an edit there changes the size, and reading it all would take minutes).
+    A missing file counts as empty here; opening it fails in one line later."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if path is None:
+            continue
+        path = Path(path)
+        digest.update(str(path.name).encode())
+        if not path.is_file():
+            continue
+        if contents:
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        else:
+            digest.update(str(path.stat().st_size).encode())
+    return digest.hexdigest()[:12]
 
 
 def open_file(path: str | Path) -> FashionGenReader | JsonlReader:
@@ -126,6 +152,10 @@ class FashionGenData:
         _check_split(split)
         return FashionGenReader(_existing(split, self.files[split]))
 
+    def fingerprint(self) -> str:
+        """The files' sizes (see :func:`file_fingerprint`)."""
+        return file_fingerprint(self.files["train"], self.files["test"], contents=False)
+
     def describe(self) -> str:
         return f"fashiongen: train {self.files['train']}, test {self.files['test']}"
 
@@ -157,9 +187,13 @@ class JsonlData:
         _check_split(split)
         if self.test is not None:
             return JsonlReader(_existing(split, self.train if split == "train" else self.test))
-        path = _existing("train", self.train)
-        rows = self.split_rows(JsonlReader(path))[split]
-        return JsonlReader(path, rows=rows)
+        whole = JsonlReader(_existing("train", self.train))  # read (and its bad lines logged) once
+        return whole.subset(self.split_rows(whole)[split])
+
+    def fingerprint(self) -> str:
+        """The JSONL files' contents: an edited file is prepared again, not read from a stale store
+        (the images it names are not hashed: give an edited image a new name)."""
+        return file_fingerprint(self.train, self.test)
 
     def describe(self) -> str:
         if self.test is not None:

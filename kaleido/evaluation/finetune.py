@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from kaleido.training.optim import build_scheduler
+
 log = logging.getLogger(__name__)
 
 
@@ -81,6 +83,12 @@ def probe(params: Iterable[nn.Parameter], modules: list[nn.Module], loss_fn: Cal
     return {"probe_steps": steps, "probe_loss_first": first, "probe_loss_last": last}
 
 
+def finetune_warmup(steps: int) -> int:
+    """Warm-up steps of a fine-tuning run: a tenth of it, at least 2, so that its first step is at
+    half the rate or less (a one-step run too)."""
+    return max(2, math.ceil(0.1 * steps))
+
+
 def finetune(params: Iterable[nn.Parameter], modules: list[nn.Module],
              loss_fn: Callable[[np.ndarray], torch.Tensor], n: int, batch_size: int, epochs: float,
              lr: float, seed: int, name: str,
@@ -93,14 +101,9 @@ def finetune(params: Iterable[nn.Parameter], modules: list[nn.Module],
     groups = param_groups(params, lr, head_params, head_lr)
     params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
-    warmup = max(1, int(0.1 * len(plan)))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (len(plan) - step) / max(1, len(plan) - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    # a tenth of the run, but at least 2 steps: a run under 20 steps started at the full rate, which
+    # undid the head-only warm start (measured on real photos: CR+SUB loss 0.26 -> 15.2 in 3 steps)
+    scheduler = build_scheduler(optimizer, finetune_warmup(len(plan)), len(plan))
     for m in modules:
         m.train()
     losses: list[float] = []

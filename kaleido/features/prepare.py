@@ -30,9 +30,17 @@ PREPARE_SECTIONS = ("data", "sod", "patcher", "backbone", "prepare")
 META_FIELDS = ("index", "text", "category", "subcategory", "product_id", "pose")
 
 
+def prepare_key(recipe: Any) -> str:
+    """The feature store's key: the preparation sections, and the data files' ``fingerprint()``
+    where the dataset has one (an edited JSONL file is prepared again)."""
+    data = recipe.build("data")
+    fingerprint = data.fingerprint() if hasattr(data, "fingerprint") else ""
+    return recipe.section_hash(*PREPARE_SECTIONS, upstream=f"data:{fingerprint}" if fingerprint else "")
+
+
 def store_dir(recipe: Any) -> Path:
-    """``<output_dir>/cache/store-<hash of the preparation sections>``: shared by matching recipes."""
-    return Path(recipe.output_dir) / "cache" / f"store-{recipe.section_hash(*PREPARE_SECTIONS)}"
+    """``<output_dir>/cache/store-<prepare_key>``: shared by matching recipes."""
+    return Path(recipe.output_dir) / "cache" / f"store-{prepare_key(recipe)}"
 
 
 @dataclass
@@ -49,6 +57,7 @@ class Report:
     reused: bool = False
     resumed_at: int = 0
     passes: int = 0
+    source_skipped: list[str] = field(default_factory=list)  # what the reader dropped ("line N: why")
 
     def lines(self) -> list[str]:
         head = (f"{self.split}: {self.rows} rows in {self.path}"
@@ -59,7 +68,17 @@ class Report:
         out += [f"    row {i}: {why}" for i, why in self.skipped[:20]]
         if len(self.skipped) > 20:
             out.append(f"    ... and {len(self.skipped) - 20} more (see the shard manifests)")
+        out.append(f"  dropped by the reader (never rows): {len(self.source_skipped)}")
+        out += [f"    {why}" for why in self.source_skipped[:20]]
+        if len(self.source_skipped) > 20:
+            out.append(f"    ... and {len(self.source_skipped) - 20} more (see the shard manifests)")
         return out
+
+    def summary(self) -> str:
+        """One line of the counts (what `kaleido run` prints per split; ``lines()`` has the reasons)."""
+        return (f"{self.split}: {self.rows} rows{' (reused)' if self.reused else ''}, {len(self.skipped)} "
+                f"skipped, {len(self.source_skipped)} dropped by the reader, {self.fallbacks} with no "
+                f"foreground, {self.text_fallbacks} texts read as cp1252")
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -166,7 +185,8 @@ def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, 
                       text_fallbacks=sum(b["text_fallback"] for b in good))
         if on_batch is not None:
             on_batch(done_pos, len(positions))
-    writer.finish({"seconds": time.perf_counter() - start_time})
+    writer.finish({"seconds": time.perf_counter() - start_time,
+                   "source_skipped": list(getattr(reader, "skipped", []))})
     report = _report(writer, split, out, start_time, reused=False)
     report.resumed_at, report.passes = resumed_at, backbone.passes - passes0
     return report
@@ -174,14 +194,16 @@ def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, 
 
 def _reused(store: FeatureStore, split: str) -> Report:
     return Report(split=split, path=store.path, rows=len(store), skipped=store.skipped,
-                  fallbacks=store.fallbacks, text_fallbacks=store.text_fallbacks, reused=True)
+                  fallbacks=store.fallbacks, text_fallbacks=store.text_fallbacks, reused=True,
+                  source_skipped=store.source_skipped)
 
 
 def _report(writer: ShardWriter, split: str, out: Path, start: float, reused: bool) -> Report:
     m = writer.manifest
     return Report(split=split, path=Path(out), rows=m["committed"], skipped=[tuple(s) for s in m["skipped"]],
                   fallbacks=m["fallbacks"], text_fallbacks=m.get("text_fallbacks", 0),
-                  seconds=time.perf_counter() - start, reused=reused)
+                  seconds=time.perf_counter() - start, reused=reused,
+                  source_skipped=list(m.get("source_skipped", [])))
 
 
 def complete_store(path: Path, key: str) -> FeatureStore | None:
@@ -206,7 +228,7 @@ def prepare(recipe: Any, split: str, out_dir: str | Path | None = None, progress
     continues. Each of ``world_size`` processes writes its own shard; open the result with
     ``FeatureStore(<out_dir>/<split>)`` once all ranks are done.
     """
-    key = recipe.section_hash(*PREPARE_SECTIONS)
+    key = prepare_key(recipe)
     out = Path(out_dir if out_dir is not None else store_dir(recipe)) / split
     if (done := complete_store(out, key)) is not None:  # whatever the process count that wrote it
         return _reused(done, split)

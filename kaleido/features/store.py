@@ -206,6 +206,12 @@ class FeatureStore:
         return [tuple(s) for m in self._manifests for s in m["skipped"]]
 
     @property
+    def source_skipped(self) -> list[str]:
+        """What the reader dropped before any row was made ("line N: why"); every rank's reader
+        reads the whole source, so one shard's list is the store's."""
+        return list(self._manifests[0].get("source_skipped", [])) if self._manifests else []
+
+    @property
     def fallbacks(self) -> int:
         return sum(m["fallbacks"] for m in self._manifests)
 

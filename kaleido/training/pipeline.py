@@ -82,9 +82,9 @@ def splits_needed(recipe: Any) -> list[str]:
 def stage_done(recipe: Any, stage: str) -> bool:
     """Whether ``stage`` has finished output for this recipe."""
     if stage == "prepare":
-        from kaleido.features.prepare import PREPARE_SECTIONS, is_complete, store_dir
+        from kaleido.features.prepare import is_complete, prepare_key, store_dir
 
-        key = recipe.section_hash(*PREPARE_SECTIONS)
+        key = prepare_key(recipe)
         return all(is_complete(store_dir(recipe) / s, key) for s in splits_needed(recipe))
     if stage == "align":
         if recipe.aligner.name == "none":
@@ -149,13 +149,15 @@ def _pretrain(recipe: Any, launch: Launch, progress: bool) -> None:
                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
-def _run_stage(recipe: Any, stage: str, launch: Launch, progress: bool) -> None:
+def _run_stage(recipe: Any, stage: str, launch: Launch, progress: bool,
+               echo: Callable[[str], None] = print) -> None:
     if stage == "prepare":
         from kaleido.features.prepare import prepare
 
-        for split in splits_needed(recipe):
+        for split in splits_needed(recipe):  # the counts; the reasons in the log and the manifests
             report = prepare(recipe, split, progress=progress)
-            log.info("prepare %s: %s", split, report)
+            echo(f"prepare {report.summary()}")
+            log.info("prepare %s", report)
     elif stage == "align":
         from kaleido.aligners.align import align
 
@@ -193,7 +195,7 @@ def run_stages(recipe: Any, *, force: tuple[str, ...] = (), launch: Launch = Lau
             continue
         echo(f"{stage}: running -> {stage_output(recipe, stage)}")
         start = time.perf_counter()
-        _run_stage(recipe, stage, launch, progress)
+        _run_stage(recipe, stage, launch, progress, echo)
         echo(f"{stage}: finished in {time.perf_counter() - start:.1f} s")
         if stage != "pretrain" or launch.node_rank == 0:
             if not stage_done(recipe, stage):

@@ -58,7 +58,8 @@ def build_source(recipe: Any, split: str, backbone: Any = None) -> tuple[AlignSo
     from kaleido.features.store import FeatureStore
     from kaleido.models.tokenizer import load_tokenizer
 
-    store = FeatureStore(store_dir(recipe) / split)
+    stores = store_dir(recipe)  # once: its key hashes the data files
+    store = FeatureStore(stores / split)
     reader = recipe.build("data").open(split)
     tokenizer = load_tokenizer(tokenizer_init(recipe))
     n = len(store)
@@ -80,7 +81,7 @@ def build_source(recipe: Any, split: str, backbone: Any = None) -> tuple[AlignSo
 
     source = AlignSource(split=split, texts=texts, image=image, boxes=lambda i: store.boxes(int(i)),
                          levels=store.levels, offsets=offsets, feature_map=feature_map,
-                         grid_key=f"{store_dir(recipe).name}/{split}", cache=store_dir(recipe).parent)
+                         grid_key=f"{stores.name}/{split}", cache=stores.parent)
     return source, store
 
 

@@ -38,9 +38,10 @@ def prepare_key(recipe: Any) -> str:
     return recipe.section_hash(*PREPARE_SECTIONS, upstream=f"data:{fingerprint}" if fingerprint else "")
 
 
-def store_dir(recipe: Any) -> Path:
-    """``<output_dir>/cache/store-<prepare_key>``: shared by matching recipes."""
-    return Path(recipe.output_dir) / "cache" / f"store-{prepare_key(recipe)}"
+def store_dir(recipe: Any, key: str | None = None) -> Path:
+    """``<output_dir>/cache/store-<prepare_key>``: shared by matching recipes (``key``: the
+    recipe's :func:`prepare_key` when the caller has it, so the data files are hashed once)."""
+    return Path(recipe.output_dir) / "cache" / f"store-{key or prepare_key(recipe)}"
 
 
 @dataclass
@@ -229,7 +230,7 @@ def prepare(recipe: Any, split: str, out_dir: str | Path | None = None, progress
     ``FeatureStore(<out_dir>/<split>)`` once all ranks are done.
     """
     key = prepare_key(recipe)
-    out = Path(out_dir if out_dir is not None else store_dir(recipe)) / split
+    out = Path(out_dir if out_dir is not None else store_dir(recipe, key)) / split
     if (done := complete_store(out, key)) is not None:  # whatever the process count that wrote it
         return _reused(done, split)
     reader = recipe.build("data").open(split)

@@ -85,7 +85,8 @@ def stage_done(recipe: Any, stage: str) -> bool:
         from kaleido.features.prepare import is_complete, prepare_key, store_dir
 
         key = prepare_key(recipe)
-        return all(is_complete(store_dir(recipe) / s, key) for s in splits_needed(recipe))
+        stores = store_dir(recipe, key)
+        return all(is_complete(stores / s, key) for s in splits_needed(recipe))
     if stage == "align":
         if recipe.aligner.name == "none":
             return True

@@ -100,7 +100,9 @@ def main() -> None:
             jobs = [pool.submit(one_seed, args.recipe, sets, products, seed) for seed in args.seeds]
             rows += [job.result() for job in jobs]
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        from kaleido.atomic import write_json
+
+        write_json(args.json, rows)
     print(table(rows))
 
 

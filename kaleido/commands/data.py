@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kaleido.commands.common import fail
+from kaleido.commands.common import fail, one_line_errors
 
 data_app = typer.Typer(help="Synthetic data and data-file summaries.", no_args_is_help=True)
 
@@ -52,13 +52,10 @@ def _top(counter, n: int = 8) -> str:
 @data_app.command()
 def info(file: Path = typer.Argument(..., help="a .h5 (Fashion-Gen schema) or .jsonl data file")) -> None:
     """Summarise a data file: rows, products, categories, image shape, text decoding fallbacks."""
-    from kaleido.data.rows import DataError
     from kaleido.data.sources import open_file
 
-    try:
+    with one_line_errors():  # DataError is a ValueError
         s = open_file(file).summary()
-    except DataError as exc:
-        fail(str(exc))
     table = Table(title=f"{file}  ({s['format']})", title_justify="left", show_header=False)
     table.add_column(style="bold cyan")
     table.add_column()

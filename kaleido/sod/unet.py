@@ -82,7 +82,6 @@ class UNetSaliency(Saliency):
     def __init__(self, weights: str = "", size: int = 128, width: int = 16, threshold: float = 0.5,
                  margin: float = 0.05) -> None:
         from safetensors import safe_open
-        from safetensors.torch import load_file
 
         from kaleido.weights import local_file
 
@@ -92,14 +91,14 @@ class UNetSaliency(Saliency):
         self.size, self.threshold, self.margin = size, threshold, margin
         self.net = UNet(width=width)
         path = str(local_file(weights, "unet sod"))
-        with safe_open(path, framework="pt") as fh:
+        with safe_open(path, framework="pt") as fh:  # one read: the metadata, then the tensors
             trained = fh.metadata() or {}
-        # masks at another input size than the training one come out at the wrong scale, silently
-        for name, value in (("size", size), ("width", width)):
-            if name in trained and int(trained[name]) != value:
-                raise ValueError(f"unet sod weights {weights} were trained with {name} = {trained[name]}, "
-                                 f"the recipe sets sod.{name} = {value}")
-        state = load_file(path)
+            # masks at another input size than the training one come out at the wrong scale, silently
+            for name, value in (("size", size), ("width", width)):
+                if name in trained and int(trained[name]) != value:
+                    raise ValueError(f"unet sod weights {weights} were trained with {name} = "
+                                     f"{trained[name]}, the recipe sets sod.{name} = {value}")
+            state = {key: fh.get_tensor(key) for key in fh.keys()}
         try:
             self.net.load_state_dict(state)
         except RuntimeError as exc:

@@ -83,35 +83,28 @@ def _myntra(n: int) -> list[np.ndarray]:
     return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
 
 
-def _ridge_error(features: np.ndarray, visible: list[int], hidden: list[int], train: range,
-                 test: range) -> float:
-    """Relative error of the best linear map (fitted on ``train`` images) from the visible patches'
-    features to the hidden ones', on the ``test`` images: 0 means the hidden ones are given away."""
-    x = np.concatenate([features[i][visible].T for i in train])
-    y = np.concatenate([features[i][hidden].T for i in train])
-    w = np.linalg.solve(x.T @ x + 1e-3 * np.eye(len(visible)), x.T @ y)
-    return float(np.median([np.linalg.norm(features[i][visible].T @ w - features[i][hidden].T)
-                            / np.linalg.norm(features[i][hidden].T) for i in test]))
+def _roi_leak():
+    """bench/roi_leak.py, the study whose figures docs/PERFORMANCE.md keeps (one fit, not a copy)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("roi_leak", Path(__file__).resolve().parents[1] / "bench"
+                                                  / "roi_leak.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_roi_levels_do_not_give_a_hidden_patch_away_as_a_linear_function_of_the_visible_ones():
     """One shared map makes every patch an average of the same cells, so with more patches than
     cells B2CM's blanked 5x5 patches, G2CM's colour 4x4 patches and RR's upright 1x1 region are exact
     linear functions of the visible patches (error 0 on real photos); a pass per level is not."""
+    leak = _roi_leak()
     images = _myntra(12)
-    grids = (1, 2, 3, 4, 5)
-    boxes = [grid_layout([0, 0, w, h], w, h, grids).boxes for h, w, _ in (im.shape for im in images)]
-    b2cm = [30, 37, 44]  # three 5x5 patches blanked, one 3x3 camouflaged (8) left out as well
-    g2cm = [18, 25]  # two 4x4 patches greyed
-    cases = {"b2cm": ([i for i in range(5, 55) if i not in b2cm and i != 8], b2cm),
-             "g2cm": ([i for i in range(1, 55) if i not in g2cm and i != 8], g2cm),
-             "rr": (list(range(1, 55)), [0])}
+    boxes = [grid_layout([0, 0, w, h], w, h, leak.GRIDS).boxes for h, w, _ in (im.shape for im in images)]
     errors = {}
     for maps in ("shared", "level"):
         net = registry.backbones.get("mobilenet_v2")(mode="roi", image_size=SIZE, device="cpu", roi_maps=maps)
-        features = net.extract(images, boxes, grids=grids).numpy()
-        errors[maps] = {task: _ridge_error(features, visible, hidden, range(6), range(6, 12))
-                        for task, (visible, hidden) in cases.items()}
+        errors[maps] = leak.errors(net.extract(images, boxes, grids=leak.GRIDS).numpy())
     assert all(error < 1e-3 for error in errors["shared"].values()), errors
     assert all(error > 0.1 for error in errors["level"].values()), errors
 

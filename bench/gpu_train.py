@@ -391,9 +391,10 @@ def trainer_step_s(objective, shape: dict, batch: int, steps: int, warmup: int, 
 
 def _result(dev: torch.device, dims: Shape, batch: int, steps: int, precision: str, step_s: float,
             batches: list, peak: float | None, counted: float | None) -> Result:
-    used = [batches[k % len(batches)] for k in range(steps)]
-    counts = [masked_counts(b) for b in used]
-    lengths = [real_positions(b, dims.patches) for b in used]
+    per_batch = [(masked_counts(b), real_positions(b, dims.patches)) for b in batches]
+    used = [per_batch[k % len(batches)] for k in range(steps)]  # each step's batch, counted once per batch
+    counts = [c for c, _ in used]
+    lengths = [n for _, n in used]
     real = [step_flops(dims, batch, *c, lengths=n) for c, n in zip(counts, lengths, strict=True)]
     parts = {k: float(np.mean([r[k] for r in real])) for k in real[0]}
     m_tok, m_patch = (float(np.mean([c[i] for c in counts])) for i in (0, 1))

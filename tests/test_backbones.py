@@ -38,9 +38,9 @@ def test_crop_and_roi_give_same_shape_and_dtype(nets):
     assert outs[0].shape == outs[1].shape == outs[2].shape == (2, 5, 1280)
     assert outs[0].dtype == outs[1].dtype == outs[2].dtype == torch.float32
     assert all(torch.isfinite(out).all() for out in outs)
-    # crop: one pass per patch (2 x 5); roi: one per level per image (2 x 2), then one shared map per
-    # image (2) when the boxes are not given as levels
-    assert [net.passes - b for net, b in zip(nets, before, strict=True)] == [10, 4 + 2]
+    # crop: one pass per patch (2 x 5); roi: per image one for the 1x1 level and one per 2x2 patch
+    # (passed on its own: `roi_separate`), then one shared map per image when the boxes are not levels
+    assert [net.passes - b for net, b in zip(nets, before, strict=True)] == [10, 2 * (1 + 4) + 2]
 
 
 def test_crop_feature_is_the_patch_on_its_own(nets):
@@ -107,6 +107,29 @@ def test_roi_levels_do_not_give_a_hidden_patch_away_as_a_linear_function_of_the_
         errors[maps] = leak.errors(net.extract(images, boxes, grids=leak.GRIDS).numpy())
     assert all(error < 1e-3 for error in errors["shared"].values()), errors
     assert all(error > 0.1 for error in errors["level"].values()), errors
+
+
+def test_shuffling_the_jigsaw_level_features_is_shuffling_the_image():
+    """JPS shuffles the 2x2 level's features, which SPEC 9 wants to be the same as shuffling the
+    image's quadrants. With the 2x2 patches passed one by one (``roi_separate``, default [2]) it is;
+    pooled from one pass over the region, each quadrant also carries where it was cut (which borders
+    met the padding, its neighbours), and the jigsaw could be solved without looking at content."""
+    quads = np.random.default_rng(5).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    quads[:, :2] = quads[:, -2:] = quads[:, :, :2] = quads[:, :, -2:] = 0  # resampling reads no neighbour
+
+    def tiled(order: tuple[int, ...]) -> np.ndarray:
+        q = quads[list(order)]
+        return np.ascontiguousarray(np.concatenate([np.concatenate(q[:2], 1), np.concatenate(q[2:], 1)]))
+
+    perm = (2, 0, 3, 1)  # slot k shows quadrant perm[k]
+    boxes = grid_layout([0, 0, 64, 64], 64, 64, (1, 2)).boxes
+    for separate, same in (([2], True), ([], False)):
+        net = registry.backbones.get("mobilenet_v2")(mode="roi", image_size=SIZE, device="cpu",
+                                                     roi_separate=separate)
+        base = net.extract([tiled((0, 1, 2, 3))], [boxes], grids=(1, 2))[0, 1:]
+        moved = net.extract([tiled(perm)], [boxes], grids=(1, 2))[0, 1:]
+        error = float((moved - base[list(perm)]).abs().max() / base.abs().max())
+        assert (error < 1e-4) == same, (separate, error)
 
 
 def test_level_sides_give_each_patch_whole_cells_of_its_own_map():

@@ -135,8 +135,9 @@ def test_prepare_skips_bad_rows_and_resumes_identically(parts, tmp_path):
     passes = backbone.passes
     resumed = prepare_rows(FlakyReader(reader), sod, patcher, backbone, tmp_path / "cut", "k", batch_size=3)
     assert resumed.resumed_at == 5  # rows 0..5 committed (2 skipped) before the crash in batch 6..8
-    # only the rest was extracted: in roi, a pass per level, 3 rotated and 1 grey per row
-    per_row = len(patcher.grids) + 3 + 1
+    # only the rest was extracted: in roi, a pass per level (the 2x2 level's 4 patches one by one),
+    # 3 rotated and 1 grey per row
+    per_row = len(patcher.grids) - 1 + 4 + 3 + 1
     assert backbone.passes - passes == per_row * (n - 6)
     cut = _arrays(tmp_path / "cut")
     for name, value in ref.items():

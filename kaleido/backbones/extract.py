@@ -10,6 +10,14 @@
   map, and with 16-49 cells under 55 patches every hidden patch (B2CM's blank 5x5, G2CM's colour
   4x4, RR's upright 1x1) is then an exact linear function of the visible ones, so those tasks
   can be solved by a linear layer (measured on real photos: relative error 0.0000).
+  The levels of ``roi_separate`` (default: 2x2, the level JPS shuffles) are instead cut into
+  their patches, each passed on its own at the level's resolution (the same pixels as the
+  level's pass): a patch pooled from a pass over the whole region carries where it was cut
+  (which of its borders met the padding, its neighbours' context), so shuffled 2x2 features
+  gave the jigsaw answer away without any content (on content-free images a linear probe read a
+  2x2 patch's slot 68% of the time, chance 25%, and the permutation 55%, chance 4%; passed one
+  by one: 26% / 10%, as ``crop``; ``bench/roi_leak.py``). Shuffling separate patches' features
+  is shuffling the image, as SPEC 9 wants; it costs the same pixels as the level's pass.
   ``roi_maps = "shared"`` keeps that single pass (faster; for speed comparisons, or patch sets
   that are not Kaleido levels), pooling each box with ``torchvision.ops.roi_align``.
 
@@ -140,12 +148,15 @@ class Backbone(nn.Module):
     """A CNN trunk (image -> last feature map) plus batched `crop` / `roi` patch extraction."""
 
     def __init__(self, trunk: nn.Module, feature_dim: int, mode: str, image_size: int, batch_size: int,
-                 device: str, roi_output: int = 2, roi_maps: str = "level") -> None:
+                 device: str, roi_output: int = 2, roi_maps: str = "level",
+                 roi_separate: Sequence[int] = (2,)) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"backbone mode must be one of {MODES}, got {mode!r}")
         if roi_maps not in ROI_MAPS:
             raise ValueError(f"backbone roi_maps must be one of {ROI_MAPS}, got {roi_maps!r}")
+        if any(int(g) < 1 for g in roi_separate):
+            raise ValueError(f"backbone roi_separate names grid sizes (>= 1), got {list(roi_separate)}")
         if image_size < 32 or batch_size < 1 or roi_output < 1:
             raise ValueError(f"need image_size >= 32, batch_size >= 1, roi_output >= 1 (got {image_size}, "
                              f"{batch_size}, {roi_output})")
@@ -153,6 +164,7 @@ class Backbone(nn.Module):
         self._source = [trunk]  # the unfused trunk (not a submodule): earlier maps are cut from it
         self._prefixes: dict[int, nn.Module] = {}
         self.feature_dim, self.mode, self.roi_maps = feature_dim, mode, roi_maps
+        self.roi_separate = frozenset(int(g) for g in roi_separate)
         self._stride: int | None = None
         self.image_size, self.batch_size, self.roi_output = image_size, batch_size, roi_output
         self.device = resolve_device(device)
@@ -307,9 +319,23 @@ class Backbone(nn.Module):
         """Per level, the side in cells of its pass's map (see :func:`level_sides`)."""
         return level_sides(tuple(grids), max(1, round(self.image_size / self.stride())))
 
-    def _level_pass(self, images, regions, g: int, side: int, transform=None) -> torch.Tensor:
+    def level_passes(self, grids: Sequence[int]) -> list[list[int]]:
+        """Per level, the sides in pixels of the passes per-level ``roi`` runs for one image: the
+        region once, or each of the g x g patches alone for the levels of ``roi_separate``."""
+        stride = self.stride()
+        return [[side // g * stride] * (g * g) if g in self.roi_separate else [side * stride]
+                for g, side in zip(grids, self.level_sides(grids), strict=True)]
+
+    def _level_pass(self, images, regions, g: int, side: int, transform=None, boxes=None) -> torch.Tensor:
         """Every image's region at ``side`` cells through the trunk, each of the g x g patches the
-        average of its own cells: (B, g * g, D), row-major."""
+        average of its own cells: (B, g * g, D), row-major. With ``boxes`` (each image's g * g
+        boxes of this level), every patch is passed on its own at ``side / g`` cells instead."""
+        if boxes is not None:
+            crops = torch.cat([self._crops(img, b, side // g * self.stride())
+                               for img, b in zip(images, boxes, strict=True)])
+            if transform is not None:
+                crops = transform(crops)
+            return self.maps(crops).mean(dim=(2, 3)).view(len(images), g * g, -1)
         size = side * self.stride()
         crops = torch.cat([self._crops(img, r[None], size) for img, r in zip(images, regions, strict=True)])
         if transform is not None:
@@ -324,8 +350,14 @@ class Backbone(nn.Module):
         for boxes, region in zip(box_t, regions, strict=True):
             check_even_grids(boxes, region, grids)
         n, sides = len(images), self.level_sides(grids)
-        feats = torch.cat([self._level_pass(images, regions, g, side)
-                           for g, side in zip(grids, sides, strict=True)], dim=1)
+        starts = np.cumsum([0, *[g * g for g in grids]])
+
+        def separate(i: int) -> list[torch.Tensor] | None:
+            """Level i's boxes per image when its patches are passed one by one, else None."""
+            return [b[starts[i]:starts[i + 1]] for b in box_t] if grids[i] in self.roi_separate else None
+
+        feats = torch.cat([self._level_pass(images, regions, g, side, boxes=separate(i))
+                           for i, (g, side) in enumerate(zip(grids, sides, strict=True))], dim=1)
         rots = feats.new_zeros((n, 0, self.feature_dim))
         if rotations:  # the 1x1 region turned, at the 1x1 level's own resolution when there is one
             side = sides[grids.index(1)] if 1 in grids else max(1, round(self.image_size / self.stride()))
@@ -334,12 +366,12 @@ class Backbone(nn.Module):
                                 for k in (1, 2, 3)], dim=1)
         greys = feats.new_zeros((0, self.feature_dim))
         if grey is not None:  # the grey slice is one level's patches: that level's pass, in grey
-            starts = np.cumsum([0, *[g * g for g in grids]])
             level = next((i for i, g in enumerate(grids) if range(starts[i], starts[i + 1]) ==
                           range(*grey.indices(int(starts[-1])))), None)
             if level is None:
                 raise ValueError(f"grey patches {grey} are not one level of grids {list(grids)}")
-            greys = self._level_pass(images, regions, grids[level], sides[level], grey_scale).flatten(0, 1)
+            greys = self._level_pass(images, regions, grids[level], sides[level], grey_scale,
+                                     separate(level)).flatten(0, 1)
         return feats.flatten(0, 1), rots, greys
 
     def _gap(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,8 @@ class ResNet50Backbone(Backbone):
 
     def __init__(self, mode: Literal["crop", "roi"] = "roi", image_size: int = 224, batch_size: int = 32,
                  weights: str = "", roi_output: int = 2, device: str = "auto",
-                 roi_maps: Literal["level", "shared"] = "level") -> None:
+                 roi_maps: Literal["level", "shared"] = "level",
+                 roi_separate: list[int] = [2]) -> None:  # noqa: B006 - pydantic copies defaults
         from torchvision.models import ResNet50_Weights, resnet50
 
         from kaleido.weights import MissingWeights, local_file
@@ -37,4 +38,5 @@ class ResNet50Backbone(Backbone):
                                      "give backbone.weights = a local .pth file, or \"none\"") from None
         trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3,
                               net.layer4)
-        super().__init__(trunk, 2048, mode, image_size, batch_size, device, roi_output, roi_maps)
+        super().__init__(trunk, 2048, mode, image_size, batch_size, device, roi_output, roi_maps,
+                         roi_separate)

@@ -177,8 +177,8 @@ def test_how_a_stage_runs_does_not_change_its_key():
         assert (pretrain_dir(other), store_dir(other), align_dir(other), eval_dir(other)) == (
             pretrain_dir(base), store_dir(base), align_dir(base), eval_dir(base)), runtime
     # a result-changing setting moves its own stage's folder and every later one, not the earlier ones
-    for setting, moved in (("backbone.image_size=96", 0), ("aligner.epochs=3", 1), ("pretrain.lr=0.5", 2),
-                           ("eval.queries=5", 3)):
+    for setting, moved in (("backbone.image_size=96", 0), ('sod.name="none"', 0), ('patcher.name="fixed"', 0),
+                           ("aligner.epochs=3", 1), ("pretrain.lr=0.5", 2), ("eval.queries=5", 3)):
         other = load_recipe(recipe, [setting])
         folders = [(f(other), f(base)) for f in (store_dir, align_dir, pretrain_dir, eval_dir)]
         same = [a == b for a, b in folders]

@@ -38,6 +38,19 @@ def test_stage_keys_follow_the_sections_that_shape_each_stage(tiny, tmp_path):
     assert pretrain_dir(base).parent == run_dir(base) == tmp_path / "runs" / "tiny"
 
 
+def test_the_pretrain_key_follows_the_model_and_the_task_settings(tiny):
+    """A bigger model or another task weight trains another model: a new pre-training folder (and
+    evaluation), on the same store and alignments."""
+    from kaleido.aligners.align import align_dir
+
+    base = load_recipe(tiny)
+    for setting in ("model.num_layers=2", "model.hidden_size=64", "tasks.itm.weight=2.0",
+                    "tasks.amlm.weight=0.5"):
+        other = load_recipe(tiny, [setting])
+        assert (store_dir(other), align_dir(other)) == (store_dir(base), align_dir(base)), setting
+        assert pretrain_dir(other) != pretrain_dir(base) and eval_dir(other) != eval_dir(base), setting
+
+
 def test_the_resolved_recipe_reloads_to_the_same_stage_keys(tiny, tmp_path):
     base = load_recipe(tiny, ["pretrain.lr=3e-4"])
     base.dump(tmp_path / "resolved.toml")

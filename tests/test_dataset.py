@@ -124,3 +124,21 @@ def test_build_pretraining_from_a_recipe(tokenizer) -> None:
     recipe.model.pretrain.tasks = ["amlm", "rr"]
     with pytest.raises(ValueError, match="task 'rr' needs the 1x1 Kaleido level"):
         build_pretraining(recipe, FakeStore(n=4, grids=(4,)))
+
+
+def test_a_masker_plans_no_more_patches_than_the_tasks_hide(tokenizer) -> None:
+    """CP camouflages one 3x3 patch: a masker quota of 2 there would leave the second planned patch
+    visible (and AGM its aligned token too: neither side masked), so the plan is capped at one;
+    G2CM greys every planned 4x4 patch, so its quota stands."""
+    tasks = [registry.tasks.get(n)() for n in ("amlm", "cp", "g2cm")]
+    masker = AGMMasker(patch_quotas={3: 2, 4: 3})
+    ds = PretrainDataset(FakeStore(n=16), tokenizer, masker, tasks, seed=0, max_text_len=16)
+    levels = ds.levels
+    for i in range(16):
+        sample = ds[i]
+        assert len(sample.plan.patches_at(levels, 3)) == 1  # capped at CP's one
+        assert len(sample.plan.patches_at(levels, 4)) == 3  # G2CM hides them all
+        changed = np.flatnonzero(np.abs(sample.features - sample.original).sum(-1) > 0)
+        assert set(changed.tolist()) <= set(sample.plan.patches.tolist())
+    alone = masker.plan(10, levels, ds.grids, [], np.random.default_rng(0))  # used alone: nothing caps it
+    assert len(alone.patches_at(levels, 3)) == 2

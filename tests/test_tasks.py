@@ -303,7 +303,7 @@ def test_hidden_by_the_tasks() -> None:
     def tasks(*names):
         return [registry.tasks.get(n)() for n in names]
 
-    assert hidden_by(tasks(*ALL)) == Hidden(tokens=True, grids=frozenset({3, 4, 5}))
+    assert hidden_by(tasks(*ALL)) == Hidden(tokens=True, grids=frozenset({3, 4, 5}), limits=((3, 1),))
     assert hidden_by(tasks("amlm", "itm", "rr", "jps")) == Hidden(tokens=True, grids=frozenset())
     assert hidden_by(tasks("itm", "g2cm")) == Hidden(tokens=False, grids=frozenset({4}))
 

@@ -43,10 +43,13 @@ class Hidden:
     one-side rule would then keep its aligned token visible too, so neither side of the pair is
     masked (SPEC section 4 wants exactly one). ``grids=None`` means every grid the quotas name
     (:data:`EVERYTHING`, for a masker used on its own); the dataset passes what its tasks hide.
+    ``limits``: (grid, most patches of it the tasks hide) pairs (CP camouflages one 3x3 patch): a
+    larger quota is capped, for the same reason.
     """
 
     tokens: bool = True
     grids: frozenset[int] | None = None
+    limits: tuple[tuple[int, int], ...] = ()
 
     def token_budget(self, n_tokens: int, token_rate: float, max_predictions: int) -> int:
         """:func:`token_budget`, or 0 when no task hides tokens."""
@@ -54,9 +57,10 @@ class Hidden:
 
     def patch_budgets(self, levels: np.ndarray, grids: Sequence[int],
                       quotas: Mapping[int, int]) -> dict[int, int]:
-        """:func:`patch_budgets` over the hidden grids only."""
+        """:func:`patch_budgets` over the hidden grids only, each at most its limit."""
         kept = quotas if self.grids is None else {g: q for g, q in quotas.items() if int(g) in self.grids}
-        return patch_budgets(levels, grids, kept)
+        limits = dict(self.limits)
+        return patch_budgets(levels, grids, {g: min(q, limits.get(int(g), q)) for g, q in kept.items()})
 
 
 EVERYTHING = Hidden()

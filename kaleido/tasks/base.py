@@ -85,6 +85,7 @@ class Task:
     grid: ClassVar[int | None] = None  # the Kaleido level (by grid size) the task works on
     hides_tokens: ClassVar[bool] = False  # hides the masker's tokens (AMLM)
     hides_patches: ClassVar[bool] = False  # hides the masker's patches of ``grid`` (CP, G2CM, B2CM)
+    hides_at_most: ClassVar[int | None] = None  # hides no more than this many of them (CP: one)
 
     level: int | None = None
     start: int = 0  # first patch index of the task's level
@@ -137,9 +138,13 @@ class Task:
 
 
 def hidden_by(tasks: Sequence[Task]) -> Hidden:
-    """What these tasks hide of a mask plan, for the masker (see :class:`~kaleido.maskers.base.Hidden`)."""
-    return Hidden(tokens=any(t.hides_tokens for t in tasks),
-                  grids=frozenset(int(t.grid) for t in tasks if t.hides_patches and t.grid is not None))
+    """What these tasks hide of a mask plan, for the masker (see :class:`~kaleido.maskers.base.Hidden`):
+    a grid is capped only when every task hiding it is."""
+    hiding = [t for t in tasks if t.hides_patches and t.grid is not None]
+    grids = frozenset(int(t.grid) for t in hiding)
+    caps = {g: [t.hides_at_most for t in hiding if int(t.grid) == g] for g in grids}
+    limits = tuple(sorted((g, max(c)) for g, c in caps.items() if None not in c))
+    return Hidden(tokens=any(t.hides_tokens for t in tasks), grids=grids, limits=limits)
 
 
 def pad_stack(arrays: list[np.ndarray], fill: float | int | bool, dtype: torch.dtype) -> torch.Tensor:

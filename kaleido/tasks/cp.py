@@ -23,6 +23,7 @@ class CPTask(Task):
     name = "cp"
     grid = 3
     hides_patches = True
+    hides_at_most = 1  # one camouflaged patch: a second planned one would stay visible
 
     def __init__(self) -> None:
         pass

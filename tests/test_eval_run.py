@@ -193,3 +193,62 @@ def test_results_report_the_lr_the_cls_itm_head_trained_at(pretrained):
                    progress=False, stores=pretrained / "stores")
     assert res["info"]["itm_pooling"] == "cls"
     assert res["info"]["head_lr"] == {"itm": 5e-4, "cls": 1e-2}
+
+
+def test_retrieval_ranks_the_test_lists_by_the_scorer_each_direction_its_own(pretrained, monkeypatch):
+    """An oracle that knows the test split's products (from a pair's text and image features, as
+    the batch carries them) ranks every positive first; its reverse ranks them last; and a scorer
+    that favours some texts puts each direction's R@1 where a hand count over the lists does."""
+    import torch
+
+    from kaleido.evaluation.run import evaluate
+    from kaleido.training.dataset import encode_pairs
+    from kaleido.training.objective import PretrainObjective
+
+    test = FeatureStore(pretrained / "stores" / "test")
+    tok = PretrainObjective.load(pretrained / "pretrain" / "model").model.tokenizer
+    pid = [m.product_id for m in test.meta(np.arange(len(test)))]
+    text_of, image_of = {}, {}
+
+    def words(ids):
+        return tuple(int(t) for t in ids if t != tok.pad_token_id)
+
+    for r in range(len(test)):
+        b = encode_pairs(test, tok, [r], [r], 12)
+        text_of[words(b["input_ids"][0])] = pid[r]
+        image_of[b["features"][0].numpy().tobytes()] = pid[r]
+    favoured = {p for p in pid if int(p.split("-")[1]) % 2 == 0}  # the texts of even products
+
+    def score(text_pid, image_pid, mode):
+        same = text_pid is not None and text_pid == image_pid
+        if mode == "oracle":
+            return 1.0 if same else 0.0
+        if mode == "reversed":
+            return 0.0 if same else 1.0
+        return 1.0 if same else (2.0 if text_pid in favoured else 0.0)  # "biased"
+
+    def oracle(mode):
+        def match(self, batch):
+            texts = [text_of.get(words(ids)) for ids in batch["input_ids"]]
+            images = [image_of.get(f.numpy().tobytes()) for f in batch["features"]]
+            return torch.tensor([score(t, i, mode) for t, i in zip(texts, images, strict=True)])
+        return match
+
+    settings = dict(tasks=["itr", "tir"], queries=12, negatives=5, batch_size=16, finetune_itm=False)
+    results = {}
+    for mode in ("oracle", "reversed", "biased"):
+        monkeypatch.setattr(PretrainObjective, "match_scores", oracle(mode))
+        res = evaluate(_recipe(pretrained, **settings), pretrained / "pretrain", pretrained / "out" / mode,
+                       progress=False, stores=pretrained / "stores")
+        results[mode] = res["retrieval"]["scorers"]["pre-trained ITM"]
+    assert results["oracle"]["itr"]["R@1"] == results["oracle"]["tir"]["R@1"] == 100.0
+    assert results["reversed"]["itr"]["R@1"] == results["reversed"]["tir"]["R@1"] == 0.0
+    # by hand: ITR ranks the list's texts against the query's image, TIR its images against the query's text
+    lists = CandidateLists.load(pretrained / "out" / "biased" / "candidates.json").lists
+    itr = 100 * np.mean([all(score(pid[n], pid[q], "biased") < score(pid[q], pid[q], "biased") for n in negs)
+                         for q, *negs in lists])
+    tir = 100 * np.mean([all(score(pid[q], pid[n], "biased") < score(pid[q], pid[q], "biased") for n in negs)
+                         for q, *negs in lists])
+    assert itr != tir  # the directions differ, so swapping them shows
+    assert results["biased"]["itr"]["R@1"] == pytest.approx(itr)
+    assert results["biased"]["tir"]["R@1"] == pytest.approx(tir)

@@ -375,3 +375,34 @@ def test_compiling_the_packed_objective_traces_the_whole_step_without_graph_brea
     finally:
         objective.model.packed = False
         torch._dynamo.reset()
+
+
+def test_amlm_and_itm_heads_start_from_the_init_checkpoints_own_heads(tmp_path) -> None:
+    """BertModel drops a BERT checkpoint's ``cls.*`` heads; the authors restored cls/predictions
+    (MLM) and cls/seq_relationship (NSP) from BERT-base, so AMLM and ITM continue them: NSP's
+    "B follows A" (class 0) is ITM's "the text describes the image" (class 1)."""
+    import shutil
+
+    from transformers import BertConfig, BertForPreTraining
+
+    from kaleido.weights import minilm_dir
+
+    folder = tmp_path / "bert"
+    torch.manual_seed(3)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64)
+    BertForPreTraining(config).save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(minilm_dir() / name, folder / name)
+    reference = BertForPreTraining.from_pretrained(str(folder)).cls
+    model = Kaleido(init=str(folder), max_text_len=16).build(16, (1, 2, 3, 4, 5))
+    objective = PretrainObjective(model, {n: registry.tasks.get(n)() for n in ("amlm", "itm")})
+    mlm, itm = objective.heads["amlm"], objective.heads["itm"]
+    transform = reference.predictions.transform
+    torch.testing.assert_close(mlm.dense.weight, transform.dense.weight)
+    torch.testing.assert_close(mlm.norm.bias, transform.LayerNorm.bias)
+    torch.testing.assert_close(mlm.bias, reference.predictions.bias)
+    torch.testing.assert_close(itm.classifier.weight, reference.seq_relationship.weight.flip(0))
+    torch.testing.assert_close(itm.classifier.bias, reference.seq_relationship.bias.flip(0))
+    # the offline MiniLM is a bare encoder: fresh heads, no error
+    assert Kaleido(init="minilm", keep_layers=1, max_text_len=16).build(16, (1,)).pretrained_heads == {}

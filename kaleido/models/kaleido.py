@@ -14,6 +14,7 @@ tokenizer files and ``kaleido.json``.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from kaleido.models.folder import save_state
 from kaleido.models.packed import ATTENTION, packing, register_attention
 from kaleido.models.pooling import Pooling, check_pooling, summary
 from kaleido.models.tokenizer import bert_dir, load_tokenizer
+
+log = logging.getLogger(__name__)
 
 KALEIDO_JSON = "kaleido.json"
 # the sizes of an ``init = "scratch"`` model when the recipe names none: MiniLM-L6-H384's
@@ -57,6 +60,9 @@ class KaleidoModel(nn.Module):
         self.max_text_len = int(max_text_len)
         self.tokenizer_source = str(tokenizer_source)
         self._unpacked_attention = config._attn_implementation  # what ``packed = False`` goes back to
+        # BERT's own pre-training heads (``cls.*`` of the init checkpoint), for the task heads that
+        # continue them (AMLM: cls.predictions, ITM: cls.seq_relationship); not a part of the model
+        self.pretrained_heads: dict[str, torch.Tensor] = {}
 
     @property
     def packed(self) -> bool:
@@ -232,6 +238,8 @@ class Kaleido:
         model = KaleidoModel(self.bert(), feature_dim, tuple(grids), self.max_text_len,
                              "minilm" if self.init == "scratch" else self.init, self.dropout, self.pooling)
         model.packed = self.packed
+        if self.init != "scratch":
+            model.pretrained_heads = bert_heads(bert_dir(self.init))
         return model
 
 
@@ -242,6 +250,45 @@ def load_bert(folder: str | Path, **config: Any):
 
     _quiet_transformers()
     return BertModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="sdpa", **config)
+
+
+def bert_heads(folder: str | Path) -> dict[str, torch.Tensor]:
+    """The ``cls.*`` tensors of a local BERT checkpoint (BERT's MLM and NSP heads, which
+    ``BertModel`` drops), keyed without ``cls.``; empty for a bare encoder (the offline MiniLM)."""
+    folder = Path(folder)
+    single, index, legacy = folder / "model.safetensors", folder / "model.safetensors.index.json", \
+        folder / "pytorch_model.bin"
+    if single.is_file() or index.is_file():
+        from safetensors import safe_open
+
+        shards = {} if single.is_file() else json.loads(index.read_text())["weight_map"]
+        files = [single] if single.is_file() else sorted(
+            {folder / f for k, f in shards.items() if k.startswith("cls.")})
+        out = {}
+        for path in files:
+            with safe_open(str(path), "pt") as f:
+                out.update({k[4:]: f.get_tensor(k) for k in f.keys() if k.startswith("cls.")})
+        return out
+    if legacy.is_file():
+        state = torch.load(legacy, map_location="cpu", weights_only=True)
+        return {k[4:]: v for k, v in state.items() if k.startswith("cls.")}
+    return {}
+
+
+def copy_pretrained(head: nn.Module, model: Any, names: dict[str, str], what: str,
+                    rows: list[int] | None = None) -> bool:
+    """Start ``head`` from the init checkpoint's own head where it has one (``names``: head
+    parameter -> ``cls.*`` key; ``rows`` reorders the output rows of every copied tensor), as the
+    authors' code restored ``cls/predictions`` and ``cls/seq_relationship`` from BERT-base."""
+    found = getattr(model, "pretrained_heads", {})
+    params = dict(head.named_parameters())
+    if not names or any(k not in found or found[k].shape != params[p].shape for p, k in names.items()):
+        return False
+    with torch.no_grad():
+        for p, k in names.items():
+            params[p].copy_(found[k][rows] if rows is not None else found[k])
+    log.info("%s head starts from the init checkpoint's %s", what, next(iter(names.values())).split(".")[0])
+    return True
 
 
 def _quiet_transformers() -> None:

@@ -89,4 +89,13 @@ class AMLMTask(Task):
                 "amlm/labels": pad_stack([x["labels"] for x in labels], IGNORE, torch.long)}
 
     def build_head(self, model: Any) -> TaskHead:
-        return MLMHead(model.hidden_size, model.vocab_size)
+        """BERT's MLM head, from the init checkpoint's ``cls.predictions`` when it has one."""
+        from kaleido.models.kaleido import copy_pretrained
+
+        head = MLMHead(model.hidden_size, model.vocab_size)
+        copy_pretrained(head, model, {"dense.weight": "predictions.transform.dense.weight",
+                                      "dense.bias": "predictions.transform.dense.bias",
+                                      "norm.weight": "predictions.transform.LayerNorm.weight",
+                                      "norm.bias": "predictions.transform.LayerNorm.bias",
+                                      "bias": "predictions.bias"}, "amlm")
+        return head

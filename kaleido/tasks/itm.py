@@ -56,4 +56,11 @@ class ITMTask(Task):
         return {"itm/label": torch.tensor([x["label"] for x in labels], dtype=torch.long)}
 
     def build_head(self, model: Any) -> TaskHead:
-        return ITMHead(model.hidden_size)
+        """From the init checkpoint's next-sentence head when it has one: its "B follows A" (class
+        0) becomes "the text describes the image" (class 1), as both read the pooled ``[CLS]``."""
+        from kaleido.models.kaleido import copy_pretrained
+
+        head = ITMHead(model.hidden_size)
+        copy_pretrained(head, model, {"classifier.weight": "seq_relationship.weight",
+                                      "classifier.bias": "seq_relationship.bias"}, "itm", rows=[1, 0])
+        return head

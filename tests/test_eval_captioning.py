@@ -1,10 +1,20 @@
 """Captioning's closed vocabulary: the cut decoder equals the full one on its tokens; ids map back."""
 
+import numpy as np
 import pytest
 import torch
+from fakes import TEXTS, FakeStore
 
-from kaleido.evaluation.captioning import IGNORE, VocabHead, caption_labels, caption_vocab, decode
+from kaleido.evaluation.captioning import (
+    IGNORE,
+    VocabHead,
+    caption_batch,
+    caption_labels,
+    caption_vocab,
+    decode,
+)
 from kaleido.models.tokenizer import load_tokenizer
+from kaleido.training.dataset import encode_pairs
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +38,6 @@ def test_vocab_head_is_the_full_head_restricted_to_its_rows():
     model = Kaleido(init="scratch", hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
                     max_text_len=8).build(3, (1,))
     head = MLMHead(16, model.vocab_size)
-    torch.nn.init.normal_(head.bias)
     vocab = torch.tensor([102, 2417, 6954])
     hidden = torch.randn(2, 4, 16)
     full = head.logits(hidden, model)
@@ -64,3 +73,40 @@ def test_decode_keeps_at_most_slots_minus_one_words_without_sep(tok):
     logits[0, 3, tok.sep_token_id] = 5.0  # an end marker in the last slot ends it the same way
     assert decode(logits, tok) == ["red boots bag"]
     assert decode(logits[:, :1], tok) == ["red"]  # one slot: still never empty
+
+
+def test_caption_batch_puts_masks_in_the_slots_not_the_text(tok):
+    store = FakeStore(n=4)
+    rows = np.arange(4)
+    batch = encode_pairs(store, tok, rows, rows, 16)
+    slots = 5
+    out = caption_batch(batch, tok, slots)
+    ids, mask = out["input_ids"], out["attention_mask"]
+    assert ids.shape == batch["input_ids"].shape
+    assert (ids[:, 0] == tok.cls_token_id).all()
+    assert (ids[:, 1 : slots + 1] == tok.mask_token_id).all()
+    assert (ids[:, slots + 1 :] == tok.pad_token_id).all()
+    assert (mask[:, : slots + 1] == 1).all() and (mask[:, slots + 1 :] == 0).all()
+    assert out["features"] is batch["features"] and out["positions"] is batch["positions"]
+    with pytest.raises(ValueError, match="does not fit"):
+        caption_batch(batch, tok, 16)
+
+
+def test_generated_captions_do_not_read_the_rows_texts(tok):
+    """The captions come from the patches alone: the same images under other texts caption alike."""
+    from kaleido.evaluation.captioning import generate
+    from kaleido.models.kaleido import Kaleido
+    from kaleido.tasks.amlm import MLMHead
+
+    torch.manual_seed(0)
+    model = Kaleido(init="scratch", hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                    max_text_len=16).build(16, (1, 2, 3, 4, 5))
+    head = MLMHead(16, model.vocab_size)
+
+    def encode(store, texts, images):
+        return encode_pairs(store, tok, texts, images, 16)
+
+    rows = np.arange(6)
+    captions = [generate(model, head, tok, FakeStore(n=6, texts=texts), encode, rows, 5, 4)
+                for texts in (TEXTS, TEXTS[::-1], ["a b c d e f g h i j"] * 6)]
+    assert captions[0] == captions[1] == captions[2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from fakes import FakeAlignments, FakeStore
 
 from kaleido import registry
@@ -325,3 +326,93 @@ def test_a_task_reading_the_planned_patches_must_declare_that_it_hides_them() ->
     cp = registry.tasks.get("cp")()
     cp.bind((1, 2, 3))
     assert cp.planned(sample).tolist() == [6]
+
+
+@pytest.mark.parametrize("name", ["rr", "jps", "cp"])
+def test_image_tasks_move_features_and_keep_the_patch_positions(tokenizer, name) -> None:
+    """RR, JPS and CP change what a patch shows, never where it is: the positions stay the row's."""
+    ds = _dataset(tokenizer, [name])
+    changed = 0
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            s = ds[i]
+            assert np.array_equal(s.positions, np.asarray(ds.store.positions(i), dtype=np.float32))
+            changed += not np.array_equal(s.features, _original(ds.store, i))
+    assert changed > len(ds)  # the features did move
+
+
+def test_itm_negatives_replace_the_text_or_the_image_about_equally(tokenizer) -> None:
+    ds = _dataset(tokenizer, ["itm"], store=FakeStore(n=200))
+    other_text = other_image = 0
+    for i in range(len(ds)):
+        s = ds[i]
+        if s.matched:
+            assert (s.text_row, s.image_row) == (i, i)
+            continue
+        assert (s.text_row == i) != (s.image_row == i)  # exactly one side replaced
+        other_text += s.text_row != i
+        other_image += s.image_row != i
+    negatives = other_text + other_image
+    assert negatives > 60
+    assert 0.35 < other_text / negatives < 0.65 and 0.35 < other_image / negatives < 0.65
+
+
+def _head_batch(examples: int, text_len: int, **labels) -> dict:
+    """What a head reads of a batch: the text block's width, and its task's labels."""
+    return {"input_ids": torch.zeros(examples, text_len, dtype=torch.long), **labels}
+
+
+@pytest.mark.parametrize("name", ["rr", "jps", "cp"])
+def test_level_classifier_reads_its_levels_patch_rows(name) -> None:
+    """The head's logits are its linear layer over the level's hidden states (after the text block):
+    changing any other row, text or patch, changes nothing; changing one of the level's does."""
+    torch.manual_seed(0)
+    task = registry.tasks.get(name)()
+    task.bind((1, 2, 3, 4, 5))
+    model = type("M", (), {"hidden_size": 4})()
+    head = task.build_head(model)
+    text_len = 6
+    sequence = torch.randn(2, text_len + 55, 4)
+    rows = slice(text_len + task.start, text_len + task.start + task.count)
+    logits = head.logits(sequence, text_len)
+    torch.testing.assert_close(logits, head.classifier(sequence[:, rows].flatten(1)))
+    others = sequence.clone()
+    keep = torch.ones(text_len + 55, dtype=torch.bool)
+    keep[rows] = False
+    others[:, keep] = torch.randn_like(others[:, keep])
+    torch.testing.assert_close(head.logits(others, text_len), logits)
+    mine = sequence.clone()
+    mine[:, rows.start] += 1.0
+    assert not torch.allclose(head.logits(mine, text_len), logits)
+    labels = torch.tensor([0, 1])
+    loss, _ = head(sequence, None, _head_batch(2, text_len, **{f"{name}/label": labels}), None)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, labels))
+
+
+@pytest.mark.parametrize("name", ["g2cm", "b2cm"])
+def test_feature_regression_loss_is_kl_of_target_to_prediction_over_the_masked_patches(name) -> None:
+    """SPEC section 6: KL(softmax(target) || softmax(prediction)) per masked patch, averaged; the
+    hidden states read are the masked patches' rows after the text block, no other."""
+    torch.manual_seed(0)
+    task = registry.tasks.get(name)()
+    task.bind((1, 2, 3, 4, 5))
+    head = task.build_head(type("M", (), {"hidden_size": 4, "feature_dim": 3})())
+    text_len = 6
+    patches = torch.tensor([[task.start + 1, task.start + 3]])  # one example, 2 masked patches
+    target = torch.tensor([[[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]]])
+    sequence = torch.randn(1, text_len + 55, 4)
+    labels = {"index": patches, "valid": torch.ones(1, 2, dtype=torch.bool), "target": target}
+    batch = _head_batch(1, text_len, **{f"{name}/{k}": v for k, v in labels.items()})
+    loss, _ = head(sequence, None, batch, None)
+    prediction = head.decoder(sequence[0, text_len + patches[0]])
+    t = target[0]
+    by_hand = (t.softmax(-1) * (t.log_softmax(-1) - prediction.log_softmax(-1))).sum(-1).mean()
+    reverse = (prediction.softmax(-1) * (prediction.log_softmax(-1) - t.log_softmax(-1))).sum(-1).mean()
+    assert not torch.allclose(by_hand, reverse)  # the direction shows
+    torch.testing.assert_close(loss, by_hand)
+    others = sequence.clone()
+    keep = torch.ones(text_len + 55, dtype=torch.bool)
+    keep[text_len + patches[0]] = False
+    others[:, keep] = torch.randn_like(others[:, keep])
+    torch.testing.assert_close(head(others, None, batch, None)[0], loss)

@@ -1,0 +1,43 @@
+"""AdamW's parameter groups: matrices decay, biases and LayerNorm weights do not, frozen ones stay out."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kaleido.training.optim import build_optimizer, param_groups
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(5, 4)
+        self.linear = nn.Linear(4, 3)
+        self.norm = nn.LayerNorm(3)
+        self.frozen = nn.Linear(3, 2)
+        self.frozen.requires_grad_(False)
+
+
+def test_matrices_decay_and_vectors_do_not() -> None:
+    model = Tiny()
+    groups = param_groups(model, 0.01)
+    by_decay = {g["weight_decay"]: {id(p) for p in g["params"]} for g in groups}
+    assert set(by_decay) == {0.01, 0.0}
+    assert by_decay[0.01] == {id(model.embed.weight), id(model.linear.weight)}
+    assert by_decay[0.0] == {id(model.linear.bias), id(model.norm.weight), id(model.norm.bias)}
+    assert sum(len(g["params"]) for g in groups) == 5  # the frozen layer is in neither
+
+
+def test_a_step_without_gradient_shrinks_only_the_decayed_parameters() -> None:
+    torch.manual_seed(0)
+    model = Tiny()
+    nn.init.normal_(model.norm.weight)
+    nn.init.normal_(model.linear.bias)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = build_optimizer(model, lr=0.1, weight_decay=0.5, betas=(0.9, 0.999), eps=1e-8)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for name, p in model.named_parameters():
+        shrunk = name in ("embed.weight", "linear.weight")
+        torch.testing.assert_close(p.detach(), before[name] * (1 - 0.1 * 0.5) if shrunk else before[name])

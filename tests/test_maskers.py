@@ -28,7 +28,8 @@ def test_registered_by_name() -> None:
 @pytest.mark.parametrize("masker", [RandomMasker(), AGMMasker()])
 def test_budgets_and_quotas(masker) -> None:
     rng = np.random.default_rng(0)
-    for n_tokens, expected in [(40, 6), (100, 10), (3, 1), (0, 0)]:
+    # 15% rounded to the nearest count: 10 tokens -> 1.5 -> 2, 17 -> 2.55 -> 3 (not cut to 1 and 2)
+    for n_tokens, expected in [(40, 6), (100, 10), (3, 1), (0, 0), (10, 2), (17, 3)]:
         plan = masker.plan(n_tokens, LEVELS, GRIDS, None, rng)
         assert plan.tokens.size == expected
         assert len(set(plan.tokens.tolist())) == plan.tokens.size

@@ -97,9 +97,9 @@ def test_grad_accumulation_matches_one_big_batch(tmp_path, monkeypatch):
     sizes: list[int] = []
     forward = ToyObjective.forward
 
-    def counting(self, batch):
+    def counting(self, batch, **kwargs):
         sizes.append(len(batch["x"]))
-        return forward(self, batch)
+        return forward(self, batch, **kwargs)
 
     monkeypatch.setattr(ToyObjective, "forward", counting)
     _toy_run(tmp_path / "a", dropout=0.0, max_steps=10, log_every=1)

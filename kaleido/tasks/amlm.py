@@ -46,6 +46,10 @@ class MLMHead(TaskHead):
         """Vocabulary logits of any hidden states (..., H) -> (..., V)."""
         return nn.functional.linear(self.transform(hidden), model.word_embeddings.weight, self.bias)
 
+    def loss_items(self, batch):
+        """The masked tokens with a label (a negative's are not)."""
+        return (batch["amlm/labels"] != IGNORE).sum()
+
     def forward(self, sequence, pooled, batch, model):
         positions, labels = batch["amlm/positions"], batch["amlm/labels"]
         rows, slots, weight = masked_slots(labels != IGNORE)

@@ -71,11 +71,21 @@ def patch_layout(grids: tuple[int, ...]) -> np.ndarray:
 
 
 class TaskHead(nn.Module):
-    """A task's head: ``forward(sequence, pooled, batch, model) -> (loss, metrics)``."""
+    """A task's head: ``forward(sequence, pooled, batch, model) -> (loss, metrics)``.
+
+    The loss is the mean over the items :meth:`loss_items` counts in ``batch`` (zero when there are
+    none). The trainer reads the counts of every micro-batch of a step on the CPU, before any
+    forward, and rescales each mean to ``sum / (items in the whole global batch)``, so that how a
+    global batch is split into micro-batches and ranks does not change the gradient.
+    """
 
     def forward(self, sequence: torch.Tensor, pooled: torch.Tensor, batch: dict[str, torch.Tensor],
                 model: nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def loss_items(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """How many items the loss averages over in ``batch``: by default one per row."""
+        return torch.tensor(batch["input_ids"].shape[0])
 
 
 class Task:
@@ -234,6 +244,10 @@ class FeatureRegressionHead(TaskHead):
         super().__init__()
         self.task = task
         self.decoder = nn.Linear(hidden_size, feature_dim, bias=False)
+
+    def loss_items(self, batch):
+        """The hidden patches with a target (a negative's are not)."""
+        return batch[f"{self.task}/valid"].sum()
 
     def forward(self, sequence, pooled, batch, model):
         text_len = batch["input_ids"].shape[1]

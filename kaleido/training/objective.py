@@ -48,12 +48,26 @@ class PretrainObjective(nn.Module):
             task.bind(model.grids)
         self.heads = nn.ModuleDict({name: task.build_head(model) for name, task in self.tasks.items()})
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
+    def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per task, how many items its loss averages over in ``batch`` (masked tokens for AMLM,
+        hidden patches with a target for G2CM / B2CM, rows for the others). Read by the trainer
+        from the CPU batch before the forward, to normalise each task by its global count."""
+        return {name: head.loss_items(batch) for name, head in self.heads.items()}
+
+    def forward(self, batch: dict[str, torch.Tensor],
+                loss_scale: Mapping[str, torch.Tensor] | None = None) -> ObjectiveOutput:
+        """Every head on one encoder pass. ``loss_scale[task]`` (the trainer's ``n * world / N``:
+        this micro-batch's count over the step's global count) turns each task's mean into its
+        share of the global mean, and weights its metrics alike; without it, per-batch means."""
         sequence, pooled = self.model(batch)
         losses, metrics = {}, {}
         total = sequence.new_zeros((), dtype=torch.float32)
         for name, head in self.heads.items():
             loss, task_metrics = head(sequence, pooled, batch, self.model)
+            if loss_scale is not None:
+                scale = loss_scale[name]
+                loss = loss.float() * scale
+                task_metrics = {key: value * scale for key, value in task_metrics.items()}
             losses[name] = loss
             total = total + self.weights[name] * loss.float()
             metrics.update({f"{name}/{key}": value for key, value in task_metrics.items()})

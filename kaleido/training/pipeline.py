@@ -26,8 +26,10 @@ STAGES = ("prepare", "align", "pretrain", "eval")
 # stages count through their own folder's key, so each stage's notion of a result is written once.
 PRETRAIN_SECTIONS = ("seed", "masker", "model", "tasks", "pretrain")
 # Bumped when the same sections start to train a different model (a run of the old code must not be
-# reused as this code's): 2 = ITM negatives masked like positives, plans only of what tasks hide.
-PRETRAIN_VERSION = 2
+# reused as this code's): 2 = ITM negatives masked like positives, plans only of what tasks hide;
+# 3 = each task's loss normalised by its count over the whole global batch (grad_accum > 1 and
+# several ranks used to average per micro-batch and per rank).
+PRETRAIN_VERSION = 3
 
 
 class StageError(RuntimeError):

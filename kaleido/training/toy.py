@@ -65,7 +65,13 @@ class ToyObjective(nn.Module):
         self.nan_from_call = nan_from_call
         self.calls = 0
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ToyOutput:
+    def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Both losses are means over the rows (see ``PretrainObjective.counts``)."""
+        rows = torch.tensor(len(batch["x"]))
+        return {"reg": rows, "cls": rows}
+
+    def forward(self, batch: dict[str, torch.Tensor],
+                loss_scale: dict[str, torch.Tensor] | None = None) -> ToyOutput:
         self.calls += 1
         h = self.trunk(batch["x"])
         reg = nn.functional.mse_loss(self.reg(h).squeeze(-1), batch["y"])
@@ -74,6 +80,8 @@ class ToyObjective(nn.Module):
         if self.nan_from_call and self.calls >= self.nan_from_call:
             cls = cls * float("nan")
         acc = (logits.argmax(-1) == batch["c"]).float().mean()
+        if loss_scale is not None:
+            reg, cls, acc = reg * loss_scale["reg"], cls * loss_scale["cls"], acc * loss_scale["cls"]
         return ToyOutput(loss=reg + cls, losses={"reg": reg, "cls": cls}, metrics={"cls/acc": acc})
 
     def save(self, folder: Path) -> None:

@@ -249,29 +249,54 @@ class Trainer:
                         TimeRemainingColumn(), console=Console(stderr=True),
                         disable=not (self.progress and self.info.is_main))
 
+    def _loss_scales(self, micro_batches: list[Any]) -> list[dict[str, torch.Tensor]] | None:
+        """Per micro-batch and task, ``n * world_size / N``: the micro-batch's item count (from
+        the objective's ``counts``, read on the CPU before any forward) over the count of the
+        whole global batch (every micro-batch of the step, every rank: one small all-reduce).
+
+        A task's mean times this is its sum over the global count, times the world size that
+        DDP's gradient averaging divides out again: the gradient (and the logged loss) is the
+        global batch's mean whatever its split into micro-batches and ranks, a micro-batch with
+        nothing masked included. None when the objective has no ``counts`` (its losses are then
+        taken as per-row means of equal micro-batches and divided by ``grad_accum``)."""
+        counts = getattr(self.objective, "counts", None)
+        if counts is None:
+            return None
+        per_micro = [counts(batch) for batch in micro_batches]
+        names = list(per_micro[0])
+        local = torch.tensor([[float(c[n]) for n in names] for c in per_micro], dtype=torch.float64)
+        local = local.to(self.info.device)
+        total = all_reduce_sum(self.info, local.sum(0))
+        scale = (local * self.info.world_size / total.clamp(min=1.0)).float()
+        return [{n: scale[m, i] for i, n in enumerate(names)} for m in range(len(micro_batches))]
+
     def _forward_backward(self, ddp: nn.Module, scaler, batches) -> tuple[dict[str, float], float, int]:
         """The ``grad_accum`` micro-steps of one optimiser step: (rank-averaged values, data wait, rows)."""
         info, accum = self.info, self.s.grad_accum
         local: dict[str, torch.Tensor] = {}
-        wait, rows = 0.0, 0
-        for micro in range(accum):
-            tw = time.perf_counter()
-            batch = next(batches)
-            wait += time.perf_counter() - tw
+        tw = time.perf_counter()
+        micro_batches = [next(batches) for _ in range(accum)]  # all of the step's, to count first
+        wait = time.perf_counter() - tw
+        scales = self._loss_scales(micro_batches)
+        div = 1 if scales is not None else accum
+        rows = 0
+        for micro, batch in enumerate(micro_batches):
+            rows += _batch_size(batch)
             batch = to_device(batch, info.device, non_blocking=info.device.type == "cuda")
+            kwargs = {} if scales is None else {"loss_scale": scales[micro]}
             # gradients are all-reduced once per optimiser step, on the last micro-step
             last_micro = micro == accum - 1 or not info.distributed
             with nullcontext() if last_micro else ddp.no_sync():
                 with self._autocast():
-                    out = ddp(batch)
-                scaler.scale(out.loss / accum).backward()
+                    out = ddp(batch, **kwargs)
+                scaler.scale(out.loss / div).backward()
             parts = {"loss": out.loss}
             parts.update({f"loss/{k}": v for k, v in out.losses.items()})
             parts.update({f"metric/{k}": v for k, v in out.metrics.items()})
             for k, v in parts.items():
-                v = v.detach().float() / accum
+                v = v.detach().float() / div
                 local[k] = local[k] + v if k in local else v
-            rows += _batch_size(batch)
+            micro_batches[micro] = None  # let the step's CPU batches go as they are used
         return self._reduce(local), wait, rows
 
     def _check_finite(self, values: dict[str, float], step: int) -> None:

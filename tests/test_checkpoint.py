@@ -98,3 +98,77 @@ def test_sigkill_and_resume_ends_with_identical_weights(tmp_path):
     la, lb = read_log(tmp_path / "straight" / "log.jsonl"), read_log(tmp_path / "killed" / "log.jsonl")
     assert [e["step"] for e in lb] == [e["step"] for e in la] == list(range(2, 25, 2))
     assert [e["loss"] for e in lb] == [e["loss"] for e in la]
+
+
+def _toy(out: Path, identity=None, hidden: int = 32, seed: int = 0, **settings):
+    from kaleido.recipe.schema import PretrainSettings
+    from kaleido.training.toy import ToyDataset, ToyObjective
+    from kaleido.training.trainer import Trainer, seed_everything
+
+    seed_everything(seed)
+    base = {"batch_size": 16, "max_steps": 4, "log_every": 2, "checkpoint_every": 2, "lr": 0.01}
+    return Trainer(ToyObjective(hidden=hidden), ToyDataset(64), PretrainSettings(**{**base, **settings}), out,
+                   seed=seed, progress=False, tensorboard=False, plot=False, find_unused_parameters=False,
+                   identity=identity, restart_hint="HINT").fit()
+
+
+def test_a_checkpoint_of_another_run_is_refused_in_one_line_naming_what_differs(tmp_path):
+    _toy(tmp_path, identity={"masker.name": "agm"})
+    state = ckpt.load_latest(tmp_path / "checkpoints")[1]
+    assert state["identity"]["pretrain.lr"] == 0.01 and state["identity"]["masker.name"] == "agm"
+    assert "pretrain.log_every" not in state["identity"]  # how a run runs is not what shaped it
+    cases = [({"lr": 0.02}, {}, "pretrain.lr was 0.01, now 0.02"),
+             ({}, {"seed": 1}, "seed was 0, now 1"),
+             ({"max_steps": 6}, {}, "total_steps was 4, now 6"),  # a spliced schedule
+             ({"batch_size": 32}, {}, "pretrain.batch_size was 16, now 32"),
+             ({"warmup_ratio": 0.5}, {}, "pretrain.warmup_ratio was 0.1, now 0.5"),
+             ({}, {"identity": {"masker.name": "random"}}, "masker.name was 'agm', now 'random'")]
+    for settings, kwargs, named in cases:
+        kwargs = {"identity": {"masker.name": "agm"}, **kwargs}
+        with pytest.raises(ckpt.CheckpointError) as err:
+            _toy(tmp_path, **kwargs, **settings)
+        message = str(err.value)
+        assert named in message and message.endswith("HINT") and "\n" not in message, message
+        assert message.count(" was ") == 1, message  # only what differs is named
+    # how the run runs may change on a restart: it resumes
+    result = _toy(tmp_path, identity={"masker.name": "agm"}, log_every=1, checkpoint_every=1, keep_last=3,
+                  num_workers=1, grad_accum=2)
+    assert result.resumed_from == 4
+
+
+def test_weights_that_do_not_fit_are_one_checkpoint_error_and_old_checkpoints_check_their_batch(tmp_path):
+    _toy(tmp_path)
+    with pytest.raises(ckpt.CheckpointError, match=r"does not fit this objective \(RuntimeError: Error\(s\) "
+                                                   r"in loading state_dict.*; HINT$"):
+        _toy(tmp_path, hidden=16)
+    # a checkpoint written before checkpoints recorded their run: only the global batch is checked
+    step, state = ckpt.load_latest(tmp_path / "checkpoints")
+    del state["identity"]
+    torch.save(state, ckpt.checkpoint_path(tmp_path / "checkpoints", step))
+    with pytest.raises(ckpt.CheckpointError, match="pretrain.batch_size was 16, now 32"):
+        _toy(tmp_path, batch_size=32)
+    assert _toy(tmp_path, lr=0.02).resumed_from == 4
+
+
+def test_main_reports_a_checkpoint_error_in_one_line_with_its_own_way_to_start_over(monkeypatch, capsys):
+    from kaleido.training import main as entry
+    from kaleido.training.pipeline import Launch, launch_args
+
+    hints = []
+
+    def refuse(recipe, out, progress=True, restart_hint=None):
+        hints.append(restart_hint)
+        raise ckpt.CheckpointError(f"run/checkpoints: the checkpoint at step 3 belongs to another run: "
+                                   f"pretrain.lr was 0.01, now 0.02; set them back to resume, or "
+                                   f"{restart_hint or entry.MAIN_HINT.format(checkpoints='run/checkpoints')}")
+
+    monkeypatch.setattr(entry, "train", refuse)
+    recipe = str(REPO / "tests" / "recipes" / "tiny.toml")
+    assert entry.main(["--recipe", recipe, "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: run/checkpoints:") and "--out" in err[0]
+    assert "--force" not in err[0]  # this entry point has no --force
+    # launched by `kaleido run` (torchrun), the way to start over is `kaleido run`'s
+    assert entry.main(["--recipe", recipe, "--no-progress", "--from-run"]) == 1
+    assert hints == [None, entry.RUN_HINT] and "--force pretrain" in entry.RUN_HINT
+    assert "--from-run" in launch_args(Path("r.toml"), Path("out"), Launch(nproc_per_node=2), progress=False)

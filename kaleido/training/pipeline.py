@@ -64,6 +64,26 @@ def pretrain_dir(recipe: Any) -> Path:
     return run_dir(recipe) / f"pretrain-{key}"
 
 
+def pretrain_identity(recipe: Any) -> dict[str, Any]:
+    """What shapes pre-training besides ``[pretrain]`` and the seed (which the trainer adds), as
+    dotted names for a checkpoint to store and a resume to compare: the store and alignments it
+    reads (their folder), ``PRETRAIN_VERSION``, the masker, the model (``packed`` left out, as
+    in the key) and each task's parameters and weight."""
+    from kaleido.aligners.align import align_dir
+    from kaleido.recipe.load import RUNTIME_FIELDS
+
+    out: dict[str, Any] = {"upstream": f"{align_dir(recipe).name}/v{PRETRAIN_VERSION}"}
+    for section in ("masker", "model"):
+        params = {"name": getattr(recipe, section).name, **recipe.params(section)}
+        out.update({f"{section}.{k}": v for k, v in params.items()
+                    if k not in RUNTIME_FIELDS.get(section, frozenset())})
+    for name in recipe.pretrain.tasks:
+        weight, params = recipe.task_params(name)
+        out[f"tasks.{name}.weight"] = weight
+        out.update({f"tasks.{name}.{k}": v for k, v in params.items()})
+    return out
+
+
 def eval_dir(recipe: Any) -> Path:
     """``<run>/eval-<key>``: the pre-trained model's folder and the ``[eval]`` section."""
     return eval_dir_of(recipe, pretrain_dir(recipe))
@@ -126,7 +146,7 @@ def launch_args(recipe_file: Path, out: Path, launch: Launch, progress: bool) ->
             raise StageError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (the same on every node)")
         args += ["--node-rank", str(launch.node_rank), "--rdzv-backend", "c10d", "--rdzv-endpoint",
                  launch.rdzv_endpoint, "--rdzv-id", launch.rdzv_id]
-    args += ["-m", "kaleido.training.main", "--recipe", str(recipe_file), "--out", str(out)]
+    args += ["-m", "kaleido.training.main", "--recipe", str(recipe_file), "--out", str(out), "--from-run"]
     if not progress:
         args.append("--no-progress")
     return args
@@ -138,9 +158,13 @@ def _pretrain(recipe: Any, launch: Launch, progress: bool) -> None:
     recipe_file = out / "recipe.toml"
     recipe.dump(recipe_file)
     if launch.world == 1:
-        from kaleido.training.main import train
+        from kaleido.training.checkpoint import CheckpointError
+        from kaleido.training.main import RUN_HINT, train
 
-        train(recipe, out, progress=progress)
+        try:
+            train(recipe, out, progress=progress, restart_hint=RUN_HINT)
+        except CheckpointError as exc:
+            raise StageError(f"pretrain: {exc}") from None
         return
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run

@@ -13,6 +13,7 @@ step ``k`` (before that step's log or checkpoint), to test recovery from a hard 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from kaleido.atomic import atomic_folder, write_json
+from kaleido.recipe.load import RUNTIME_FIELDS
 from kaleido.recipe.schema import PretrainSettings
 from kaleido.training import checkpoint as ckpt
 from kaleido.training.compile import compile_module
@@ -40,6 +42,17 @@ log = logging.getLogger(__name__)
 
 KILL_ENV = "KALEIDO_KILL_AT_STEP"
 DONE_FILE = "done.json"
+
+
+# [pretrain] settings that may change when a run resumes: how it runs (RUNTIME_FIELDS), the
+# micro-batch split (losses are global-batch means, so the gradient does not depend on it), and
+# epochs / max_steps, which count through ``total_steps``.
+RESUMABLE = frozenset(RUNTIME_FIELDS["pretrain"] | {"grad_accum", "epochs", "max_steps"})
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON has it (tuples become lists), so stored and current compare alike."""
+    return json.loads(json.dumps(value, default=str))
 
 
 class NonFiniteLoss(RuntimeError):
@@ -86,12 +99,18 @@ class Trainer:
 
     ``out_dir`` receives ``checkpoints/``, ``log.jsonl``, ``tb/``, ``model/``, ``loss.png`` and,
     last of all, ``done.json``. Only rank 0 writes; logged values are averaged over ranks.
+
+    Each checkpoint stores what shaped the run (:meth:`identity`: the seed, the step count, the
+    ``[pretrain]`` settings but the :data:`RESUMABLE` ones, plus the caller's ``identity``, e.g.
+    the masker, model and tasks); a resume refuses a checkpoint whose values differ, in one line
+    naming them and ending with ``restart_hint`` (how this entry point starts over).
     """
 
     def __init__(self, objective: nn.Module, dataset: Any, settings: PretrainSettings, out_dir: Path, *,
                  seed: int = 0, info: DistInfo | None = None, progress: bool = True,
                  tensorboard: bool = True, find_unused_parameters: bool = True,
-                 plot: bool = True) -> None:
+                 plot: bool = True, identity: dict[str, Any] | None = None,
+                 restart_hint: str | None = None) -> None:
         self.find_unused_parameters, self.plot = find_unused_parameters, plot
         self.objective, self.dataset, self.s = objective, dataset, settings
         self.out_dir, self.seed = Path(out_dir), seed
@@ -108,6 +127,17 @@ class Trainer:
             self.total_steps = max(1, math.ceil(settings.epochs * self.steps_per_epoch))
         self.precision = resolve_precision(settings.precision, self.info.device)
         self._keys: list[str] | None = None
+        self.extra_identity = dict(identity or {})
+        self.restart_hint = restart_hint or f"remove {self.ckpt_dir} to start over"
+
+    def identity(self) -> dict[str, Any]:
+        """What shaped this run, as stored in its checkpoints: ``{dotted name: value}``."""
+        fields = self.s.model_dump(mode="json")
+        out: dict[str, Any] = {"seed": self.seed, "total_steps": self.total_steps}
+        out.update({f"pretrain.{k}": v for k, v in fields.items() if k not in RESUMABLE})
+        out["pretrain.precision"] = self.precision  # as resolved: "auto" is bf16 on CUDA, fp32 on CPU
+        out.update(self.extra_identity)
+        return _plain(out)
 
     # -- pieces ----------------------------------------------------------------------------
     def _loader(self, epoch: int, start_step: int) -> torch.utils.data.DataLoader:
@@ -156,6 +186,7 @@ class Trainer:
             "global_batch": self.s.batch_size,
             "world_size": self.info.world_size,
             "seed": self.seed,
+            "identity": self.identity(),
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -189,14 +220,17 @@ class Trainer:
                 raise ckpt.CheckpointError(
                     f"rank {self.info.rank} cannot read {path}, the checkpoint rank 0 resumes from "
                     f"({type(exc).__name__}: {exc}); every rank needs the same checkpoint folder") from None
-        if state["global_batch"] != self.s.batch_size:
+        self._check_identity(state, step)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, ValueError, KeyError) as exc:  # another model's weights, other groups
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ckpt.CheckpointError(
-                f"{self.ckpt_dir}: checkpoint at step {step} used a global batch of {state['global_batch']}, "
-                f"the recipe asks for {self.s.batch_size}; use --force pretrain to start over")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+                f"{self.ckpt_dir}: the checkpoint at step {step} does not fit this objective "
+                f"({type(exc).__name__}: {first}); {self.restart_hint}") from None
         rngs = state["rng"]
         if len(rngs) == self.info.world_size:
             ckpt.set_rng_state(rngs[self.info.rank])
@@ -207,6 +241,29 @@ class Trainer:
         if self.info.is_main:
             log.info("resumed from %s at step %d", self.ckpt_dir, step)
         return step
+
+    def _check_identity(self, state: dict[str, Any], step: int) -> None:
+        """Refuse a checkpoint of another run (one line naming every differing value)."""
+        current, stored = self.identity(), state.get("identity")
+        if stored is None:  # written before checkpoints said what shaped them
+            stored = {"pretrain.batch_size": state.get("global_batch")}
+            log.warning("%s: the checkpoint at step %d does not record its recipe; only its global batch "
+                        "is checked", self.ckpt_dir, step)
+            keys = sorted(stored)
+        else:
+            keys = sorted(set(stored) | set(current))
+        missing = object()
+        diffs = [k for k in keys if stored.get(k, missing) != current.get(k, missing)]
+        if not diffs:
+            return
+        # a value one side lacks (a dropped task's weight) is explained by one both have (the list)
+        diffs = [k for k in diffs if k in stored and k in current] or diffs
+        shown = "; ".join(f"{k} was {stored.get(k, 'unset')!r}, now {current.get(k, 'unset')!r}"
+                          for k in diffs[:6])
+        more = f" (and {len(diffs) - 6} more)" if len(diffs) > 6 else ""
+        raise ckpt.CheckpointError(
+            f"{self.ckpt_dir}: the checkpoint at step {step} belongs to another run: {shown}{more}; "
+            f"set them back to resume, or {self.restart_hint}")
 
     def _last_logged(self) -> dict[str, float]:
         """The last log entry's values: a run killed after its final checkpoint but before

@@ -127,6 +127,38 @@ def test_non_finite_loss_stops_naming_task_and_step_and_keeps_last_good_checkpoi
     assert max(e["step"] for e in read_log(tmp_path / "log.jsonl")) == 6
 
 
+class NanGradient(ToyObjective):
+    """From forward call ``nan_grad_at`` on, the loss stays finite but its gradient is NaN:
+    ``0 * sqrt(z * z)`` at ``z = 0`` is 0 forward, ``0 * inf`` backward."""
+
+    nan_grad_at = 4
+
+    def forward(self, batch, **kwargs):
+        out = super().forward(batch, **kwargs)
+        if self.calls >= self.nan_grad_at:
+            z = (self.reg.weight - self.reg.weight.detach()).sum()
+            out.loss = out.loss + 0.0 * torch.sqrt(z * z)
+        return out
+
+
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_a_nan_gradient_under_a_finite_loss_stops_before_the_step_with_or_without_clipping(tmp_path, clip):
+    seed_everything(0)
+    objective = NanGradient(dropout=0.0)
+    settings = PretrainSettings(batch_size=16, max_steps=8, checkpoint_every=3, log_every=1, lr=0.01,
+                                clip_grad_norm=clip)
+    trainer = Trainer(objective, ToyDataset(128), settings, tmp_path, progress=False, tensorboard=False,
+                      find_unused_parameters=False, plot=False)
+    with pytest.raises(NonFiniteLoss, match=r"non-finite gradient norm at step 4; the step was not applied"):
+        trainer.fit()
+    assert objective.calls == 4  # the loss of step 4 was finite: the gradient check caught it
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "checkpoints")] == [3]
+    saved = ckpt.load_latest(tmp_path / "checkpoints")[1]["model"]
+    assert all(torch.isfinite(v).all() for v in saved.values())
+    assert all(torch.isfinite(p).all() for p in objective.parameters())  # step 4 was never applied
+    assert not (tmp_path / "done.json").exists()
+
+
 @pytest.mark.slow
 def test_two_process_gloo_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
     settings = json.dumps({"batch_size": 16, "max_steps": 16, "log_every": 2, "checkpoint_every": 100,

@@ -364,13 +364,19 @@ class Trainer:
                                 f"not applied; the last good checkpoint stays in {self.ckpt_dir}")
 
     def _optimizer_step(self, model: nn.Module, optimizer, scheduler, scaler, step: int) -> float:
-        """Unscale, clip, step; returns the learning rate the step used."""
+        """Unscale, clip, check the gradients are finite, step; returns the learning rate the step used.
+
+        The check runs with or without clipping (a finite loss can still give NaN / inf
+        gradients): one fused norm over every gradient, one host sync per step."""
         scaler.unscale_(optimizer)
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
         if self.s.clip_grad_norm is not None:
             norm = nn.utils.clip_grad_norm_(model.parameters(), self.s.clip_grad_norm)
-            if not torch.isfinite(norm) and self.precision != "fp16":  # fp16: the scaler skips the step
-                raise NonFiniteLoss(f"non-finite gradient norm at step {step}; the step was not applied; "
-                                    f"the last good checkpoint stays in {self.ckpt_dir}")
+        else:
+            norm = _total_norm(grads)
+        if not torch.isfinite(norm) and self.precision != "fp16":  # fp16: the scaler skips the step
+            raise NonFiniteLoss(f"non-finite gradient norm at step {step}; the step was not applied; "
+                                f"the last good checkpoint stays in {self.ckpt_dir}")
         lr = optimizer.param_groups[0]["lr"]
         scaler.step(optimizer)
         scaler.update()
@@ -470,6 +476,15 @@ class _Window:
                  "data_wait": self.wait / max(self.time, 1e-9)}
         self._reset()
         return entry
+
+
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all ``grads`` together (NaN or inf when any is), without changing them."""
+    if not grads:
+        return torch.zeros(())
+    if hasattr(nn.utils, "get_total_norm"):  # torch >= 2.6: fused per device
+        return nn.utils.get_total_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
 def _batch_size(batch: Any) -> int:

@@ -172,3 +172,20 @@ def test_main_reports_a_checkpoint_error_in_one_line_with_its_own_way_to_start_o
     assert entry.main(["--recipe", recipe, "--no-progress", "--from-run"]) == 1
     assert hints == [None, entry.RUN_HINT] and "--force pretrain" in entry.RUN_HINT
     assert "--from-run" in launch_args(Path("r.toml"), Path("out"), Launch(nproc_per_node=2), progress=False)
+
+
+def test_the_first_log_entry_after_a_resume_averages_the_same_steps_as_an_uninterrupted_run(tmp_path):
+    """log_every 4, checkpoint_every 3: resumed from step 3, the step-4 entry still averages steps
+    1-4 (the log window is checkpointed), so the log reads as one run."""
+    settings = {"max_steps": 8, "log_every": 4, "checkpoint_every": 3, "keep_last": 5}
+    _toy(tmp_path / "straight", **settings)
+    _toy(tmp_path / "resumed", **settings)
+    for step in (6, 8):  # as if killed after step 5: only the step-3 checkpoint is left
+        ckpt.checkpoint_path(tmp_path / "resumed" / "checkpoints", step).unlink()
+    (tmp_path / "resumed" / "done.json").unlink()
+    assert _toy(tmp_path / "resumed", **settings).resumed_from == 3
+    straight, resumed = (read_log(tmp_path / d / "log.jsonl") for d in ("straight", "resumed"))
+    assert [e["step"] for e in resumed] == [e["step"] for e in straight] == [4, 8]
+    for a, b in zip(straight, resumed, strict=True):
+        for key in ("loss", "loss/reg", "loss/cls", "metric/cls/acc", "lr"):
+            assert b[key] == a[key], (a["step"], key)

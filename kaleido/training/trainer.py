@@ -177,7 +177,8 @@ class Trainer:
         out = vec.tolist()
         return {k: out[i] / out[len(keys) + i] for i, k in enumerate(keys) if out[len(keys) + i] > 0}
 
-    def _state(self, model: nn.Module, optimizer, scheduler, scaler, step: int) -> dict[str, Any]:
+    def _state(self, model: nn.Module, optimizer, scheduler, scaler, step: int,
+               window: _Window) -> dict[str, Any]:
         return {
             "step": step,
             "epoch": step // self.steps_per_epoch,
@@ -191,18 +192,19 @@ class Trainer:
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
+            "window": window.state(),  # the steps since the last log entry: it spans the resume
             "rng": None,  # filled with every rank's RNG state by _save
         }
 
-    def _save(self, model, optimizer, scheduler, scaler, step: int) -> None:
+    def _save(self, model, optimizer, scheduler, scaler, step: int, window: _Window) -> None:
         rngs = all_gather_objects(self.info, ckpt.rng_state())
         if self.info.is_main:
-            state = self._state(model, optimizer, scheduler, scaler, step)
+            state = self._state(model, optimizer, scheduler, scaler, step, window)
             state["rng"] = rngs
             ckpt.save_checkpoint(self.ckpt_dir, step, state, keep=self.s.keep_last)
         barrier(self.info)
 
-    def _resume(self, model, optimizer, scheduler, scaler) -> int:
+    def _resume(self, model, optimizer, scheduler, scaler, window: _Window) -> int:
         # Rank 0 picks the step (the newest checkpoint it can read); every rank then loads exactly
         # that one: ranks that each picked their own "latest" (a file not yet visible, or one
         # unreadable on one node) would train on from different steps and states.
@@ -231,6 +233,8 @@ class Trainer:
             raise ckpt.CheckpointError(
                 f"{self.ckpt_dir}: the checkpoint at step {step} does not fit this objective "
                 f"({type(exc).__name__}: {first}); {self.restart_hint}") from None
+        if state.get("window") is not None:  # older checkpoints: the first entry covers fewer steps
+            window.load(state["window"])
         rngs = state["rng"]
         if len(rngs) == self.info.world_size:
             ckpt.set_rng_state(rngs[self.info.rank])
@@ -396,7 +400,8 @@ class Trainer:
                                     self.total_steps)
         scaler = torch.amp.GradScaler(info.device.type, enabled=self.precision == "fp16")
         seed_everything(self.seed + 100_003 * info.rank)  # dropout differs per rank, fixed per seed
-        step = self._resume(model, optimizer, scheduler, scaler)
+        window = _Window()
+        step = self._resume(model, optimizer, scheduler, scaler, window)
         resumed_from = step
         if info.is_main:
             log.info("pretrain: steps %d-%d of %d on %s, %s, %d process(es) (%s)%s", step + 1,
@@ -414,7 +419,6 @@ class Trainer:
         if info.is_main:
             runlog = RunLog(self.out_dir, resume_step=step, tensorboard=self.tensorboard)
         kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
-        window = _Window()
         try:
             with self._progress_bar() as bar:
                 task = bar.add_task("pretrain", total=self.total_steps, completed=step, info="")
@@ -436,7 +440,7 @@ class Trainer:
                             if runlog is not None:
                                 runlog.write(entry)
                         if step % s.checkpoint_every == 0 or step == self.total_steps:
-                            self._save(model, optimizer, scheduler, scaler, step)
+                            self._save(model, optimizer, scheduler, scaler, step, window)
         finally:
             if runlog is not None:
                 runlog.close()
@@ -448,7 +452,8 @@ class Trainer:
 
 
 class _Window:
-    """Values summed over the steps since the last log entry."""
+    """Values summed over the steps since the last log entry (checkpointed with the run, so that
+    the first entry after a resume averages the same steps as in an uninterrupted run)."""
 
     # what a log entry holds besides the averaged values (``last``)
     BOOKKEEPING = frozenset({"step", "epoch", "lr", "samples_per_s", "data_wait"})
@@ -460,6 +465,15 @@ class _Window:
     def _reset(self) -> None:
         self.sums: dict[str, float] = {}
         self.steps, self.time, self.wait, self.samples = 0, 0.0, 0.0, 0
+
+    def state(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums), "steps": self.steps, "time": self.time, "wait": self.wait,
+                "samples": self.samples}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.sums = dict(state["sums"])
+        self.steps, self.time = int(state["steps"]), float(state["time"])
+        self.wait, self.samples = float(state["wait"]), int(state["samples"])
 
     def add(self, values: dict[str, float], dt: float, wait: float, samples: int) -> None:
         for k, v in values.items():

@@ -84,12 +84,48 @@ def test_sharding_covers_the_global_batch_once_and_is_deterministic():
 
 def test_warmup_then_linear_decay():
     assert warmup_steps(1000, None, 0.1) == 100 and warmup_steps(1000, 50, 0.1) == 50
-    assert lr_factor(0, 10, 100) == pytest.approx(0.1)
-    assert lr_factor(9, 10, 100) == pytest.approx(1.0)
+    # a share of the run is rounded up (Python's round() took 0.5 to 0 and 4.5 to 4)
+    assert [warmup_steps(n, None, 0.1) for n in (5, 25, 30, 45, 3)] == [1, 3, 3, 5, 1]
+    assert warmup_steps(10, None, 0.0) == 0 and warmup_steps(4, 9, 0.1) == 4
+    # W warm-up steps are below the peak: W = 1 starts at half of it, not at it as W = 0 does
+    assert lr_factor(0, 1, 100) == pytest.approx(0.5) and lr_factor(1, 1, 100) == 1.0
+    assert lr_factor(0, 10, 100) == pytest.approx(1 / 11)
+    assert lr_factor(9, 10, 100) == pytest.approx(10 / 11)
     assert lr_factor(10, 10, 100) == pytest.approx(1.0)
     assert lr_factor(55, 10, 100) == pytest.approx(0.5)
     assert lr_factor(100, 10, 100) == 0.0
     assert lr_factor(0, 0, 100) == 1.0
+
+
+def test_the_logged_lr_follows_the_schedule_step_by_step(tmp_path):
+    """Entry ``s`` logs the lr optimiser step ``s`` used: ``lr * lr_factor(s - 1, warmup, total)``."""
+    _toy_run(tmp_path, max_steps=12, log_every=1, warmup_ratio=0.2)  # 2.4 -> 3 warm-up steps
+    lrs = [(e["step"], e["lr"]) for e in read_log(tmp_path / "log.jsonl")]
+    assert lrs == [(s, pytest.approx(0.01 * lr_factor(s - 1, 3, 12))) for s in range(1, 13)]
+    peak = max(lr for _, lr in lrs)
+    assert peak == pytest.approx(0.01) and [s for s, lr in lrs if lr == peak] == [4]  # after 3 steps below
+
+
+def test_clipping_leaves_a_total_gradient_norm_of_at_most_clip_grad_norm(tmp_path, monkeypatch):
+    before, after = [], []
+    clip, step = torch.nn.utils.clip_grad_norm_, torch.optim.AdamW.step
+
+    def clipping(params, *args, **kwargs):
+        norm = clip(params, *args, **kwargs)
+        before.append(float(norm))
+        return norm
+
+    def stepping(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        after.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clipping)
+    monkeypatch.setattr(torch.optim.AdamW, "step", stepping)
+    _toy_run(tmp_path, max_steps=6, clip_grad_norm=0.05)
+    assert len(before) == len(after) == 6
+    assert min(before) > 0.05  # every step needed clipping
+    assert max(after) <= 0.05 * (1 + 1e-5)
 
 
 def test_grad_accumulation_matches_one_big_batch(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ the run (the authors' scripts: 1e-4, 10%). Biases and LayerNorm weights get no w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -34,14 +35,21 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: Ite
 
 
 def warmup_steps(total_steps: int, steps: int | None, ratio: float) -> int:
-    """Warm-up length: ``steps`` when given, otherwise ``ratio`` of the run."""
-    return min(total_steps, steps if steps is not None else int(round(ratio * total_steps)))
+    """Warm-up length: ``steps`` when given, otherwise ``ratio`` of the run rounded up, so that any
+    ratio > 0 warms up for at least one step (0.1 of 5 steps is 1, of 25 is 3, of 30 is 3)."""
+    if steps is None:
+        # rounded to 9 places first: 0.1 * 30 is 3.0000000000000004 in floating point, not 4 steps
+        steps = math.ceil(round(ratio * total_steps, 9)) if ratio > 0 else 0
+    return min(total_steps, steps)
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up from 0 to 1 over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    """The lr multiplier of optimiser step ``step`` (0-based): ``warmup`` steps below the peak,
+    rising linearly, ``(step + 1) / (warmup + 1)``, then 1 at step ``warmup`` decaying linearly
+    to 0 at ``total``. So a warm-up of 1 step starts at half the peak (it used to start at the
+    peak, as a warm-up of 0 does), and no step trains at lr 0."""
     if step < warmup:
-        return (step + 1) / warmup
+        return (step + 1) / (warmup + 1)
     return max(0.0, (total - step) / max(1, total - warmup))
 
 

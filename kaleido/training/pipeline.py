@@ -28,7 +28,8 @@ PRETRAIN_SECTIONS = ("seed", "masker", "model", "tasks", "pretrain")
 # Bumped when the same sections start to train a different model (a run of the old code must not be
 # reused as this code's): 2 = ITM negatives masked like positives, plans only of what tasks hide;
 # 3 = each task's loss normalised by its count over the whole global batch (grad_accum > 1 and
-# several ranks used to average per micro-batch and per rank).
+# several ranks used to average per micro-batch and per rank), warm-up ceil(ratio * steps) steps
+# at (s + 1) / (W + 1) of the peak.
 PRETRAIN_VERSION = 3
 
 

@@ -189,3 +189,15 @@ def test_the_first_log_entry_after_a_resume_averages_the_same_steps_as_an_uninte
     for a, b in zip(straight, resumed, strict=True):
         for key in ("loss", "loss/reg", "loss/cls", "metric/cls/acc", "lr"):
             assert b[key] == a[key], (a["step"], key)
+
+
+def test_pruning_after_resuming_from_an_older_checkpoint_keeps_the_good_ones(tmp_path):
+    """The newest checkpoint is unreadable, so the run resumed from the one before; its next save
+    must not count the damaged one among ``keep_last`` and delete the good ones."""
+    for step in (5, 10, 20):
+        ckpt.save_checkpoint(tmp_path, step, _state(step), keep=3)
+    (tmp_path / "step-00000020.pt").write_bytes(b"garbage")
+    assert ckpt.load_latest(tmp_path)[0] == 10
+    ckpt.save_checkpoint(tmp_path, 15, _state(15), keep=2)
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [10, 15]
+    assert ckpt.load_latest(tmp_path)[0] == 15

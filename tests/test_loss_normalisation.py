@@ -161,3 +161,16 @@ def test_an_objective_without_counts_is_averaged_over_its_micro_batches(tmp_path
         grads, entry = run(cls, tmp_path / f"{cls.__name__}{accum}", accum)
         _assert_same(grads, ref_grads, f"{cls.__name__} x{accum}")
         assert entry["loss"] == pytest.approx(ref["loss"], rel=1e-5)
+
+
+def test_a_micro_batch_with_nothing_masked_still_reaches_every_head_parameter(one_thread):
+    """DDP without ``find_unused_parameters`` needs every parameter in the graph on every rank:
+    the empty AMLM / G2CM / B2CM paths include every parameter of their heads (at zero)."""
+    objective, dataset = _build()
+    batch = dataset.collate([dataset[i] for i in sorted(QUIET)])
+    assert not (batch["amlm/labels"] != IGNORE).any() and not batch["g2cm/valid"].any()
+    objective(batch).loss.backward()
+    for task in ("amlm", "g2cm", "b2cm"):
+        for name, param in objective.heads[task].named_parameters():
+            assert param.grad is not None, f"{task}: {name}"
+            assert not param.grad.any(), f"{task}: {name}"

@@ -54,7 +54,8 @@ class MLMHead(TaskHead):
         positions, labels = batch["amlm/positions"], batch["amlm/labels"]
         rows, slots, weight = masked_slots(labels != IGNORE)
         if rows.numel() == 0:
-            return zero_loss(self.dense.weight, self.bias), {"acc": sequence.new_zeros(())}
+            # every head parameter in the graph (DDP without find_unused_parameters needs them all)
+            return zero_loss(*self.parameters()), {"acc": sequence.new_zeros(())}
         logits = self.logits(sequence[rows, positions[rows, slots]], model).float()
         target = labels[rows, slots]
         per_slot = nn.functional.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")

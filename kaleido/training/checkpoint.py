@@ -47,7 +47,11 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
 
 
 def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write ``state`` as ``step-<step>.pt`` atomically, then drop all but the last ``keep``."""
+    """Write ``state`` as ``step-<step>.pt`` atomically, then drop all but the last ``keep``.
+
+    Checkpoints of later steps are dropped first: a run saving ``step`` resumed before them, so
+    they are ones it could not read (it resumes from the newest it can), and counting them among
+    the ``keep`` would delete the good ones while keeping the damaged newest."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.iterdir():  # left by a save that was killed half-way (or by older code's)
@@ -56,6 +60,10 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -
     final = checkpoint_path(folder, step)
     with atomic_file(final) as tmp:
         torch.save(state, tmp)
+    for later, path in list_checkpoints(folder):
+        if later > step:
+            log.warning("removing %s: a checkpoint after step %d, which this run resumed before", path, step)
+            path.unlink(missing_ok=True)
     for old_step, path in list_checkpoints(folder)[:-keep]:
         if old_step != step:
             path.unlink(missing_ok=True)

@@ -1,7 +1,9 @@
 """The pre-training loop: DDP, gradient accumulation, clipping, mixed precision, exact resume.
 
 The trainer knows nothing about Kaleido-BERT: it drives any *objective* (an ``nn.Module`` with
-``objective(batch) -> ObjectiveOutput(loss, losses, metrics)`` and ``save(folder)``) over any
+``objective(batch) -> ObjectiveOutput(loss, losses, metrics)`` and ``save(folder)``; with
+``counts(batch) -> {task: items}`` it is called ``objective(batch, loss_scale={task: n * W / N})``
+so that every task's loss is its global-batch mean, see :meth:`Trainer._loss_scales`) over any
 map-style *dataset* (``set_epoch(e)``, ``collate(samples)``, deterministic per seed, epoch and
 index). Everything that decides the next step (weights, optimiser, scheduler, scaler, every RNG
 of every rank, and the position in the data) is checkpointed, so a killed run restarted from

@@ -183,3 +183,9 @@ def test_how_a_stage_runs_does_not_change_its_key():
         folders = [(f(other), f(base)) for f in (store_dir, align_dir, pretrain_dir, eval_dir)]
         same = [a == b for a, b in folders]
         assert same == [True] * moved + [False] * (4 - moved), setting
+
+
+def test_a_recipe_saved_with_a_utf8_byte_order_mark_loads(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + BASE.encode("utf-8"))
+    assert load_recipe(path).seed == 3

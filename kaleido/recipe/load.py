@@ -75,7 +75,8 @@ def _read_toml(path: Path, origin: str) -> dict:
         raise RecipeError([Problem(origin, "extends" if origin != str(path) else "", str(path),
                                    "an existing recipe file")])
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte order mark (some Windows editors save "UTF-8 with BOM") is not TOML
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError([Problem(str(path), "", "unparsable TOML", f"valid TOML ({exc})")]) from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,13 @@ def test_a_recipe_saved_with_a_utf8_byte_order_mark_loads(tmp_path):
     path = tmp_path / "bom.toml"
     path.write_bytes(b"\xef\xbb\xbf" + BASE.encode("utf-8"))
     assert load_recipe(path).seed == 3
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "..", ".", "", "a\\b"])
+def test_a_recipe_name_that_would_leave_output_dir_is_refused(tmp_path, name):
+    path = _write(tmp_path / "base.toml", BASE)
+    assert load_recipe(path, ['name="v1..2"']).name == "v1..2"  # dots inside a name are fine
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, [f"name={json.dumps(name)}"])
+    message = _problems(info.value)["name"]
+    assert message.startswith("--set: name: got") and "folder name" in message

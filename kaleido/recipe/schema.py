@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kaleido.models.pooling import Pooling
 
@@ -135,3 +135,11 @@ class RecipeModel(Strict):
     eval: EvalSettings = EvalSettings()
     launch: LaunchSettings = LaunchSettings()
     stages: list[Literal["prepare", "align", "pretrain", "eval"]] = ["prepare", "align", "pretrain", "eval"]
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, name: str) -> str:
+        """The run's folder is ``<output_dir>/<name>``: a name must not lead out of ``output_dir``."""
+        if name.strip() in ("", ".", "..") or any(c in name for c in "/\\"):
+            raise ValueError("a plain folder name for the run under output_dir (no '/', '\\', '.' or '..')")
+        return name

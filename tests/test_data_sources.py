@@ -103,3 +103,57 @@ def test_an_edited_jsonl_file_gets_a_new_feature_store(tmp_path):
     assert store_dir(load_recipe(recipe)) != before
     synthetic = load_recipe(recipe, ['data={name = "synthetic"}'])
     assert store_dir(synthetic).name == f"store-{synthetic.section_hash(*PREPARE_SECTIONS)}"
+
+
+def _bad_lines_file(path, n: int = 12):
+    """``n`` rows of ``n`` products, then 2 lines that are no rows (not JSON, a missing key)."""
+    rows = [json.dumps({"image": f"{i}.jpg", "text": f"t {i}", "category": "c", "subcategory": "s",
+                        "product_id": str(i)}) for i in range(n)]
+    path.write_text("\n".join([*rows, "{not json", json.dumps({"image": "x.jpg", "text": "no ids"})]) + "\n")
+    return path
+
+
+def test_dropped_lines_of_one_file_count_once_across_its_splits(tmp_path, caplog):
+    """Both splits of one JSONL file reported (and logged) its dropped lines: 2 bad lines read as
+    2 for train and 2 more for test. They are the train split's now; the test reader says so."""
+    path = _bad_lines_file(tmp_path / "d.jsonl")
+    data = registry.datasets.get("jsonl")(train=str(path), test_fraction=0.25)
+    with caplog.at_level("WARNING", logger="kaleido.data.jsonl"):
+        train, test, again = data.open("train"), data.open("test"), data.open("train")
+    assert train.skipped == again.skipped == ["line 13: not JSON (Expecting property name enclosed in double "
+                                              "quotes)", "line 14: missing category, subcategory, product_id"]
+    assert test.skipped == [] and "its 2 dropped lines are reported under train" in test.skipped_note
+    assert len(train) + len(test) == 12 and train.skipped_note == ""
+    logged = [r.getMessage() for r in caplog.records]
+    assert [sum(f"skipped line {n}" in m for m in logged) for n in (13, 14)] == [1, 1]
+    # the same file named as both train and test: counted once too
+    both = registry.datasets.get("jsonl")(train=str(path), test=str(path))
+    assert len(both.open("train").skipped) == 2 and both.open("test").skipped == []
+    assert "also data.train" in both.open("test").skipped_note
+    # a test file of its own reports its own dropped lines
+    own = _bad_lines_file(tmp_path / "t.jsonl", n=3)
+    separate = registry.datasets.get("jsonl")(train=str(path), test=str(own))
+    assert len(separate.open("test").skipped) == 2 and separate.open("test").skipped_note == ""
+
+
+def test_prepare_reports_dropped_lines_with_their_file_and_where_the_others_are(tmp_path):
+    """The test split of a shared file writes 0 dropped lines and the note; train names the file."""
+    from types import SimpleNamespace
+
+    from kaleido.features.prepare import _reused, prepare_rows
+    from kaleido.features.store import FeatureStore
+
+    path = _bad_lines_file(tmp_path / "d.jsonl")
+    data = registry.datasets.get("jsonl")(train=str(path), test_fraction=0.25)
+    backbone = SimpleNamespace(feature_dim=4, passes=0)  # every image is missing: it never runs
+    sod, patcher = registry.sod.get("none")(), registry.patchers.get("kaleido")()
+    reports = {split: prepare_rows(data.open(split), sod, patcher, backbone, tmp_path / split, key="k",
+                                   split=split) for split in ("train", "test")}
+    train, test = (reports[s].lines() for s in ("train", "test"))
+    assert "  dropped by the reader (never rows): 2" in train
+    assert "    d.jsonl line 14: missing category, subcategory, product_id" in train
+    assert "  dropped by the reader (never rows): 0" in test
+    assert "    (d.jsonl is split by product: its 2 dropped lines are reported under train)" in test
+    assert "0 dropped by the reader" in reports["test"].summary()
+    reused = _reused(FeatureStore(tmp_path / "test", require_done=True), "test")  # from the manifest
+    assert reused.lines()[-2:] == test[-2:]

@@ -2,8 +2,9 @@
 
 One object per line: ``image`` (path relative to the JSONL file, or absolute), ``text``,
 ``category``, ``subcategory``, ``product_id`` and optionally ``pose``; other keys are ignored.
-A line that is not valid JSON or lacks a key is skipped, counted and logged; images are decoded
-with PIL only when a row is read, and an unreadable one raises :class:`BadRow` with the reason.
+A line that is not valid JSON or lacks a key is skipped, counted and logged (once per file per
+process, however often the file is read); images are decoded with PIL only when a row is read,
+and an unreadable one raises :class:`BadRow` with the reason.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark, which some editors put at the start of a file
 REQUIRED = ("image", "text", "category", "subcategory", "product_id")
 SHOWN = 20  # skipped lines logged one by one; the rest are counted
+_logged: set[tuple[str, int, int]] = set()  # (file, size, mtime) whose skipped lines were logged
+
 
 
 class JsonlReader:
@@ -67,11 +70,8 @@ class JsonlReader:
         if not records:
             first = f"; first problem: {self.skipped[0]}" if self.skipped else ""
             raise DataError(f"{self.path}: no usable rows (needs keys {', '.join(REQUIRED)}){first}")
-        for reason in self.skipped[:SHOWN]:
-            log.warning("%s: skipped %s", self.path, reason)
-        if len(self.skipped) > SHOWN:
-            log.warning("%s: ... and %d more skipped lines (reader.skipped lists them)", self.path,
-                        len(self.skipped) - SHOWN)
+        self.skipped_note = ""  # where this file's skipped lines are reported when not by this reader
+        self._log_skipped()
         self._all = records
         self._select(range(len(records)) if rows is None else rows)
 
@@ -91,6 +91,27 @@ class JsonlReader:
             raise IndexError(f"{self.path}: rows out of range 0..{len(self._records) - 1}")
         out = copy.copy(self)
         out._select([self._origin[r] for r in rows])
+        return out
+
+    def _log_skipped(self) -> None:
+        """Log the skipped lines, once per file (as it is now) per process: the splits of one file
+        and later stages (align) read it again, and the same lines would be warned again."""
+        st = self.path.stat()
+        key = (str(self.path.resolve()), st.st_size, st.st_mtime_ns)
+        if not self.skipped or key in _logged:
+            return
+        _logged.add(key)
+        for reason in self.skipped[:SHOWN]:
+            log.warning("%s: skipped %s", self.path, reason)
+        if len(self.skipped) > SHOWN:
+            log.warning("%s: ... and %d more skipped lines (reader.skipped lists them)", self.path,
+                        len(self.skipped) - SHOWN)
+
+    def without_skipped(self, note: str) -> JsonlReader:
+        """This reader with no skipped lines of its own: another split of the same file reports
+        them (``note`` says where), so that each dropped line is counted once."""
+        out = copy.copy(self)
+        out.skipped, out.skipped_note = [], note
         return out
 
     def _skip(self, number: int, reason: str) -> None:

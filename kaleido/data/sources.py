@@ -186,9 +186,20 @@ class JsonlData:
     def open(self, split: str) -> Reader:
         _check_split(split)
         if self.test is not None:
-            return JsonlReader(_existing(split, self.train if split == "train" else self.test))
-        whole = JsonlReader(_existing("train", self.train))  # read (and its bad lines logged) once
-        return whole.subset(self.split_rows(whole)[split])
+            reader = JsonlReader(_existing(split, self.train if split == "train" else self.test))
+            same = split == "test" and reader.path.resolve() == Path(self.train).expanduser().resolve()
+            if same and reader.skipped:  # one file named twice: its dropped lines count once
+                return reader.without_skipped(f"{reader.path.name} is also data.train: its "
+                                              f"{len(reader.skipped)} dropped lines are reported under train")
+            return reader
+        whole = JsonlReader(_existing("train", self.train))  # its bad lines logged once per process
+        part = whole.subset(self.split_rows(whole)[split])
+        if split == "train" or not whole.skipped:
+            return part
+        # a dropped line has no product to place it in a split: the file is data.train, so the
+        # train split reports it and the test split, read from the same file, does not again
+        return part.without_skipped(f"{whole.path.name} is split by product: its {len(whole.skipped)} "
+                                    "dropped lines are reported under train")
 
     def fingerprint(self) -> str:
         """The JSONL files' contents: an edited file is prepared again, not read from a stale store

@@ -59,6 +59,8 @@ class Report:
     resumed_at: int = 0
     passes: int = 0
     source_skipped: list[str] = field(default_factory=list)  # what the reader dropped ("line N: why")
+    source_file: str = ""  # the file those lines are of (its name)
+    source_note: str = ""  # where the dropped lines of this split's file are reported, when not here
 
     def lines(self) -> list[str]:
         head = (f"{self.split}: {self.rows} rows in {self.path}"
@@ -70,7 +72,10 @@ class Report:
         if len(self.skipped) > 20:
             out.append(f"    ... and {len(self.skipped) - 20} more (see the shard manifests)")
         out.append(f"  dropped by the reader (never rows): {len(self.source_skipped)}")
-        out += [f"    {why}" for why in self.source_skipped[:20]]
+        if self.source_note:
+            out.append(f"    ({self.source_note})")
+        where = f"{self.source_file} " if self.source_file else ""
+        out += [f"    {where}{why}" for why in self.source_skipped[:20]]
         if len(self.source_skipped) > 20:
             out.append(f"    ... and {len(self.source_skipped) - 20} more (see the shard manifests)")
         return out
@@ -186,17 +191,22 @@ def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, 
                       text_fallbacks=sum(b["text_fallback"] for b in good))
         if on_batch is not None:
             on_batch(done_pos, len(positions))
+    path = getattr(reader, "path", None)
     writer.finish({"seconds": time.perf_counter() - start_time,
-                   "source_skipped": list(getattr(reader, "skipped", []))})
+                   "source_skipped": list(getattr(reader, "skipped", [])),
+                   "source_file": Path(path).name if path is not None else "",
+                   "source_note": getattr(reader, "skipped_note", "")})
     report = _report(writer, split, out, start_time, reused=False)
     report.resumed_at, report.passes = resumed_at, backbone.passes - passes0
     return report
 
 
 def _reused(store: FeatureStore, split: str) -> Report:
+    first = store._manifests[0] if store._manifests else {}  # every rank's reader read the same file
     return Report(split=split, path=store.path, rows=len(store), skipped=store.skipped,
                   fallbacks=store.fallbacks, text_fallbacks=store.text_fallbacks, reused=True,
-                  source_skipped=store.source_skipped)
+                  source_skipped=store.source_skipped, source_file=first.get("source_file", ""),
+                  source_note=first.get("source_note", ""))
 
 
 def _report(writer: ShardWriter, split: str, out: Path, start: float, reused: bool) -> Report:
@@ -204,7 +214,8 @@ def _report(writer: ShardWriter, split: str, out: Path, start: float, reused: bo
     return Report(split=split, path=Path(out), rows=m["committed"], skipped=[tuple(s) for s in m["skipped"]],
                   fallbacks=m["fallbacks"], text_fallbacks=m.get("text_fallbacks", 0),
                   seconds=time.perf_counter() - start, reused=reused,
-                  source_skipped=list(m.get("source_skipped", [])))
+                  source_skipped=list(m.get("source_skipped", [])), source_file=m.get("source_file", ""),
+                  source_note=m.get("source_note", ""))
 
 
 def complete_store(path: Path, key: str) -> FeatureStore | None:

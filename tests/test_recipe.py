@@ -200,3 +200,15 @@ def test_a_recipe_name_that_would_leave_output_dir_is_refused(tmp_path, name):
         load_recipe(path, [f"name={json.dumps(name)}"])
     message = _problems(info.value)["name"]
     assert message.startswith("--set: name: got") and "folder name" in message
+
+
+def test_an_unknown_section_given_by_set_is_blamed_on_set_not_the_file(tmp_path):
+    path = _write(tmp_path / "base.toml", BASE + "\n[bogus]\nx = 1\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, ["foo.bar=1", "pretrain.foo=2"])
+    problems = _problems(info.value)
+    assert problems["foo"].startswith("--set: foo: got {'bar': 1}, expected no such key")
+    assert problems["bogus"].startswith(f"{path.resolve()}: bogus:")  # the file's own is still the file's
+    assert "allowed keys: name, seed" in problems["foo"] and "pretrain" in problems["foo"]
+    assert problems["pretrain.foo"].startswith("--set: pretrain.foo:")
+    assert "allowed keys: tasks, batch_size, grad_accum" in problems["pretrain.foo"]

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from kaleido import registry
 from kaleido.atomic import write_text
 from kaleido.recipe.params import params_model
-from kaleido.recipe.schema import COMPONENT_SECTIONS, PretrainSettings, RecipeModel
+from kaleido.recipe.schema import COMPONENT_SECTIONS, ComponentSection, PretrainSettings, RecipeModel
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -152,6 +152,8 @@ def apply_overrides(data: dict, overrides: list[str], origins: dict[str, str]) -
         parts = dotted.split(".")
         node, blocked = data, ""
         for depth, part in enumerate(parts[:-1]):
+            if part not in node:  # a table this override creates (e.g. an unknown section): its own
+                origins[".".join(parts[: depth + 1])] = OVERRIDE
             node = node.setdefault(part, {})
             if not isinstance(node, dict):  # e.g. seed.x=1: seed is a number, not a table
                 blocked = ".".join(parts[: depth + 1])
@@ -205,6 +207,17 @@ def _expected(err: dict) -> str:
     return msg
 
 
+def _fields_at(loc: tuple) -> list[str] | None:
+    """The keys a plain recipe table at ``loc`` takes (``()``: the top level), or None."""
+    model: Any = RecipeModel
+    for part in loc:
+        field_info = model.model_fields.get(part) if isinstance(part, str) else None
+        model = field_info.annotation if field_info is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or model is ComponentSection:
+            return None
+    return list(model.model_fields)
+
+
 def _pydantic_problems(exc: ValidationError, data: dict, origins: dict[str, str], prefix: tuple,
                        default_file: str, allowed: list[str] | None = None) -> list[Problem]:
     problems = []
@@ -212,8 +225,9 @@ def _pydantic_problems(exc: ValidationError, data: dict, origins: dict[str, str]
         loc = tuple(prefix) + tuple(err["loc"])
         dotted = ".".join(str(p) for p in loc)
         expected = _expected(err)
-        if err["type"] == "extra_forbidden" and allowed is not None:
-            expected = f"no such key; allowed keys: {', '.join(allowed) or '(none)'}"
+        keys = allowed if allowed is not None else _fields_at(loc[:-1]) if not prefix else None
+        if err["type"] == "extra_forbidden" and keys is not None:
+            expected = f"no such key; allowed keys: {', '.join(keys) or '(none)'}"
         problems.append(Problem(_origin(origins, dotted, default_file), dotted, _lookup(data, loc), expected))
     return problems
 

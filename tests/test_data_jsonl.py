@@ -181,3 +181,38 @@ def test_a_utf8_bom_does_not_cost_the_first_row(tmp_path):
     path.write_bytes("\n".join([_line("a.jpg", "1"), _line("b.jpg", "2")]).encode("utf-8-sig") + b"\n")
     reader = JsonlReader(path)
     assert reader.skipped == [] and [reader.meta(i).product_id for i in range(len(reader))] == ["1", "2"]
+
+
+def test_a_text_that_is_not_a_string_is_a_counted_skip(tmp_path):
+    """``"text": 123`` was read as the description "123"; a number, list or boolean where text or an
+    image path belongs is now a skipped line with its reason. Integer ids read as their digits."""
+    path = tmp_path / "typed.jsonl"
+    path.write_text("\n".join([
+        _line("a.jpg", "1"),
+        _line("b.jpg", "2", text=123),
+        _line("c.jpg", "3", text=["a", "list"]),
+        _line(7, "4"),
+        _line("e.jpg", "5", pose=True),
+        json.dumps({"image": "f.jpg", "text": "int ids", "category": 3, "subcategory": 4, "product_id": 14893,
+                    "pose": None}),
+    ]) + "\n")
+    reader = JsonlReader(path)
+    assert reader.skipped == ["line 2: text is 123 (int), not a string",
+                              'line 3: text is ["a", "list"] (list), not a string',
+                              "line 4: image is 7 (int), not a string",
+                              "line 5: pose is true (bool), not a string or integer"]
+    assert [reader.meta(i).text for i in range(len(reader))] == ["item 1", "int ids"]
+    assert (reader.meta(1).category, reader.meta(1).product_id, reader.meta(1).pose) == ("3", "14893", "")
+
+
+def test_the_reader_version_is_part_of_the_store_key(tmp_path, monkeypatch):
+    """A store written by a reader that took other lines as rows is not reused."""
+    from kaleido import registry
+    from kaleido.data import jsonl
+
+    path = tmp_path / "d.jsonl"
+    path.write_text(_line("a.jpg", "1") + "\n")
+    data = registry.datasets.get("jsonl")(train=str(path))
+    before = data.fingerprint()
+    monkeypatch.setattr(jsonl, "READER_VERSION", jsonl.READER_VERSION + 1)
+    assert data.fingerprint() != before

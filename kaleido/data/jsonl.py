@@ -2,9 +2,11 @@
 
 One object per line: ``image`` (path relative to the JSONL file, or absolute), ``text``,
 ``category``, ``subcategory``, ``product_id`` and optionally ``pose``; other keys are ignored.
-A line that is not valid JSON or lacks a key is skipped, counted and logged (once per file per
-process, however often the file is read); images are decoded with PIL only when a row is read,
-and an unreadable one raises :class:`BadRow` with the reason.
+``image`` and ``text`` must be JSON strings; ``category``, ``subcategory``, ``product_id`` and
+``pose`` may also be integers (``"product_id": 14893`` reads as ``"14893"``). A line that is not
+valid JSON, lacks a key or holds another type there is skipped, counted and logged (once per
+file per process, however often the file is read); images are decoded with PIL only when a row
+is read, and an unreadable one raises :class:`BadRow` with the reason.
 """
 
 from __future__ import annotations
@@ -24,11 +26,32 @@ from kaleido.data.text import decode
 
 log = logging.getLogger(__name__)
 
+# which rows a file gives: part of the feature store's key (JsonlData.fingerprint), so that a
+# store written by a reader that took other lines (2: a non-string text is skipped) is not reused
+READER_VERSION = 2
 BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark, which some editors put at the start of a file
 REQUIRED = ("image", "text", "category", "subcategory", "product_id")
+STRINGS = ("image", "text")  # must be JSON strings: 123 as a description is a mistake, not a text
+IDS = ("category", "subcategory", "product_id", "pose")  # strings, or integers read as their digits
 SHOWN = 20  # skipped lines logged one by one; the rest are counted
 _logged: set[tuple[str, int, int]] = set()  # (file, size, mtime) whose skipped lines were logged
 
+
+def _field_problems(obj: dict) -> str | None:
+    """Why a parsed line is no row (missing keys, then keys of the wrong type), or None."""
+    missing = [k for k in REQUIRED if obj.get(k) is None or (isinstance(obj[k], str) and not obj[k].strip())]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    wrong = []
+    for k in (*STRINGS, *IDS):
+        value = obj.get(k)
+        if value is None or isinstance(value, str):
+            continue
+        if k in STRINGS:
+            wrong.append(f"{k} is {json.dumps(value)[:40]} ({type(value).__name__}), not a string")
+        elif isinstance(value, bool) or not isinstance(value, int):
+            wrong.append(f"{k} is {json.dumps(value)[:40]} ({type(value).__name__}), not a string or integer")
+    return "; ".join(wrong) or None
 
 
 class JsonlReader:
@@ -57,15 +80,15 @@ class JsonlReader:
                 if not isinstance(obj, dict):
                     self._skip(number, "not a JSON object")
                     continue
-                missing = [k for k in REQUIRED if obj.get(k) is None or not str(obj[k]).strip()]
-                if missing:
-                    self._skip(number, f"missing {', '.join(missing)}")
+                problem = _field_problems(obj)
+                if problem:
+                    self._skip(number, problem)
                     continue
                 if fallback:
                     self._fallback_lines.add(len(records))
                 records.append((RowMeta(index=len(records), text=str(obj["text"]).strip(),
                                         category=str(obj["category"]), subcategory=str(obj["subcategory"]),
-                                        product_id=str(obj["product_id"]), pose=str(obj.get("pose", ""))),
+                                        product_id=str(obj["product_id"]), pose=str(obj.get("pose") or "")),
                                 str(obj["image"])))
         if not records:
             first = f"; first problem: {self.skipped[0]}" if self.skipped else ""

@@ -21,6 +21,7 @@ import numpy as np
 
 from kaleido import registry
 from kaleido.atomic import write_text
+from kaleido.data import jsonl
 from kaleido.data.fashiongen import FashionGenReader
 from kaleido.data.jsonl import JsonlReader
 from kaleido.data.rows import DataError, Reader
@@ -203,8 +204,9 @@ class JsonlData:
 
     def fingerprint(self) -> str:
         """The JSONL files' contents: an edited file is prepared again, not read from a stale store
-        (the images it names are not hashed: give an edited image a new name)."""
-        return file_fingerprint(self.train, self.test)
+        (the images it names are not hashed: give an edited image a new name), and the reader's
+        :data:`~kaleido.data.jsonl.READER_VERSION` (which lines become rows)."""
+        return file_fingerprint(self.train, self.test) + f"-r{jsonl.READER_VERSION}"
 
     def describe(self) -> str:
         if self.test is not None:

@@ -40,6 +40,23 @@ def test_info_on_jsonl(myntra_dir):
     assert "rows │ 500" in text and "categories │ 4:" in text and "sub-categories │ 33:" in text
 
 
+def test_info_decodes_every_jsonl_image_as_prepare_does(tmp_path, myntra_dir):
+    """info read only the headers: a truncated JPEG passed it and was then skipped by prepare."""
+    import json
+
+    photo = sorted((myntra_dir / "images").glob("*.jpg"))[0].read_bytes()
+    (tmp_path / "good.jpg").write_bytes(photo)
+    (tmp_path / "cut.jpg").write_bytes(photo[: len(photo) // 2])
+    lines = [{"image": name, "text": f"t {i}", "category": "c", "subcategory": "s", "product_id": str(i)}
+             for i, name in enumerate(["good.jpg", "cut.jpg", "gone.jpg"])]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = runner.invoke(app, ["data", "info", str(tmp_path / "d.jsonl")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "unreadable images (fully decoded) │ 2" in text
+    assert "row 1: unreadable image" in text and "truncated" in text and "row 2: image file not found" in text
+
+
 def test_errors_are_one_line(tmp_path):
     result = runner.invoke(app, ["data", "info", str(tmp_path / "absent.h5")])
     assert result.exit_code == 2 and "no such file" in result.output

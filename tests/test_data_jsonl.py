@@ -82,7 +82,11 @@ def test_bad_lines_are_skipped_and_counted(broken_dir, caplog):
     # every reason in the log, not only the first
     assert "skipped line 5: not JSON" in caplog.text and "skipped line 6: missing category" in caplog.text
     assert reader.text_fallbacks == 1 and reader.meta(6).text == "caf\u00e9 7"
-    assert reader.summary()["unreadable_images"] == 2  # garbage and missing (a truncated file has a header)
+    # each image decoded in full, as prepare reads it: the truncated file too (its header is good)
+    summary = reader.summary()
+    assert summary["unreadable_images"] == 3
+    assert [why.split(":")[0] for why in summary["unreadable"]] == ["row 1", "row 2", "row 3"]
+    assert "truncated" in summary["unreadable"][0] and "not found" in summary["unreadable"][2]
 
 
 def test_grey_and_rgba_images_become_rgb(broken_dir):

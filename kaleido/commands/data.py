@@ -51,11 +51,25 @@ def _top(counter, n: int = 8) -> str:
 
 @data_app.command()
 def info(file: Path = typer.Argument(..., help="a .h5 (Fashion-Gen schema) or .jsonl data file")) -> None:
-    """Summarise a data file: rows, products, categories, image shape, text decoding fallbacks."""
+    """Summarise a data file: rows, products, categories, image shape, text decoding fallbacks.
+
+    A JSONL file's images are each decoded in full, as prepare reads them (a check of the data:
+    a truncated JPEG has a good header), with a progress bar.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from kaleido.data.jsonl import JsonlReader
     from kaleido.data.sources import open_file
 
     with one_line_errors():  # DataError is a ValueError
-        s = open_file(file).summary()
+        reader = open_file(file)
+        if isinstance(reader, JsonlReader):
+            with Progress(TextColumn("decoding images"), BarColumn(), MofNCompleteColumn(),
+                          TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+                task = bar.add_task("images", total=len(reader))
+                s = reader.summary(progress=lambda done, total: bar.update(task, completed=done, total=total))
+        else:
+            s = reader.summary()
     table = Table(title=f"{file}  ({s['format']})", title_justify="left", show_header=False)
     table.add_column(style="bold cyan")
     table.add_column()
@@ -71,7 +85,11 @@ def info(file: Path = typer.Argument(..., help="a .h5 (Fashion-Gen schema) or .j
     table.add_row("text decoding fallbacks", str(s["text_fallbacks"]))
     if "skipped_lines" in s:
         table.add_row("skipped lines", str(s["skipped_lines"]))
-        table.add_row("unreadable images", str(s["unreadable_images"]))
+        table.add_row("unreadable images (fully decoded)", str(s["unreadable_images"]))
+        for why in s.get("unreadable", [])[:5]:
+            table.add_row("", why)
+        if s["unreadable_images"] > 5:
+            table.add_row("", f"... and {s['unreadable_images'] - 5} more")
     Console().print(table)
 
 

@@ -11,8 +11,6 @@ from kaleido.data.rows import BadRow
 
 MIN_SIDE = 8  # smaller than this cannot be split into 5 x 5 patches of at least one pixel
 GREY_16 = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})  # PIL's 16-bit unsigned grey modes
-ORIENTATION = 0x0112  # the EXIF tag saying how the camera was held
-SIDEWAYS = frozenset({5, 6, 7, 8})  # orientations that swap width and height
 
 
 def read_image(path: str | Path, index: int) -> np.ndarray:
@@ -61,12 +59,6 @@ def pil_pixels(img: Any, index: int, is_png: bool = False) -> np.ndarray:
         raise BadRow(index, "floating-point grey image (PIL mode F): its range is unknown, "
                             "save it as 8- or 16-bit")
     return np.asarray(img.convert("RGB"))
-
-
-def upright_shape(img: Any) -> tuple[int, int, int]:
-    """(H, W, 3) of an opened image once its EXIF orientation is applied, from the header alone."""
-    sideways = img.getexif().get(ORIENTATION, 1) in SIDEWAYS
-    return (img.width, img.height, 3) if sideways else (img.height, img.width, 3)
 
 
 def to_rgb(array: np.ndarray, index: int) -> np.ndarray:

@@ -15,13 +15,13 @@ import copy
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from kaleido.data.images import read_image, to_rgb, upright_shape
-from kaleido.data.rows import DataError, Row, RowMeta
+from kaleido.data.images import read_image, to_rgb
+from kaleido.data.rows import BadRow, DataError, Row, RowMeta
 from kaleido.data.text import decode
 
 log = logging.getLogger(__name__)
@@ -157,17 +157,20 @@ class JsonlReader:
     def product_ids(self) -> np.ndarray:
         return np.array([m.product_id for m, _i, _f in self._records], dtype=str)
 
-    def summary(self) -> dict:
-        from PIL import Image
-
+    def summary(self, progress: Callable[[int, int], None] | None = None) -> dict:
+        """Counts of the rows, and of the images as prepare reads them: each is decoded in full
+        (a truncated JPEG has a good header), so ``unreadable_images`` (the first reasons in
+        ``unreadable``) are the rows prepare would skip for their image. ``progress(done, total)``
+        is called after each image."""
         sizes: Counter = Counter()
-        unreadable = 0
+        unreadable: list[str] = []
         for i in range(len(self)):
             try:
-                with Image.open(self.image_path(i)) as img:  # reads the header only
-                    sizes[upright_shape(img)] += 1
-            except (OSError, SyntaxError, ValueError):
-                unreadable += 1
+                sizes[to_rgb(read_image(self.image_path(i), i), i).shape] += 1
+            except BadRow as exc:
+                unreadable.append(f"row {i}: {exc.reason}")
+            if progress is not None:
+                progress(i + 1, len(self))
         return {
             "format": "jsonl",
             "rows": len(self),
@@ -176,7 +179,8 @@ class JsonlReader:
             "subcategories": Counter(m.subcategory for m, _i, _f in self._records),
             "image_shape": sizes.most_common(1)[0][0] if sizes else None,
             "image_shapes": len(sizes),
-            "unreadable_images": unreadable,
+            "unreadable_images": len(unreadable),
+            "unreadable": unreadable[:SHOWN],
             "skipped_lines": len(self.skipped),
             "text_fallbacks": self.text_fallbacks,
         }

@@ -1,0 +1,34 @@
+"""Every command's help text reaches the reader: rich markup eats an unescaped ``[word]``."""
+
+from __future__ import annotations
+
+import re
+
+import typer
+from typer.testing import CliRunner
+
+from kaleido.cli import app
+
+RICH_TAG = re.compile(r"(\\*)\[([a-z#/@][^[]*?)]")  # rich's markup tag; an odd number of \ escapes it
+
+
+def _commands(cmd, path):
+    yield path, cmd
+    for name, sub in getattr(cmd, "commands", {}).items():
+        yield from _commands(sub, [*path, name])
+
+
+def test_no_help_string_holds_an_unescaped_rich_tag():
+    eaten = []
+    for path, cmd in _commands(typer.main.get_command(app), ["kaleido"]):
+        texts = [cmd.help or "", cmd.short_help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+        eaten += [f"{' '.join(path)}: {m.group(0)}" for text in texts for m in RICH_TAG.finditer(text)
+                  if len(m.group(1)) % 2 == 0]
+    assert eaten == []
+
+
+def test_eval_help_shows_the_eval_section_name():
+    """It read "keyed on its name and , as kaleido run names it"."""
+    result = CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "keyed on its name and [eval], as kaleido run names it" in " ".join(result.output.split())

@@ -229,3 +229,43 @@ def test_key_channels_score_cells_by_their_last_channels_only() -> None:
 
     with pytest.raises(ValueError, match="low_key"):
         registry.aligners.get("sat")(low_key=True)
+
+
+@pytest.mark.parametrize(("setting", "value"), [
+    ("batch_size", 0), ("epochs", 0), ("epochs", -1), ("dropout", 2.0), ("lr", -1.0), ("lr", float("nan")),
+    ("max_len", 0), ("min_count", 0), ("checkpoint_every", 0), ("max_vocab", 4), ("beam_size", 0),
+    ("hidden_dim", 0), ("alpha_c", -1.0), ("threads", -1), ("levels", [0, 3])])
+def test_sat_refuses_settings_it_cannot_train_or_decode_with_naming_the_parameter(setting, value) -> None:
+    """0 epochs aligned with an untrained captioner, a batch of 0 divided by zero, a max_len of 0
+    failed later as 'no training row has a description word': each is refused when it is built."""
+    from kaleido.aligners.sat import SATAligner
+
+    with pytest.raises(ValueError, match=rf"^sat: {setting} ") as info:
+        SATAligner(**{setting: value})
+    assert str(value) in str(info.value)
+    SATAligner(epochs=1, batch_size=1, max_len=1, dropout=0.0, clip_grad_norm=0.0, threads=0)  # the edges
+
+
+def test_kaleido_check_reports_sat_settings_at_their_field(tiny_recipe, tmp_path) -> None:
+    from kaleido.recipe import load_recipe
+    from kaleido.recipe.construct import construction_problems
+
+    recipe = load_recipe(tiny_recipe(tmp_path), ["aligner.epochs=0"])
+    problems = [p for p in construction_problems(recipe) if p.path.startswith("aligner")]
+    assert [(p.file, p.path, p.given) for p in problems] == [("--set", "aligner.epochs", 0)]
+
+
+def test_kaleido_align_prints_a_report_without_cross_entropies(tiny_recipe, tmp_path, monkeypatch) -> None:
+    """A fit report with no training step has no cross-entropy: '-', not a TypeError traceback."""
+    from typer.testing import CliRunner
+
+    from kaleido.aligners import align as stage
+    from kaleido.cli import app
+
+    report = {"path": str(tmp_path / "a"), "fit": {"train_rows": 3, "vocab": 9, "steps": 0, "first_ce": None,
+                                                   "final_ce": None},
+              "splits": {"train": {"rows": 3, "aligned_rows": 0, "pairs": 0, "quality": None}}}
+    monkeypatch.setattr(stage, "align", lambda recipe, progress=True: report)
+    result = CliRunner().invoke(app, ["align", str(tiny_recipe(tmp_path)), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "cross-entropy - -> -" in result.output

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +33,7 @@ from kaleido.aligners.base import AlignSource, Pairs
 from kaleido.aligners.captioner import Caption, Captioner, caption_loss
 from kaleido.aligners.heatmap import Select, row_alignments
 from kaleido.aligners.progress import bar
-from kaleido.aligners.vocab import Vocab
+from kaleido.aligners.vocab import SPECIALS, Vocab
 from kaleido.atomic import atomic_file, atomic_folder
 from kaleido.data.rows import BadRow
 from kaleido.training.checkpoint import rng_state, set_rng_state
@@ -90,6 +91,34 @@ def crop(image: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
 _NOT_IN_KEY = frozenset({"self", "splits", "checkpoint_every", "device", "threads"})
 
 
+# Settings that count something: each must be at least 1 (0 epochs would align with an untrained
+# captioner, a batch of 0 divides by zero, a max_len of 0 leaves every training caption wordless).
+_AT_LEAST_ONE = ("epochs", "batch_size", "max_len", "min_count", "beam_size", "raster", "checkpoint_every",
+                 "feature_dim", "embed_dim", "hidden_dim", "attention_dim")
+
+
+def _check_settings(settings: dict) -> None:
+    """Refuse a value the captioner cannot train or decode with, naming the parameter (so that
+    `kaleido check` reports it at its ``aligner.`` field, before any stage runs)."""
+    for name in _AT_LEAST_ONE:
+        if settings[name] < 1:
+            raise ValueError(f"sat: {name} must be >= 1, got {settings[name]}")
+    if not settings["lr"] > 0 or not math.isfinite(settings["lr"]):
+        raise ValueError(f"sat: lr must be a positive number, got {settings['lr']}")
+    if not 0.0 <= settings["dropout"] < 1.0:
+        raise ValueError(f"sat: dropout must be in [0, 1), got {settings['dropout']}")
+    for name in ("alpha_c", "clip_grad_norm", "low_scale"):
+        if not settings[name] >= 0:
+            raise ValueError(f"sat: {name} must be >= 0, got {settings[name]}")
+    if settings["max_vocab"] <= len(SPECIALS):
+        raise ValueError(f"sat: max_vocab must be more than the {len(SPECIALS)} special tokens "
+                         f"({', '.join(SPECIALS)}), got {settings['max_vocab']}")
+    if settings["threads"] < 0:
+        raise ValueError(f"sat: threads must be 0 (torch's choice) or positive, got {settings['threads']}")
+    if any(level < 1 for level in settings["levels"]):
+        raise ValueError(f"sat: levels are Kaleido grid sizes (1 = 1x1 ...), got {settings['levels']}")
+
+
 @registry.aligners.register("sat")
 class SATAligner:
     """Show-Attend-Tell captioner; each generated word also in the description -> its best patch."""
@@ -136,6 +165,7 @@ class SATAligner:
         # Every argument is part of the store key except those that cannot change a result; read
         # from the call itself so that a new setting can never be left out of the key.
         self._settings = {k: v for k, v in locals().items() if k not in _NOT_IN_KEY}
+        _check_settings({k: v for k, v in locals().items() if k != "self"})
         if not levels:
             raise ValueError("sat: levels must name at least one Kaleido level (e.g. [3, 4, 5])")
         if image_size and image_size < 32:

@@ -27,18 +27,23 @@ def align(recipe: Path = RecipeArg, overrides: list[str] = SetOption,
     console.print(f"[green]alignments[/] {report['path']}" + ("  (reused)" if report.get("reused") else ""))
     fit = report.get("fit") or {}
     if fit.get("train_rows"):
-        console.print(f"captioner: {fit['train_rows']} training rows, vocabulary {fit['vocab']}, "
-                      f"{fit['steps']} steps, cross-entropy {fit['first_ce']:.3f} -> {fit['final_ce']:.3f}"
-                      + ("  (reused)" if fit.get("reused") else ""))
+        console.print(f"captioner: {fit['train_rows']} training rows, vocabulary {fit.get('vocab', '-')}, "
+                      f"{fit.get('steps', '-')} steps, cross-entropy {_number(fit.get('first_ce'))} -> "
+                      f"{_number(fit.get('final_ce'))}" + ("  (reused)" if fit.get("reused") else ""))
     table = Table(title_justify="left")
     for col in ("split", "rows", "skipped", "aligned rows", "pairs", "precision", "random patch"):
         table.add_column(col)
     for split, rep in report["splits"].items():
         q = rep.get("quality") or {}
         table.add_row(split, str(rep["rows"]), str(rep.get("skipped_images", 0)), str(rep["aligned_rows"]),
-                      str(rep["pairs"]), f"{q['precision']:.3f}" if q else "-",
-                      f"{q['random_same_level']:.3f}" if q else "-")
+                      str(rep["pairs"]), _number(q.get("precision")),
+                      _number(q.get("random_same_level")))
     console.print(table)
+
+
+def _number(value: float | None) -> str:
+    """A report's value to 3 decimals; ``-`` where there is none (no training step, no quality)."""
+    return "-" if value is None else f"{value:.3f}"
 
 
 def register(app: typer.Typer) -> None:

@@ -110,3 +110,53 @@ def test_generated_captions_do_not_read_the_rows_texts(tok):
     captions = [generate(model, head, tok, FakeStore(n=6, texts=texts), encode, rows, 5, 4)
                 for texts in (TEXTS, TEXTS[::-1], ["a b c d e f g h i j"] * 6)]
     assert captions[0] == captions[1] == captions[2]
+
+
+def test_caption_generation_reports_its_progress(tok):
+    """Generating the test captions was a silent step of eval (caption_samples = 1000 in full.toml)."""
+    from kaleido.evaluation.captioning import generate
+    from kaleido.models.kaleido import Kaleido
+    from kaleido.tasks.amlm import MLMHead
+
+    model = Kaleido(init="scratch", hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                    max_text_len=16).build(16, (1, 2, 3, 4, 5))
+    seen = []
+    captions = generate(model, MLMHead(16, model.vocab_size), tok, FakeStore(n=6, texts=TEXTS),
+                        lambda store, t, i: encode_pairs(store, tok, t, i, 16), np.arange(6), 5, 4,
+                        progress=lambda done, total: seen.append((done, total)))
+    assert len(captions) == 6 and seen == [(4, 6), (6, 6)]
+
+
+def test_caption_metrics_report_each_step(monkeypatch):
+    """The metrics (two PTB tokenizations, then BLEU, METEOR, ROUGE-L, CIDEr per system) were silent;
+    the scorers are stand-ins here (no Java), what is checked is the count of steps."""
+    import pycocoevalcap.bleu.bleu as bleu
+    import pycocoevalcap.cider.cider as cider
+    import pycocoevalcap.meteor.meteor as meteor
+    import pycocoevalcap.rouge.rouge as rouge
+    import pycocoevalcap.tokenizer.ptbtokenizer as ptb
+
+    from kaleido.evaluation import caption_metrics
+
+    class Scorer:
+        def __init__(self, *args, **kwargs):
+            self.bleu = bool(args)  # Bleu(4)
+
+        def compute_score(self, gts, res, **kwargs):
+            return ([0.5] * 4 if self.bleu else 0.5), None
+
+    class Tokenizer:
+        def tokenize(self, captions):
+            return {k: [c["caption"] for c in v] for k, v in captions.items()}
+
+    for module, name in ((bleu, "Bleu"), (cider, "Cider"), (meteor, "Meteor"), (rouge, "Rouge")):
+        monkeypatch.setattr(module, name, Scorer)
+    monkeypatch.setattr(ptb, "PTBTokenizer", Tokenizer)
+    monkeypatch.setattr(caption_metrics, "require_java", lambda: "java")
+    seen = []
+    refs = {"1": ["a red shirt"], "2": ["blue jeans"]}
+    out = caption_metrics.caption_scores_many(refs, {"ours": {"1": "a shirt", "2": "jeans"},
+                                                     "baseline": {"1": "x", "2": "x"}},
+                                              progress=lambda done, total: seen.append((done, total)))
+    assert set(out) == {"ours", "baseline"}
+    assert seen == [(n, 10) for n in range(11)]

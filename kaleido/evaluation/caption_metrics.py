@@ -8,7 +8,7 @@ to install instead of a Java stack trace from a subprocess.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 METRICS: tuple[str, ...] = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
@@ -42,10 +42,12 @@ def caption_scores(references: Mapping[str, Sequence[str]],
 
 
 def caption_scores_many(references: Mapping[str, Sequence[str]],
-                        systems: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, float]]:
+                        systems: Mapping[str, Mapping[str, str]],
+                        progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, float]]:
     """Score several systems' hypotheses on the same references in three Java start-ups however
     many systems (PTB tokenizer for the references, for all hypotheses, one METEOR: each JVM costs
-    seconds); returns ``{system: {metric: score x100}}``."""
+    seconds); returns ``{system: {metric: score x100}}``. ``progress(steps done, steps)`` after
+    each step: the two tokenizations, then each system's four metrics."""
     if not references or any(not refs for refs in references.values()):
         raise ValueError("need a non-empty set of ids, each with at least one reference caption")
     for name, hyps in systems.items():
@@ -60,11 +62,22 @@ def caption_scores_many(references: Mapping[str, Sequence[str]],
 
     ids = sorted(references)
     names = list(systems)
+    total, done = 2 + 4 * len(names), [0]
+
+    def step() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
+    if progress is not None:
+        progress(0, total)
     tokenizer = PTBTokenizer()
     gts = tokenizer.tokenize({k: [{"caption": one_line(c)} for c in references[k]] for k in ids})
+    step()
     # one tokenizer call for every system: keys are (system index, id) flattened to strings
     flat = tokenizer.tokenize({f"{s}\t{k}": [{"caption": one_line(systems[n][k])}]
                                for s, n in enumerate(names) for k in ids})
+    step()
     meteor_scorer = Meteor()
     out = {}
     try:
@@ -72,9 +85,13 @@ def caption_scores_many(references: Mapping[str, Sequence[str]],
             # PTB tokenization can empty a caption (punctuation only); the scorers need a token
             res = {k: [flat[f"{s}\t{k}"][0] or "<empty>"] for k in ids}
             bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+            step()
             meteor, _ = meteor_scorer.compute_score(gts, res)
+            step()
             rouge, _ = Rouge().compute_score(gts, res)
+            step()
             cider, _ = Cider().compute_score(gts, res)
+            step()
             out[name] = {"BLEU-4": 100.0 * float(bleu[3]), "METEOR": 100.0 * float(meteor),
                          "ROUGE-L": 100.0 * float(rouge), "CIDEr": 100.0 * float(cider)}
     finally:

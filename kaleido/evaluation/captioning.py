@@ -169,8 +169,10 @@ def generate(
     rows: np.ndarray,
     slots: int,
     batch_size: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
-    """One caption per store row, from its image patches alone (its own text never enters)."""
+    """One caption per store row, from its image patches alone (its own text never enters);
+    ``progress(captions done, captions)`` after each batch."""
     encoder.eval()
     head.eval()
     out: list[str] = []
@@ -179,4 +181,6 @@ def generate(
         sequence, _ = encoder(caption_batch(encode(store, r, r), tokenizer, slots))
         logits = head.logits(sequence[:, 1 : slots + 1], encoder)
         out += decode(logits, tokenizer, getattr(head, "vocab", None))
+        if progress is not None:
+            progress(len(out), len(rows))
     return out

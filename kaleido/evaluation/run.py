@@ -304,7 +304,8 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
             rows = np.random.default_rng(settings.seed).permutation(len(test))[: settings.caption_samples]
             rows = np.sort(rows)
             generated = generate(
-                encoder, head, tokenizer, test, encode, rows, settings.caption_tokens, settings.batch_size
+                encoder, head, tokenizer, test, encode, rows, settings.caption_tokens, settings.batch_size,
+                progress=lambda d, t: tick("fc captions", d, t),
             )
             # references: every text of the image's product (its poses share one description)
             refs_of: dict[str, list[str]] = {}
@@ -321,6 +322,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                         "ours": {str(r): g for r, g in zip(rows, generated, strict=True)},
                         "baseline": {str(r): baseline for r in rows},
                     },
+                    progress=lambda d, t: tick("fc metrics", d, t),
                 )
                 for v in scores.values():
                     v["sum_cap"] = caption_metrics.sum_cap(v)

@@ -28,6 +28,7 @@ from kaleido.models.folder import save_state
 from kaleido.models.packed import ATTENTION, packing, register_attention
 from kaleido.models.pooling import Pooling, check_pooling, summary
 from kaleido.models.tokenizer import bert_dir, load_tokenizer
+from kaleido.weights import MissingWeights, minilm_dir
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,21 @@ class Kaleido:
             raise ValueError(f"model sizes must be >= 1, got {sizes}")
         if keep_layers is not None and keep_layers < 1:
             raise ValueError(f"model keep_layers must be >= 1, got {keep_layers}")
+        if max_text_len < 3:
+            raise ValueError(f"model max_text_len must be >= 3 ([CLS], one word, [SEP]), got {max_text_len}")
+        if init == "scratch":
+            if keep_layers is not None:
+                raise ValueError("model keep_layers cuts a pretrained init's layers; with init = \"scratch\" "
+                                 "set num_layers instead")
+        else:  # what run would meet only when pre-training starts: the folder, its positions and layers
+            config = init_config(init)
+            positions, layers = config.get("max_position_embeddings"), config.get("num_hidden_layers")
+            if isinstance(positions, int) and max_text_len > positions:
+                raise ValueError(f"model max_text_len {max_text_len} is more than the {positions} text "
+                                 f"positions of init {init!r} (at most {positions})")
+            if keep_layers is not None and isinstance(layers, int) and keep_layers > layers:
+                raise ValueError(f"model keep_layers {keep_layers} is more than the {layers} layers of "
+                                 f"init {init!r} (at most {layers}: all of them)")
         if hidden_size % num_heads:
             raise ValueError(f"model hidden_size {hidden_size} is not a multiple of num_heads {num_heads}")
         if not 0.0 <= dropout < 1.0:
@@ -241,6 +257,26 @@ class Kaleido:
         if self.init != "scratch":
             model.pretrained_heads = bert_heads(bert_dir(self.init))
         return model
+
+
+def init_config(init: str) -> dict[str, Any]:
+    """The ``config.json`` of a pretrained ``init`` (``"minilm"`` or a local BERT folder), read
+    without loading weights; a missing folder or file is named with the ``init`` it came from."""
+    folder = minilm_dir() if init == "minilm" else Path(init).expanduser()
+    if not folder.is_dir():
+        raise MissingWeights(f"model init {init!r}: no such BERT folder (give \"minilm\", \"scratch\" or a "
+                             f"local folder such as bert-base-uncased; nothing is downloaded)")
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MissingWeights(f"model init {init!r}: {folder} holds no config.json (not a BERT folder)") \
+            from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"model init {init!r}: {path} is not a readable config ({exc})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"model init {init!r}: {path} is not a JSON object")
+    return config
 
 
 def load_bert(folder: str | Path, **config: Any):

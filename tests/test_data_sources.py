@@ -157,3 +157,17 @@ def test_prepare_reports_dropped_lines_with_their_file_and_where_the_others_are(
     assert "0 dropped by the reader" in reports["test"].summary()
     reused = _reused(FeatureStore(tmp_path / "test", require_done=True), "test")  # from the manifest
     assert reused.lines()[-2:] == test[-2:]
+
+
+def test_drawing_synthetic_data_on_first_use_shows_a_bar_per_split(tmp_path, capsys):
+    """Drawing the data on first use printed nothing (~7 s at quickstart size)."""
+    data = registry.datasets.get("synthetic")(dir=str(tmp_path / "d"), products=3, test_products=2)
+    data.ensure()
+    err = " ".join(capsys.readouterr().err.split())
+    rows = {split: len(FashionGenReader(data.path(split))) for split in ("train", "test")}
+    assert "drawing synthetic train data (3 products) ━" in err and f"{rows['train']}/{rows['train']}" in err
+    assert "drawing synthetic test data (2 products) ━" in err and f"{rows['test']}/{rows['test']}" in err
+    data.ensure()  # drawn already: nothing to show
+    quiet = registry.datasets.get("synthetic")(dir=str(tmp_path / "q"), products=2, test_products=1)
+    quiet.ensure(progress=False)
+    assert capsys.readouterr().err == "" and quiet.path("test").is_file()

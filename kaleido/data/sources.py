@@ -15,7 +15,10 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +82,29 @@ def open_file(path: str | Path) -> FashionGenReader | JsonlReader:
     raise DataError(f"{p}: unknown data file type {p.suffix!r}; expected .h5, .hdf5 or .jsonl")
 
 
+def _drawing_bar(enabled: bool) -> Any:
+    """A rich progress bar on stderr for drawing synthetic data (seconds at quickstart size), or None."""
+    if not enabled:
+        return nullcontext(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=Console(stderr=True))
+
+
+def _bar_step(bar: Any, description: str) -> Callable[[int, int], None] | None:
+    """A ``progress(done, total)`` callback moving a new task of ``bar`` (None without a bar)."""
+    if bar is None:
+        return None
+    task = bar.add_task(description, total=None)
+
+    def step(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return step
+
+
 @registry.datasets.register("synthetic")
 class SyntheticData:
     """Procedurally drawn fashion products (Fashion-Gen schema), written on first use."""
@@ -103,8 +129,9 @@ class SyntheticData:
         _check_split(split)
         return self.dir / f"{split}.h5"
 
-    def ensure(self) -> None:
-        """Write both splits when absent; refuse a folder made with other parameters."""
+    def ensure(self, progress: bool = True) -> None:
+        """Write both splits when absent (with a progress bar per split, on a terminal, when
+        ``progress``); refuse a folder made with other parameters."""
         manifest_path = self.dir / "synthetic.json"
         if manifest_path.is_file():
             found = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -124,11 +151,14 @@ class SyntheticData:
                     stale.unlink()
         from kaleido.data.synth import write_synthetic
 
-        if not self.path("train").is_file():
-            write_synthetic(self.path("train"), self.products, self.seed)
-        if not self.path("test").is_file():
-            write_synthetic(self.path("test"), self.test_products, self.seed + TEST_SEED_OFFSET,
-                            id_start=self.products)
+        todo = [(split, products, seed, start) for split, products, seed, start in
+                (("train", self.products, self.seed, 0),
+                 ("test", self.test_products, self.seed + TEST_SEED_OFFSET, self.products))
+                if not self.path(split).is_file()]
+        with _drawing_bar(progress and bool(todo)) as bar:
+            for split, products, seed, start in todo:
+                step = _bar_step(bar, f"drawing synthetic {split} data ({products} products)")
+                write_synthetic(self.path(split), products, seed, id_start=start, progress=step)
         if not manifest_path.is_file():
             write_text(manifest_path, json.dumps(self.manifest(), indent=1) + "\n")
 

@@ -244,7 +244,12 @@ def prepare(recipe: Any, split: str, out_dir: str | Path | None = None, progress
     out = Path(out_dir if out_dir is not None else store_dir(recipe, key)) / split
     if (done := complete_store(out, key)) is not None:  # whatever the process count that wrote it
         return _reused(done, split)
-    reader = recipe.build("data").open(split)
+    data = recipe.build("data")
+    from kaleido.data.sources import SyntheticData
+
+    if isinstance(data, SyntheticData):  # drawn on first use: seconds, with its own bar
+        data.ensure(progress=progress)
+    reader = data.open(split)
     sod, patcher = recipe.build("sod"), recipe.build("patcher")
     if world_size > 1 and torch.cuda.is_available():
         import os

@@ -129,3 +129,54 @@ def test_bad_input_to_show_and_sod_eval_is_one_line_not_a_traceback(recipe_path,
         assert result.exit_code == 2, (args, result.output)
         assert says in result.output.replace("\n", " ") and "Traceback" not in result.output, args
     assert not list(tmp_path.glob(".*.tmp-*"))
+
+
+def test_the_prepare_bar_starts_at_its_row_count(tmp_path, monkeypatch):
+    """The bars started as `0/? -- img/s` although the row count is known before the first batch."""
+    from rich.progress import Progress
+
+    lines = [json.dumps({"image": f"gone{i}.jpg", "text": f"t {i}", "category": "c", "subcategory": "s",
+                         "product_id": str(i)}) for i in range(5)]  # every image missing: no backbone pass
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(textwrap.dedent(f"""
+        output_dir = "{tmp_path / 'runs'}"
+        [data]
+        name = "jsonl"
+        train = "{tmp_path / 'd.jsonl'}"
+        test_fraction = 0.4
+        [sod]
+        name = "none"
+        [backbone]
+        name = "mobilenet_v2"
+        image_size = 64
+        device = "cpu"
+        [prepare]
+        batch_size = 2
+    """))
+    added, add_task = [], Progress.add_task
+
+    def spy(self, description, *args, **kwargs):
+        added.append((description, kwargs.get("total"), kwargs.get("completed", 0)))
+        return add_task(self, description, *args, **kwargs)
+
+    monkeypatch.setattr(Progress, "add_task", spy)
+    report = prepare(load_recipe(recipe), "train", out_dir=tmp_path / "store", progress=True)
+    assert added == [("train", 3, 0)] and len(report.skipped) == 3
+
+
+def test_the_speed_column_has_a_figure_before_rich_has_two_samples():
+    """A split of one batch finished as `9/9 -- img/s`: rich's estimate needs two updates."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from kaleido.features.progress import SpeedColumn
+
+    clock = [0.0]
+    bar = Progress(console=Console(file=io.StringIO()), get_time=lambda: clock[0])
+    task = bar.add_task("test", total=9, completed=3, resumed=3)  # 3 rows done by an earlier run
+    clock[0] = 2.0
+    bar.update(task, completed=9)
+    assert SpeedColumn().render(bar.tasks[0]).plain == "3.0 img/s"  # 6 rows in 2 s, not 9

@@ -139,8 +139,11 @@ def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, 
                  dtype: str = "float16", batch_size: int = 16, num_workers: int = 0,
                  max_rows: int | None = None, rank: int = 0, world_size: int = 1,
                  on_batch: Callable[[int, int], None] | None = None,  # (rows done, rows)
-                 split: str = "train") -> Report:
-    """Write (or continue) this rank's shard of ``out`` from ``reader``; see :func:`prepare`."""
+                 split: str = "train",
+                 on_start: Callable[[int, int], None] | None = None) -> Report:  # (rows done, rows)
+    """Write (or continue) this rank's shard of ``out`` from ``reader``; see :func:`prepare`.
+    ``on_start`` is called once the rows to do are known (rows a resumed shard has done, this
+    rank's rows), before the first batch; ``on_batch`` after each."""
     from kaleido.data.rows import RowMeta
 
     start_time = time.perf_counter()
@@ -166,6 +169,8 @@ def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, 
     loader = DataLoader(_Rows(reader, todo, sod, patcher), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_collate, persistent_workers=False)
     done_pos = writer.next
+    if on_start is not None:
+        on_start(done_pos, len(positions))
     passes0 = backbone.passes
     for batch in loader:
         good = [b for b in batch if "bad" not in b]
@@ -267,9 +272,14 @@ def prepare(recipe: Any, split: str, out_dir: str | Path | None = None, progress
 
     with Progress(TextColumn("[bold]prepare {task.description}"), BarColumn(), MofNCompleteColumn(),
                   SpeedColumn(), TimeRemainingColumn()) as bar:
-        task = bar.add_task(split, total=None)
+        tasks: list = []
+
+        def start(done: int, total: int) -> None:  # the bar starts at its row count (and a resume's rows)
+            tasks.append(bar.add_task(split, total=total, completed=done, resumed=done))
 
         def tick(done: int, total: int) -> None:
-            bar.update(task, total=total, completed=done)
+            if not tasks:
+                start(0, total)
+            bar.update(tasks[0], total=total, completed=done)
 
-        return prepare_rows(reader, sod, patcher, backbone, out, key, on_batch=tick, **kwargs)
+        return prepare_rows(reader, sod, patcher, backbone, out, key, on_batch=tick, on_start=start, **kwargs)

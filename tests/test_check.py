@@ -46,3 +46,17 @@ def test_a_pretrained_init_folder_must_hold_a_bert_config(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="holds no config.json"):
         Kaleido(init=str(tmp_path / "empty"))
     Kaleido(init="minilm", keep_layers=6, max_text_len=512)  # the edges fit
+
+
+def test_a_missing_data_file_is_a_check_error_at_its_field(tmp_path) -> None:
+    """`data.train = "/nonexistent/pairs.jsonl"` passed check and failed only when prepare opened it."""
+    train = tmp_path / "pairs.jsonl"
+    train.write_text("", encoding="utf-8")
+    path = tmp_path / "j.toml"
+    path.write_text(f'[data]\nname = "jsonl"\ntrain = "{train}"\ntest = "{tmp_path / "gone.jsonl"}"\n',
+                    encoding="utf-8")
+    problems = _problems(path, [], "data")
+    assert [(p.file, p.path, p.given) for p in problems] == [
+        (str(path.resolve()), "data.test", str(tmp_path / "gone.jsonl"))]
+    assert "an existing test data file" in problems[0].expected
+    assert _problems(path, [f'data.test="{train}"'], "data") == []

@@ -64,7 +64,14 @@ def test_kaleido_check_builds_the_components_to_catch_what_only_constructors_kno
     assert sized.exit_code == 2 and "error: --set: model.hidden_size: got 512" in sized.output, sized.output
     paper = CliRunner().invoke(app, ["check", str(RECIPES / "full.toml")])
     assert paper.exit_code == 2
-    assert "backbone.weights: got '/path/to/resnet50-imagenet.pth'" in paper.output.replace("\n", "")
+    placeholders = {line.split(": got ")[0].split(": ")[-1]: line.split(": got ")[1].split(",")[0]
+                    for line in paper.output.replace("\n", "").split("error: ")[1:]}
+    assert placeholders == {  # every "/path/to" of the paper's recipe is named, and only those
+        "data.train": "'/path/to/fashiongen_256_256_train.h5'",
+        "data.test": "'/path/to/fashiongen_256_256_validation.h5'",
+        "sod.weights": "'/path/to/sod-unet.safetensors'",
+        "backbone.weights": "'/path/to/resnet50-imagenet.pth'",
+        "model.init": "'/path/to/bert-base-uncased'"}, paper.output
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)

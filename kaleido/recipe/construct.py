@@ -3,18 +3,21 @@ constructor knows.
 
 Types and ranges in a signature are checked when the recipe loads; rules that tie parameters
 together or read files (``keep_layers >= 1``, ``low_key`` needs ``low_level = 1``, a ``unet``
-saliency model needs its weights, a size the UNet can halve) live in the component's
-constructor. Building each section here turns such a refusal into the same file / field /
-expected line as any other recipe error, before a long run starts (spaCy's ``debug config``
-resolves its config for the same reason). Components are built on the CPU: a recipe for a GPU
-node is checked on a login node too.
+saliency model needs its weights, a size the UNet can halve, a model ``init`` folder) live in
+the component's constructor. Building each section here turns such a refusal into the same
+file / field / expected line as any other recipe error, before a long run starts (spaCy's
+``debug config`` resolves its config for the same reason); a dataset's split files
+(``data.train``, ``data.test``), which only a stage opens, are checked here as well. Components
+are built on the CPU: a recipe for a GPU node is checked on a login node too.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from kaleido import registry
+from kaleido.data.sources import SPLITS
 from kaleido.recipe.load import OVERRIDE, Problem, Recipe, _origin
 from kaleido.recipe.schema import COMPONENT_SECTIONS
 
@@ -30,11 +33,28 @@ def construction_problems(recipe: Recipe) -> list[Problem]:
             recipe.build(section, **on_cpu)
         except Exception as exc:  # any refusal is reported the same way: what the component said
             problems.append(_problem(recipe, section, spec.name, spec.params, exc))
+        else:
+            if section == "data":
+                problems += _data_file_problems(recipe)
     for task in recipe.pretrain.tasks:
         try:
             recipe.build_task(task)
         except Exception as exc:
             problems.append(_problem(recipe, f"tasks.{task}", task, recipe.model.tasks.get(task, {}), exc))
+    return problems
+
+
+def _data_file_problems(recipe: Recipe) -> list[Problem]:
+    """A dataset parameter named after a split (``train``, ``test``: ``fashiongen``, ``jsonl``) is
+    that split's file, which ``open(split)`` reads only when a stage starts: it must exist now."""
+    params = recipe.params("data")
+    problems = []
+    for split in SPLITS:
+        value = params.get(split)
+        if isinstance(value, str) and not Path(value).expanduser().exists():
+            field = f"data.{split}"
+            problems.append(Problem(_origin(recipe.origins, field, recipe.source), field, value,
+                                    f"an existing {split} data file (nothing at {Path(value).expanduser()})"))
     return problems
 
 

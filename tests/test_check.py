@@ -60,3 +60,45 @@ def test_a_missing_data_file_is_a_check_error_at_its_field(tmp_path) -> None:
         (str(path.resolve()), "data.test", str(tmp_path / "gone.jsonl"))]
     assert "an existing test data file" in problems[0].expected
     assert _problems(path, [f'data.test="{train}"'], "data") == []
+
+
+def _load_problems(path: Path, overrides: list[str]) -> dict[str, str]:
+    from kaleido.recipe import RecipeError
+
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, overrides)
+    return {p.path: str(p) for p in info.value.problems}
+
+
+def test_a_batch_that_grad_accum_does_not_divide_is_a_recipe_error(tmp_path) -> None:
+    """Pre-training refused it only when it started, without a field: `global batch 8 is not
+    divisible by ranks x grad_accum = 1 x 3`."""
+    path = _recipe(tmp_path, "[pretrain]\nbatch_size = 8\n")
+    problems = _load_problems(path, ["pretrain.grad_accum=3"])
+    assert list(problems) == ["pretrain.grad_accum"]
+    accum = problems["pretrain.grad_accum"]
+    assert accum.startswith("--set: pretrain.grad_accum: got 3, expected a divisor of "
+                            "pretrain.batch_size = 8 (1, 2, 4, 8)")
+    # the field set last is the one blamed, and what would fit is named
+    blamed = _load_problems(tmp_path / "r.toml", ["pretrain.grad_accum=3", "pretrain.batch_size=10"])
+    assert list(blamed) == ["pretrain.grad_accum"]
+    path.write_text(path.read_text(encoding="utf-8") + "grad_accum = 3\n", encoding="utf-8")
+    moved = _load_problems(path, ["pretrain.batch_size=10"])
+    assert moved["pretrain.batch_size"].startswith(
+        "--set: pretrain.batch_size: got 10, expected a multiple of pretrain.grad_accum = 3 (e.g. 9 or 12)")
+    assert load_recipe(path, ["pretrain.batch_size=12"]).pretrain.grad_accum == 3
+
+
+def test_fc_captions_must_fit_the_model_text_positions(tmp_path) -> None:
+    """`caption_tokens=24 does not fit the model's 24 text positions` came after pre-training."""
+    path = _recipe(tmp_path, "max_text_len = 24\n[eval]\ntasks = [\"itr\", \"fc\"]\n")
+    problems = _load_problems(path, [])
+    assert problems == {"model.max_text_len": (
+        f"{path.resolve()}: model.max_text_len: got 24, expected at least 25 for eval.caption_tokens = 24 "
+        "(fc captions are [CLS] + caption_tokens slots of the model's text positions; or set "
+        "eval.caption_tokens <= 23, or leave fc out of eval.tasks)")}
+    tokens = _load_problems(path, ["eval.caption_tokens=30"])["eval.caption_tokens"]
+    assert tokens.startswith("--set: eval.caption_tokens: got 30, expected at most 23 for "
+                             "model.max_text_len = 24")
+    assert load_recipe(path, ["eval.caption_tokens=23"]).eval.caption_tokens == 23
+    assert load_recipe(path, ['eval.tasks=["itr"]']).eval.caption_tokens == 24  # no fc: no rule

@@ -20,7 +20,13 @@ from pydantic import BaseModel, ValidationError
 from kaleido import registry
 from kaleido.atomic import write_text
 from kaleido.recipe.params import params_model
-from kaleido.recipe.schema import COMPONENT_SECTIONS, ComponentSection, PretrainSettings, RecipeModel
+from kaleido.recipe.schema import (
+    COMPONENT_SECTIONS,
+    ComponentSection,
+    EvalSettings,
+    PretrainSettings,
+    RecipeModel,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -381,6 +387,82 @@ def _all_component_problems(data: dict, origins: dict[str, str], src: str) -> li
     return problems
 
 
+def _set_rank(origins: dict[str, str], src: str, dotted: str) -> int:
+    """How recently a field was set: by ``--set`` (0), in the recipe itself (1), in what it
+    extends (2), nowhere (3: its default)."""
+    origin = origins.get(dotted)
+    return 0 if origin == OVERRIDE else 1 if origin == src else 2 if origin else 3
+
+
+def _blame(origins: dict[str, str], src: str, *fields: str) -> str:
+    """Of fields that only together are wrong, the one set last (the first on a tie)."""
+    return min(fields, key=lambda f: _set_rank(origins, src, f))
+
+
+def _valid(settings: type, raw: Any) -> Any:
+    """``raw`` as the validated ``settings`` model, or None when it does not validate (its own
+    problems are reported by the schema)."""
+    try:
+        return settings(**raw) if isinstance(raw, dict) else settings()
+    except (ValidationError, TypeError):
+        return None
+
+
+def _component_value(data: dict, section: str, key: str) -> Any:
+    """A component section's validated parameter ``key`` (its default filled in), or None."""
+    raw = data.get(section)
+    if raw is None:
+        default = RecipeModel.model_fields[section].default
+        raw = default.model_dump() if isinstance(default, ComponentSection) else None
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        return None
+    try:
+        component = registry.REGISTRIES[COMPONENT_SECTIONS[section]].get(raw["name"])
+        return getattr(params_model(component)(**{k: v for k, v in raw.items() if k != "name"}), key, None)
+    except Exception:  # an unknown component or invalid parameters: reported on their own
+        return None
+
+
+def _divisors(n: int, shown: int = 10) -> str:
+    found = [d for d in range(1, n + 1) if n % d == 0]
+    return ", ".join(map(str, found[:shown])) + (", ..." if len(found) > shown else "")
+
+
+def _joint_problems(data: dict, origins: dict[str, str], src: str) -> list[Problem]:
+    """Rules that tie fields of several sections (or several fields) together, each reported at
+    the field set last, naming the other and what would fit; only a valid section is compared."""
+    problems = []
+    pretrain = _valid(PretrainSettings, data.get("pretrain"))
+    if pretrain is not None and pretrain.batch_size % pretrain.grad_accum:
+        batch, accum = pretrain.batch_size, pretrain.grad_accum
+        field = _blame(origins, src, "pretrain.grad_accum", "pretrain.batch_size")
+        why = ("each optimiser step's global batch is cut into grad_accum equal micro-batches (on one "
+               "rank; the trainer also divides by the ranks)")
+        if field == "pretrain.grad_accum":
+            expected = f"a divisor of pretrain.batch_size = {batch} ({_divisors(batch)}): {why}"
+        else:
+            near = " or ".join(str(m) for m in (batch - batch % accum, batch - batch % accum + accum) if m)
+            expected = f"a multiple of pretrain.grad_accum = {accum} (e.g. {near}): {why}"
+        given = batch if field == "pretrain.batch_size" else accum
+        problems.append(Problem(_origin(origins, field, src), field, given, expected))
+    settings = _valid(EvalSettings, data.get("eval"))
+    text_len = _component_value(data, "model", "max_text_len")
+    if settings is not None and "fc" in settings.tasks and isinstance(text_len, int) \
+            and 3 <= text_len < settings.caption_tokens + 1:  # (below 3 the model itself refuses it)
+        tokens = settings.caption_tokens
+        field = _blame(origins, src, "eval.caption_tokens", "model.max_text_len")
+        why = "fc captions are [CLS] + caption_tokens slots of the model's text positions"
+        if field == "eval.caption_tokens":
+            expected = (f"at most {text_len - 1} for model.max_text_len = {text_len} ({why}; or raise "
+                        f"model.max_text_len to {tokens + 1}, or leave fc out of eval.tasks)")
+        else:
+            expected = (f"at least {tokens + 1} for eval.caption_tokens = {tokens} ({why}; or set "
+                        f"eval.caption_tokens <= {text_len - 1}, or leave fc out of eval.tasks)")
+        problems.append(Problem(_origin(origins, field, src), field,
+                                tokens if field.startswith("eval") else text_len, expected))
+    return problems
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Load, merge, override and validate a recipe; raise :class:`RecipeError` with every problem."""
     path = Path(path)
@@ -393,6 +475,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     except ValidationError as exc:
         problems += _pydantic_problems(exc, data, origins, (), src)
     problems += _all_component_problems(data, origins, src)
+    problems += _joint_problems(data, origins, src)
     if problems or model is None:
         raise RecipeError(problems)
     return Recipe(model=model, data=data, source=src, origins=origins)

@@ -102,3 +102,49 @@ def test_fc_captions_must_fit_the_model_text_positions(tmp_path) -> None:
                              "model.max_text_len = 24")
     assert load_recipe(path, ["eval.caption_tokens=23"]).eval.caption_tokens == 23
     assert load_recipe(path, ['eval.tasks=["itr"]']).eval.caption_tokens == 24  # no fc: no rule
+
+
+MULTI = """name = "multi"
+sed = 1
+[data]
+name = "synthetic"
+products = "x"
+[masker]
+name = "agmx"
+[backbone]
+name = "mobilenet_v2"
+image_sise = 3
+[model]
+name = "kaleido"
+keep_layers = 0
+[pretrain]
+tasks = ["amlm", "itmx"]
+batch_size = -1
+[tasks.itm]
+weight = "x"
+negative_ratio = 5
+"""
+
+
+def test_check_reports_the_constructors_problems_with_the_schemas_at_once(tmp_path) -> None:
+    """keep_layers = 0 and negative_ratio = 5 were reported only once the six schema errors were
+    fixed: each section whose own fields validate is built, and all problems come in one list."""
+    from typer.testing import CliRunner
+
+    from kaleido.cli import app
+    from kaleido.recipe import RecipeError
+
+    path = tmp_path / "multi.toml"
+    path.write_text(MULTI, encoding="utf-8")
+    schema = ["pretrain.batch_size", "sed", "data.products", "backbone.image_sise", "masker.name",
+              "pretrain.tasks[1]", "tasks.itm.weight"]
+    assert sorted(_load_problems(path, [])) == sorted(schema)  # a plain load builds nothing
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, [], build=True)
+    found = {p.path: p for p in info.value.problems}
+    assert sorted(found) == sorted([*schema, "model.keep_layers", "tasks.itm.negative_ratio"])
+    ratio = found["tasks.itm.negative_ratio"]
+    assert ratio.given == 5 and "[0, 1)" in ratio.expected
+    result = CliRunner().invoke(app, ["check", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.count("error: ") == 9, result.output

@@ -34,11 +34,12 @@ def one_line_errors() -> Iterator[None]:
         fail(str(exc) or type(exc).__name__)
 
 
-def load(recipe: Path, overrides: list[str] | None = None):
-    """Load and validate a recipe in the launching process; exit with every error on failure."""
+def load(recipe: Path, overrides: list[str] | None = None, build: bool = False):
+    """Load and validate a recipe in the launching process (``build``: also build every component
+    once on the CPU, as `kaleido check` does); exit with every error on failure."""
     from kaleido.recipe import RecipeError, load_recipe
 
     try:
-        return load_recipe(recipe, overrides or [])
+        return load_recipe(recipe, overrides or [], build=build)
     except RecipeError as exc:
         fail(str(exc))

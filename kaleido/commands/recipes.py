@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kaleido.commands.common import RecipeArg, SetOption, fail, load
+from kaleido.commands.common import RecipeArg, SetOption, load
 
 
 def components(kind: str = typer.Argument(None, help="only this kind (maskers, tasks ...)")) -> None:
@@ -43,14 +43,7 @@ def check(recipe: Path = RecipeArg, overrides: list[str] = SetOption,
                                      help="also build every component once (on the CPU) to catch what "
                                           "only its constructor checks")) -> None:
     """Validate a recipe; print the fully resolved recipe, or every error with file and field."""
-    resolved = load(recipe, overrides)
-    if build:
-        from kaleido.recipe.construct import construction_problems
-        from kaleido.recipe.load import RecipeError
-
-        problems = construction_problems(resolved)
-        if problems:
-            fail(str(RecipeError(problems)))
+    resolved = load(recipe, overrides, build=build)
     Console().print(resolved.to_toml(), highlight=False, markup=False)
     for note in resolved.notes():
         Console(stderr=True).print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)

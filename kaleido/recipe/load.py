@@ -463,8 +463,12 @@ def _joint_problems(data: dict, origins: dict[str, str], src: str) -> list[Probl
     return problems
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Load, merge, override and validate a recipe; raise :class:`RecipeError` with every problem."""
+def load_recipe(path: str | Path, overrides: list[str] | None = None, build: bool = False) -> Recipe:
+    """Load, merge, override and validate a recipe; raise :class:`RecipeError` with every problem.
+
+    ``build``: also build each component (and task) once on the CPU, as `kaleido check` does, to
+    catch what only a constructor knows (:mod:`kaleido.recipe.construct`); every section whose own
+    fields validated is built, so its problems come in the same list as the schema's."""
     path = Path(path)
     data, origins = _load_chain(path)
     problems = apply_overrides(data, list(overrides or []), origins)
@@ -475,7 +479,12 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     except ValidationError as exc:
         problems += _pydantic_problems(exc, data, origins, (), src)
     problems += _all_component_problems(data, origins, src)
+    failed = [p.path for p in problems]
     problems += _joint_problems(data, origins, src)
+    if build:
+        from kaleido.recipe.construct import build_problems
+
+        problems += build_problems(data, origins, src, failed)
     if problems or model is None:
         raise RecipeError(problems)
     return Recipe(model=model, data=data, source=src, origins=origins)

@@ -100,12 +100,61 @@ def test_extends_states_only_the_difference_and_errors_name_the_right_file(tmp_p
     assert str(child.resolve()) in problems["pretrain.lr"]
 
 
-def test_switching_component_drops_the_old_parameters(tmp_path):
+def test_switching_component_keeps_the_parameters_it_shares(tmp_path):
+    """Sections merge key by key, as confection's: a base's setting that the new component also
+    takes still applies (it used to be dropped with every other key of the section)."""
     _write(tmp_path / "base.toml", BASE.replace('name = "agm"', 'name = "agm"\nmax_predictions = 7'))
     child = _write(tmp_path / "child.toml", 'extends = "base.toml"\n[masker]\nname = "random"\n')
     recipe = load_recipe(child)
     assert recipe.masker.name == "random"
-    assert recipe.build("masker").max_predictions == 10  # the random masker's default, not base's 7
+    assert recipe.build("masker").max_predictions == 7 and recipe.notes() == []
+
+
+QUICK = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
+
+
+def test_a_component_switch_by_set_or_extends_keeps_shared_settings_whatever_the_order(tmp_path):
+    """`--set backbone.image_size=64 --set backbone.name=resnet50` kept only the name (mode,
+    batch_size and image_size gone) and the swapped order kept image_size; a recipe extending the
+    quickstart with only `[backbone] name = "resnet50"` lost them too."""
+    quick = load_recipe(QUICK).data["backbone"]
+    want = {**quick, "name": "resnet50", "image_size": 64}
+    for order in (["backbone.image_size=64", "backbone.name=\"resnet50\""],
+                  ["backbone.name=\"resnet50\"", "backbone.image_size=64"]):
+        assert load_recipe(QUICK, order).data["backbone"] == want, order
+    child = _write(tmp_path / "child.toml", f'extends = "{QUICK}"\n[backbone]\nname = "resnet50"\n')
+    assert load_recipe(child).data["backbone"] == {**quick, "name": "resnet50"}
+    assert load_recipe(child, ["backbone.image_size=64"]).data["backbone"] == want
+
+
+def test_a_parameter_the_new_component_lacks_is_left_out_with_a_note_or_is_an_error(tmp_path):
+    """A key written for the component a section named before (in a base, or in the files under
+    `--set`) is left out, with a note naming it; a key the new component lacks given beside it, or
+    one no component of the section takes (a typo), stays an error."""
+    base = _write(tmp_path / "base.toml", BASE + '[sod]\nname = "background"\nmargin = 0.1\n')
+    child = _write(tmp_path / "child.toml", 'extends = "base.toml"\n[sod]\nname = "none"\n')
+    recipe = load_recipe(child)
+    assert recipe.data["sod"] == {"name": "none"}
+    assert recipe.notes() == [f"{base.resolve()}: sod.margin = 0.1: a parameter of sod 'background', not of "
+                              f"'none' (the sod.name of {child.resolve()}): left out"]
+    for order in (["sod.margin=0.2", 'sod.name="none"'], ['sod.name="none"', "sod.margin=0.2"]):
+        notes = load_recipe(base, order).notes()
+        assert notes == ["--set: sod.margin = 0.2: a parameter of sod 'background', not of 'none' (the "
+                         "sod.name of --set): left out"], order
+    _write(child, 'extends = "base.toml"\n[sod]\nname = "none"\nmargin = 0.3\n')  # beside the new name
+    with pytest.raises(RecipeError) as info:
+        load_recipe(child)
+    assert "allowed keys: (none)" in _problems(info.value)["sod.margin"]
+    with pytest.raises(RecipeError) as info:  # a typo is one whatever the order
+        load_recipe(QUICK, ["backbone.image_sise=64", 'backbone.name="resnet50"'])
+    assert list(_problems(info.value)) == ["backbone.image_sise"]
+
+
+def test_set_into_a_section_the_recipe_leaves_at_its_default_component(tmp_path):
+    """`--set model.max_text_len=32` on a recipe without a [model] table asked for model.name."""
+    path = _write(tmp_path / "base.toml", BASE)
+    recipe = load_recipe(path, ["model.max_text_len=32"])
+    assert recipe.model.model.name == "kaleido" and recipe.params("model")["max_text_len"] == 32
 
 
 def test_set_overrides_any_field_and_are_named_in_errors(tmp_path):
@@ -212,3 +261,18 @@ def test_an_unknown_section_given_by_set_is_blamed_on_set_not_the_file(tmp_path)
     assert "allowed keys: name, seed" in problems["foo"] and "pretrain" in problems["foo"]
     assert problems["pretrain.foo"].startswith("--set: pretrain.foo:")
     assert "allowed keys: tasks, batch_size, grad_accum" in problems["pretrain.foo"]
+
+
+def test_kaleido_run_prints_the_notes_check_prints(tmp_path, monkeypatch):
+    """A parameter left out by a component switch is said by `run` too, not only by `check`."""
+    from typer.testing import CliRunner
+
+    from kaleido.cli import app
+    from kaleido.training import pipeline
+
+    monkeypatch.setattr(pipeline, "run_stages", lambda recipe, **kw: {"prepare": "done"})
+    base = _write(tmp_path / "base.toml", BASE + '[sod]\nname = "background"\nmargin = 0.1\n')
+    result = CliRunner().invoke(app, ["run", str(base), "--set", 'sod.name="none"'])
+    assert result.exit_code == 0, result.output
+    assert (f"note: {base.resolve()}: sod.margin = 0.1: a parameter of sod 'background', not of 'none' "
+            "(the sod.name of --set): left out") in result.output.replace("\n", "")

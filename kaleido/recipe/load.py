@@ -98,46 +98,90 @@ def _flatten_origins(data: dict, origin: str, prefix: str = "") -> dict[str, str
 
 
 def _merge(base: dict, over: dict) -> dict:
-    """Deep merge: tables merge key by key, any other value replaces."""
+    """Deep merge: tables merge key by key, any other value replaces. A component section that
+    names another component merges the same way (confection's rule); the keys the new component
+    does not take are then left out by :func:`_drop_foreign_keys`, with a note."""
     out = copy.deepcopy(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            # A component section that changes its `name` starts from a clean table: the old
-            # component's parameters would not fit the new one.
-            if "name" in value and value.get("name") != out[key].get("name") and key in COMPONENT_SECTIONS:
-                out[key] = copy.deepcopy(value)
-            else:
-                out[key] = _merge(out[key], value)
+            out[key] = _merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
 
 
-def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict[str, str]]:
+def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
+    """The recipe and what it extends as ``(file, table)`` layers, the farthest base first."""
     path = path.resolve()
     if path in seen:
         raise RecipeError([Problem(str(seen[-1]), "extends", str(path), "no circular extends")])
     data = _read_toml(path, str(seen[-1]) if seen else str(path))
     parent = data.pop("extends", None)
-    origins = _flatten_origins(data, str(path))
     if parent is None:
-        return data, origins
+        return [(str(path), data)]
     if not isinstance(parent, str):
         raise RecipeError([Problem(str(path), "extends", parent, "a path to another recipe")])
-    base, base_origins = _load_chain(path.parent / parent, (*seen, path))
-    merged = _merge(base, data)
-    base_origins.update(origins)
-    # keys dropped by a component-name switch keep no stale origin
-    return merged, {k: v for k, v in base_origins.items() if _has_path(merged, k)}
+    return [*_load_chain(path.parent / parent, (*seen, path)), (str(path), data)]
 
 
-def _has_path(data: dict, dotted: str) -> bool:
-    node: Any = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
+def _default_name(section: str) -> str | None:
+    default = RecipeModel.model_fields[section].default
+    return default.name if isinstance(default, ComponentSection) else None
+
+
+def _component_names(data: dict) -> dict[str, Any]:
+    """Each component section's ``name`` in ``data`` (its default where the section names none)."""
+    names = {}
+    for section in COMPONENT_SECTIONS:
+        raw = data.get(section)
+        default = _default_name(section)
+        names[section] = raw.get("name", default) if isinstance(raw, dict) else default
+    return names
+
+
+def _takes(section: str, name: Any) -> set[str] | None:
+    """The parameters component ``name`` of ``section`` takes; None when it cannot be looked up."""
+    try:
+        return set(params_model(registry.REGISTRIES[COMPONENT_SECTIONS[section]].get(name)).model_fields)
+    except Exception:  # an unknown or broken component: reported by the schema
+        return None
+
+
+def _drop_foreign_keys(data: dict, origins: dict[str, str], written_for: dict[str, dict[str, Any]],
+                       src: str) -> list[str]:
+    """Leave out each component parameter that was written for another component than the one the
+    section ends up naming and that this one does not take; one note each.
+
+    A key was written for the component its section named in the layer that set it (a file of the
+    ``extends`` chain, after merging it; for ``--set``, the files' component, whatever the order of
+    the overrides). A key the final component does not take is an error as usual when it was
+    written for that same component, or when the component it was written for does not take it
+    either (a typo, not a leftover)."""
+    notes = []
+    for section in COMPONENT_SECTIONS:
+        raw = data.get(section)
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            continue
+        final = raw["name"]
+        takes = _takes(section, final)
+        if takes is None:
+            continue
+        for key in [k for k in raw if k != "name" and k not in takes]:
+            dotted = f"{section}.{key}"
+            origin = origins.get(dotted, src)
+            writer = written_for.get(origin, {}).get(section, final)
+            if writer == final:
+                continue
+            writer_takes = _takes(section, writer)
+            if writer_takes is not None and key not in writer_takes:
+                continue
+            named_in = _origin(origins, f"{section}.name", src)
+            notes.append(f"{origin}: {dotted} = {raw[key]!r}: a parameter of {section} {writer!r}, not of "
+                         f"{final!r} (the {section}.name of {named_in}): left out")
+            del raw[key]
+            for stale in [k for k in origins if k == dotted or k.startswith(dotted + ".")]:
+                del origins[stale]
+    return notes
 
 
 def _parse_value(text: str) -> Any:
@@ -168,11 +212,6 @@ def apply_overrides(data: dict, overrides: list[str], origins: dict[str, str]) -
             problems.append(Problem(OVERRIDE, dotted, item, f"a field of a table ({blocked} is one value)"))
             continue
         value = _parse_value(text.strip())
-        if parts[-1] == "name" and len(parts) == 2 and parts[0] in COMPONENT_SECTIONS:
-            if node.get("name") != value:  # a new component: drop the old one's parameters
-                for key in list(node):
-                    origins.pop(f"{parts[0]}.{key}", None)
-                node.clear()
         node[parts[-1]] = value
         origins[dotted] = OVERRIDE
     return problems
@@ -246,6 +285,7 @@ class Recipe:
     data: dict
     source: str
     origins: dict[str, str] = field(default_factory=dict)
+    merge_notes: list[str] = field(default_factory=list)  # parameters left out by a component switch
 
     def __getattr__(self, item: str) -> Any:
         return getattr(self.model, item)
@@ -275,12 +315,14 @@ class Recipe:
         return weight, {k: getattr(validated, k) for k in type(validated).model_fields}
 
     def notes(self) -> list[str]:
-        """What is valid but has no effect, one line each: a ``[tasks.X]`` table for a task that
-        ``pretrain.tasks`` does not run (legitimate in a recipe that drops a task its base tunes,
-        a typo's likely sign otherwise)."""
-        return [f"{_origin(self.origins, f'tasks.{name}', self.source)}: tasks.{name}: set, but {name!r} is "
-                f"not in pretrain.tasks ({', '.join(self.model.pretrain.tasks)}): not used"
-                for name in self.model.tasks if name not in self.model.pretrain.tasks]
+        """What is valid but has no effect, one line each: a parameter left out because its section
+        names another component than the one it was written for, and a ``[tasks.X]`` table for a
+        task that ``pretrain.tasks`` does not run (legitimate in a recipe that drops a task its
+        base tunes, a typo's likely sign otherwise)."""
+        unused = [f"{_origin(self.origins, f'tasks.{name}', self.source)}: tasks.{name}: set, but {name!r} "
+                  f"is not in pretrain.tasks ({', '.join(self.model.pretrain.tasks)}): not used"
+                  for name in self.model.tasks if name not in self.model.pretrain.tasks]
+        return [*self.merge_notes, *unused]
 
     def build_task(self, name: str) -> Any:
         return registry.tasks.get(name)(**self.task_params(name)[1])
@@ -470,9 +512,20 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, build: boo
     catch what only a constructor knows (:mod:`kaleido.recipe.construct`); every section whose own
     fields validated is built, so its problems come in the same list as the schema's."""
     path = Path(path)
-    data, origins = _load_chain(path)
+    data: dict = {}
+    origins: dict[str, str] = {}
+    written_for: dict[str, dict[str, Any]] = {}  # per layer: the component each section names
+    for origin, layer in _load_chain(path):
+        data = _merge(data, layer)
+        origins.update(_flatten_origins(layer, origin))
+        written_for[origin] = _component_names(data)
+    written_for[OVERRIDE] = _component_names(data)
     problems = apply_overrides(data, list(overrides or []), origins)
+    for section in COMPONENT_SECTIONS:  # a section naming no component merges into its default one
+        if isinstance(data.get(section), dict) and "name" not in data[section] and _default_name(section):
+            data[section] = {"name": _default_name(section), **data[section]}
     src = str(path.resolve())
+    notes = _drop_foreign_keys(data, origins, written_for, src)
     model = None
     try:
         model = RecipeModel(**data)
@@ -487,4 +540,4 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, build: boo
         problems += build_problems(data, origins, src, failed)
     if problems or model is None:
         raise RecipeError(problems)
-    return Recipe(model=model, data=data, source=src, origins=origins)
+    return Recipe(model=model, data=data, source=src, origins=origins, merge_notes=notes)

@@ -61,8 +61,9 @@ def test_the_resolved_recipe_reloads_to_the_same_stage_keys(tiny, tmp_path):
 def test_torchrun_command_line():
     single_node = launch_args(Path("r.toml"), Path("out"), Launch(nproc_per_node=2), progress=False)
     assert single_node[:5] == ["--nproc-per-node", "2", "--nnodes", "1", "--standalone"]
-    assert single_node[-7:] == ["-m", "kaleido.training.main", "--recipe", "r.toml", "--out", "out",
-                                "--no-progress"]
+    # --from-run: a checkpoint of another recipe is refused with kaleido run's own hint (--force pretrain)
+    assert single_node[-8:] == ["-m", "kaleido.training.main", "--recipe", "r.toml", "--out", "out",
+                                "--from-run", "--no-progress"]
     two_nodes = Launch(4, nnodes=2, node_rank=1, rdzv_endpoint="h:29500")
     multi = launch_args(Path("r.toml"), Path("out"), two_nodes, progress=True)
     assert "--standalone" not in multi

@@ -404,5 +404,18 @@ def test_amlm_and_itm_heads_start_from_the_init_checkpoints_own_heads(tmp_path) 
     torch.testing.assert_close(mlm.bias, reference.predictions.bias)
     torch.testing.assert_close(itm.classifier.weight, reference.seq_relationship.weight.flip(0))
     torch.testing.assert_close(itm.classifier.bias, reference.seq_relationship.bias.flip(0))
+    # the published bert-base-uncased files keep LayerNorm's old names, gamma / beta
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(folder / "model.safetensors")
+    norm = "cls.predictions.transform.LayerNorm"
+    for new, old in (("weight", "gamma"), ("bias", "beta")):
+        state[f"{norm}.{old}"] = torch.rand_like(state.pop(f"{norm}.{new}")) + 0.5  # not the init's 1 / 0
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    legacy = Kaleido(init=str(folder), max_text_len=16).build(16, (1, 2, 3, 4, 5))
+    mlm = PretrainObjective(legacy, {"amlm": registry.tasks.get("amlm")()}).heads["amlm"]
+    torch.testing.assert_close(mlm.norm.weight, state[f"{norm}.gamma"])
+    torch.testing.assert_close(mlm.norm.bias, state[f"{norm}.beta"])
+    torch.testing.assert_close(mlm.dense.weight, transform.dense.weight)
     # the offline MiniLM is a bare encoder: fresh heads, no error
     assert Kaleido(init="minilm", keep_layers=1, max_text_len=16).build(16, (1,)).pretrained_heads == {}

@@ -290,40 +290,55 @@ def load_bert(folder: str | Path, **config: Any):
 
 def bert_heads(folder: str | Path) -> dict[str, torch.Tensor]:
     """The ``cls.*`` tensors of a local BERT checkpoint (BERT's MLM and NSP heads, which
-    ``BertModel`` drops), keyed without ``cls.``; empty for a bare encoder (the offline MiniLM)."""
+    ``BertModel`` drops), keyed without ``cls.``; empty for a bare encoder (the offline MiniLM).
+    LayerNorm's old names (``gamma`` / ``beta``, as the published bert-base-uncased files still
+    have them) read as ``weight`` / ``bias``, the renaming transformers does when it loads."""
     folder = Path(folder)
     single, index, legacy = folder / "model.safetensors", folder / "model.safetensors.index.json", \
         folder / "pytorch_model.bin"
+    raw: dict[str, torch.Tensor] = {}
     if single.is_file() or index.is_file():
         from safetensors import safe_open
 
         shards = {} if single.is_file() else json.loads(index.read_text())["weight_map"]
         files = [single] if single.is_file() else sorted(
             {folder / f for k, f in shards.items() if k.startswith("cls.")})
-        out = {}
         for path in files:
             with safe_open(str(path), "pt") as f:
-                out.update({k[4:]: f.get_tensor(k) for k in f.keys() if k.startswith("cls.")})
-        return out
-    if legacy.is_file():
-        state = torch.load(legacy, map_location="cpu", weights_only=True)
-        return {k[4:]: v for k, v in state.items() if k.startswith("cls.")}
-    return {}
+                raw.update({k: f.get_tensor(k) for k in f.keys() if k.startswith("cls.")})
+    elif legacy.is_file():
+        raw = {k: v for k, v in torch.load(legacy, map_location="cpu", weights_only=True).items()
+               if k.startswith("cls.")}
+    renamed = {".gamma": ".weight", ".beta": ".bias"}
+    out = {}
+    for key, value in raw.items():
+        key = key[len("cls."):]
+        for old, new in renamed.items():
+            if key.endswith(old):
+                key = key[: -len(old)] + new
+        out[key] = value
+    return out
 
 
 def copy_pretrained(head: nn.Module, model: Any, names: dict[str, str], what: str,
                     rows: list[int] | None = None) -> bool:
     """Start ``head`` from the init checkpoint's own head where it has one (``names``: head
     parameter -> ``cls.*`` key; ``rows`` reorders the output rows of every copied tensor), as the
-    authors' code restored ``cls/predictions`` and ``cls/seq_relationship`` from BERT-base."""
+    authors' code restored ``cls/predictions`` and ``cls/seq_relationship`` from BERT-base. A
+    checkpoint with that head but not in the expected shape or names is said in a warning."""
     found = getattr(model, "pretrained_heads", {})
     params = dict(head.named_parameters())
-    if not names or any(k not in found or found[k].shape != params[p].shape for p, k in names.items()):
+    prefix = next(iter(names.values())).split(".")[0] if names else ""
+    missing = [k for p, k in names.items() if k not in found or found[k].shape != params[p].shape]
+    if not names or missing:
+        if any(k.startswith(prefix + ".") for k in found):
+            log.warning("%s head starts fresh: the init checkpoint's cls.%s lacks or misshapes %s",
+                        what, prefix, ", ".join(missing))
         return False
     with torch.no_grad():
         for p, k in names.items():
             params[p].copy_(found[k][rows] if rows is not None else found[k])
-    log.info("%s head starts from the init checkpoint's %s", what, next(iter(names.values())).split(".")[0])
+    log.info("%s head starts from the init checkpoint's cls.%s", what, prefix)
     return True
 
 

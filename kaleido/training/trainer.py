@@ -328,7 +328,9 @@ class Trainer:
         per_micro = [counts(batch) for batch in micro_batches]
         names = list(per_micro[0])
         local = torch.tensor([[float(c[n]) for n in names] for c in per_micro], dtype=torch.float64)
-        local = local.to(self.info.device)
+        if self.info.distributed and self.info.device.type == "cuda":  # NCCL reduces device tensors
+            local = local.pin_memory().to(self.info.device, non_blocking=True)  # pinned: no host sync
+        # otherwise the scales stay 0-dim CPU tensors, which multiply a CUDA loss without a sync
         total = all_reduce_sum(self.info, local.sum(0))
         scale = (local * self.info.world_size / total.clamp(min=1.0)).float()
         return [{n: scale[m, i] for i, n in enumerate(names)} for m in range(len(micro_batches))]
@@ -378,9 +380,11 @@ class Trainer:
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         if self.s.clip_grad_norm is not None:
             norm = nn.utils.clip_grad_norm_(model.parameters(), self.s.clip_grad_norm)
-        else:
+        elif self.precision != "fp16":
             norm = _total_norm(grads)
-        if not torch.isfinite(norm) and self.precision != "fp16":  # fp16: the scaler skips the step
+        else:  # fp16: the scaler checks the gradients itself and skips the step
+            norm = None
+        if norm is not None and self.precision != "fp16" and not torch.isfinite(norm):
             raise NonFiniteLoss(f"non-finite gradient norm at step {step}; the step was not applied; "
                                 f"the last good checkpoint stays in {self.ckpt_dir}")
         lr = optimizer.param_groups[0]["lr"]

@@ -199,14 +199,16 @@ def test_a_text_that_is_not_a_string_is_a_counted_skip(tmp_path):
         _line("e.jpg", "5", pose=True),
         json.dumps({"image": "f.jpg", "text": "int ids", "category": 3, "subcategory": 4, "product_id": 14893,
                     "pose": None}),
+        _line("g.jpg", "7", pose=0),  # pose 0 is "0", not empty
     ]) + "\n")
     reader = JsonlReader(path)
     assert reader.skipped == ["line 2: text is 123 (int), not a string",
                               'line 3: text is ["a", "list"] (list), not a string',
                               "line 4: image is 7 (int), not a string",
                               "line 5: pose is true (bool), not a string or integer"]
-    assert [reader.meta(i).text for i in range(len(reader))] == ["item 1", "int ids"]
+    assert [reader.meta(i).text for i in range(len(reader))] == ["item 1", "int ids", "item 7"]
     assert (reader.meta(1).category, reader.meta(1).product_id, reader.meta(1).pose) == ("3", "14893", "")
+    assert reader.meta(2).pose == "0"
 
 
 def test_the_reader_version_is_part_of_the_store_key(tmp_path, monkeypatch):

@@ -86,9 +86,10 @@ class JsonlReader:
                     continue
                 if fallback:
                     self._fallback_lines.add(len(records))
+                pose = "" if obj.get("pose") is None else str(obj["pose"])  # pose 0 is "0"
                 records.append((RowMeta(index=len(records), text=str(obj["text"]).strip(),
                                         category=str(obj["category"]), subcategory=str(obj["subcategory"]),
-                                        product_id=str(obj["product_id"]), pose=str(obj.get("pose") or "")),
+                                        product_id=str(obj["product_id"]), pose=pose),
                                 str(obj["image"])))
         if not records:
             first = f"; first problem: {self.skipped[0]}" if self.skipped else ""

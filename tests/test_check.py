@@ -60,6 +60,11 @@ def test_a_missing_data_file_is_a_check_error_at_its_field(tmp_path) -> None:
         (str(path.resolve()), "data.test", str(tmp_path / "gone.jsonl"))]
     assert "an existing test data file" in problems[0].expected
     assert _problems(path, [f'data.test="{train}"'], "data") == []
+    # the test file is read only by eval: a recipe that stops before it does not need one
+    assert _problems(path, ['stages=["prepare", "align", "pretrain"]'], "data") == []
+    # a folder is not a data file (prepare would refuse it)
+    problems = _problems(path, [f'data.test="{tmp_path}"'], "data")
+    assert [p.path for p in problems] == ["data.test"]
 
 
 def _load_problems(path: Path, overrides: list[str]) -> dict[str, str]:

@@ -60,7 +60,9 @@ def build_problems(data: dict, origins: dict[str, str], source: str,
             problems.append(_problem(origins, source, section, raw["name"], given, exc))
         else:
             if section == "data":
-                problems += _data_file_problems(kwargs, origins, source)
+                stages = data.get("stages", RecipeModel.model_fields["stages"].default)
+                splits = SPLITS if isinstance(stages, list) and "eval" in stages else ("train",)
+                problems += _data_file_problems(kwargs, origins, source, splits)
     pretrain = data.get("pretrain")
     listed = pretrain.get("tasks", PretrainSettings().tasks) if isinstance(pretrain, dict) else []
     tables = data.get("tasks") if isinstance(data.get("tasks"), dict) else {}
@@ -90,13 +92,15 @@ def _owner(path: str) -> str:
     return parts[0].split("[")[0]
 
 
-def _data_file_problems(params: dict, origins: dict[str, str], source: str) -> list[Problem]:
-    """A dataset parameter named after a split (``train``, ``test``: ``fashiongen``, ``jsonl``) is
-    that split's file, which ``open(split)`` reads only when a stage starts: it must exist now."""
+def _data_file_problems(params: dict, origins: dict[str, str], source: str,
+                        splits: tuple[str, ...]) -> list[Problem]:
+    """A dataset parameter named after a split the stages read (``train``, and ``test`` when
+    ``eval`` runs: ``pipeline.splits_needed``) is that split's file (``fashiongen``, ``jsonl``),
+    which ``open(split)`` reads only when a stage starts: it must be a file now."""
     problems = []
-    for split in SPLITS:
+    for split in splits:
         value = params.get(split)
-        if isinstance(value, str) and not Path(value).expanduser().exists():
+        if isinstance(value, str) and not Path(value).expanduser().is_file():
             field = f"data.{split}"
             problems.append(Problem(_origin(origins, field, source), field, value,
                                     f"an existing {split} data file (nothing at {Path(value).expanduser()})"))

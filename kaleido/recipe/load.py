@@ -327,21 +327,37 @@ class Recipe:
     def build_task(self, name: str) -> Any:
         return registry.tasks.get(name)(**self.task_params(name)[1])
 
-    def section_hash(self, *sections: str, upstream: str = "") -> str:
-        """A short key of the named sections' resolved values (and of ``upstream``, the folder
-        name of the stage output they build on): what shaped a stage's output.
+    def section_values(self, *sections: str) -> dict[str, Any]:
+        """The named sections' resolved values: what shaped a stage's output (:meth:`section_hash`
+        hashes them; a checkpoint stores them to refuse another recipe's resume).
 
         A component section counts with its defaults filled in, so a component whose default
-        changes (e.g. the synthetic data generator's ``version``) gets new keys. The fields of
-        ``RUNTIME_FIELDS`` (how a stage runs, not what it computes) do not count: restarting a
+        changes (e.g. the synthetic data generator's ``version``) gets new keys; ``tasks`` is each
+        task ``pretrain.tasks`` runs, its weight and its parameters with their defaults. The fields
+        of ``RUNTIME_FIELDS`` (how a stage runs, not what it computes) do not count: restarting a
         killed run with more loader workers or another logging interval resumes it."""
         dump = self.model.model_dump(mode="json")
-        payload = {s: ({"name": dump[s]["name"], **self.params(s)} if s in COMPONENT_SECTIONS and dump.get(s)
-                       else dump.get(s)) for s in sections}
-        for section, value in payload.items():
-            runtime = RUNTIME_FIELDS.get(section, frozenset())
+        payload: dict[str, Any] = {}
+        for s in sections:
+            if s in COMPONENT_SECTIONS and dump.get(s):
+                value = {"name": dump[s]["name"], **self.params(s)}
+            elif s == "tasks":
+                value = {}
+                for name in self.model.pretrain.tasks:
+                    weight, params = self.task_params(name)
+                    value[name] = {"weight": weight, **params}
+            else:
+                value = dump.get(s)
+            runtime = RUNTIME_FIELDS.get(s, frozenset())
             if isinstance(value, dict):
-                payload[section] = {k: v for k, v in value.items() if k not in runtime}
+                value = {k: v for k, v in value.items() if k not in runtime}
+            payload[s] = value
+        return payload
+
+    def section_hash(self, *sections: str, upstream: str = "") -> str:
+        """A short key of :meth:`section_values` (and of ``upstream``, the folder name of the stage
+        output they build on)."""
+        payload: dict[str, Any] = self.section_values(*sections)
         if upstream:
             payload = {"upstream": upstream, "sections": payload}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -66,22 +66,24 @@ def pretrain_dir(recipe: Any) -> Path:
 
 
 def pretrain_identity(recipe: Any) -> dict[str, Any]:
-    """What shapes pre-training besides ``[pretrain]`` and the seed (which the trainer adds), as
-    dotted names for a checkpoint to store and a resume to compare: the store and alignments it
-    reads (their folder), ``PRETRAIN_VERSION``, the masker, the model (``packed`` left out, as
-    in the key) and each task's parameters and weight."""
+    """What the pre-training key hashes besides ``[pretrain]`` and the seed (which the trainer
+    adds), as dotted names for a checkpoint to store and a resume to compare: the store and
+    alignments it reads (their folder), ``PRETRAIN_VERSION`` and the other ``PRETRAIN_SECTIONS``'
+    values (masker, model, each task's weight and parameters), the same values as the key."""
     from kaleido.aligners.align import align_dir
-    from kaleido.recipe.load import RUNTIME_FIELDS
 
     out: dict[str, Any] = {"upstream": f"{align_dir(recipe).name}/v{PRETRAIN_VERSION}"}
-    for section in ("masker", "model"):
-        params = {"name": getattr(recipe, section).name, **recipe.params(section)}
-        out.update({f"{section}.{k}": v for k, v in params.items()
-                    if k not in RUNTIME_FIELDS.get(section, frozenset())})
-    for name in recipe.pretrain.tasks:
-        weight, params = recipe.task_params(name)
-        out[f"tasks.{name}.weight"] = weight
-        out.update({f"tasks.{name}.{k}": v for k, v in params.items()})
+
+    def flatten(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                flatten(f"{prefix}.{k}", v)
+        else:
+            out[prefix] = value
+
+    sections = [s for s in PRETRAIN_SECTIONS if s not in ("seed", "pretrain")]
+    for section, value in recipe.section_values(*sections).items():
+        flatten(section, value)
     return out
 
 

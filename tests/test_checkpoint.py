@@ -201,3 +201,5 @@ def test_pruning_after_resuming_from_an_older_checkpoint_keeps_the_good_ones(tmp
     ckpt.save_checkpoint(tmp_path, 15, _state(15), keep=2)
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [10, 15]
     assert ckpt.load_latest(tmp_path)[0] == 15
+    # set aside, not deleted: a read that failed only for a moment must not cost a good file
+    assert (tmp_path / "step-00000020.pt.unreadable").read_bytes() == b"garbage"

@@ -49,9 +49,10 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
 def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
     """Write ``state`` as ``step-<step>.pt`` atomically, then drop all but the last ``keep``.
 
-    Checkpoints of later steps are dropped first: a run saving ``step`` resumed before them, so
-    they are ones it could not read (it resumes from the newest it can), and counting them among
-    the ``keep`` would delete the good ones while keeping the damaged newest."""
+    Checkpoints of later steps are set aside first, renamed ``*.unreadable`` (never deleted: a read
+    that failed only for a moment, on a network file system say, leaves a good file): a run saving
+    ``step`` resumed before them, so it could not read them, and counting them among the ``keep``
+    would delete the good ones while keeping the damaged newest."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.iterdir():  # left by a save that was killed half-way (or by older code's)
@@ -62,8 +63,10 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -
         torch.save(state, tmp)
     for later, path in list_checkpoints(folder):
         if later > step:
-            log.warning("removing %s: a checkpoint after step %d, which this run resumed before", path, step)
-            path.unlink(missing_ok=True)
+            aside = path.with_name(path.name + ".unreadable")
+            log.warning("renaming %s to %s: a checkpoint after step %d, which this run could not read "
+                        "and resumed before", path, aside.name, step)
+            path.replace(aside)
     for old_step, path in list_checkpoints(folder)[:-keep]:
         if old_step != step:
             path.unlink(missing_ok=True)

@@ -29,7 +29,8 @@ PRETRAIN_SECTIONS = ("seed", "masker", "model", "tasks", "pretrain")
 # reused as this code's): 2 = ITM negatives masked like positives, plans only of what tasks hide;
 # 3 = each task's loss normalised by its count over the whole global batch (grad_accum > 1 and
 # several ranks used to average per micro-batch and per rank), warm-up ceil(ratio * steps) steps
-# at (s + 1) / (W + 1) of the peak.
+# at (s + 1) / (W + 1) of the peak, AMLM / ITM heads from the init checkpoint's cls.* heads
+# where it has them, CP's 3x3 quota capped at the one patch it camouflages.
 PRETRAIN_VERSION = 3
 
 

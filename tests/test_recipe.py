@@ -235,6 +235,19 @@ def test_how_a_stage_runs_does_not_change_its_key():
         assert same == [True] * moved + [False] * (4 - moved), setting
 
 
+def test_roi_settings_do_not_key_a_crop_store():
+    """``roi_separate`` / ``roi_maps`` / ``roi_output`` change what ``roi`` computes, nothing of
+    ``crop`` (each patch its own pass): a crop store must not be prepared again over them."""
+    from kaleido.features.prepare import store_dir
+
+    crop = ['backbone.mode="crop"']
+    base = store_dir(load_recipe(QUICK, crop))
+    for roi_only in ("backbone.roi_separate=[]", 'backbone.roi_maps="shared"', "backbone.roi_output=3"):
+        assert store_dir(load_recipe(QUICK, [*crop, roi_only])) == base, roi_only
+        assert store_dir(load_recipe(QUICK, [roi_only])) != store_dir(load_recipe(QUICK)), roi_only
+    assert store_dir(load_recipe(QUICK, [*crop, "backbone.image_size=96"])) != base
+
+
 def test_a_recipe_saved_with_a_utf8_byte_order_mark_loads(tmp_path):
     path = tmp_path / "bom.toml"
     path.write_bytes(b"\xef\xbb\xbf" + BASE.encode("utf-8"))

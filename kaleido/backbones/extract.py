@@ -174,6 +174,12 @@ class Backbone(nn.Module):
         trunk.to(self.device)  # not a submodule, so .to above does not move it (a CUDA run needs it there)
         self.passes = 0  # backbone images forwarded, for benchmarks and reports
 
+    @staticmethod
+    def inert_params(params: dict) -> set[str]:
+        """The recipe parameters that change nothing this backbone computes with these ``params``
+        (left out of the feature store's key): in ``crop`` mode, the ``roi`` ones."""
+        return {"roi_output", "roi_maps", "roi_separate"} if params.get("mode") == "crop" else set()
+
     # -- pixels -------------------------------------------------------------------------------
     def _pixels(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         """H x W x 3 uint8 -> (1, 3, H, W) float in [0, 1] on the device."""

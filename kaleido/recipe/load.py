@@ -332,7 +332,9 @@ class Recipe:
         hashes them; a checkpoint stores them to refuse another recipe's resume).
 
         A component section counts with its defaults filled in, so a component whose default
-        changes (e.g. the synthetic data generator's ``version``) gets new keys; ``tasks`` is each
+        changes (e.g. the synthetic data generator's ``version``) gets new keys, but without the
+        parameters its optional ``inert_params(params)`` names (a ``crop`` backbone's ``roi``
+        settings: what they are changes nothing it computes); ``tasks`` is each
         task ``pretrain.tasks`` runs, its weight and its parameters with their defaults. The fields
         of ``RUNTIME_FIELDS`` (how a stage runs, not what it computes) do not count: restarting a
         killed run with more loader workers or another logging interval resumes it."""
@@ -340,7 +342,10 @@ class Recipe:
         payload: dict[str, Any] = {}
         for s in sections:
             if s in COMPONENT_SECTIONS and dump.get(s):
-                value = {"name": dump[s]["name"], **self.params(s)}
+                params = self.params(s)
+                inert = getattr(self.component(s), "inert_params", None)
+                dropped = inert(params) if inert is not None else set()
+                value = {"name": dump[s]["name"], **{k: v for k, v in params.items() if k not in dropped}}
             elif s == "tasks":
                 value = {}
                 for name in self.model.pretrain.tasks:

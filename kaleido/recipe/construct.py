@@ -19,9 +19,9 @@ from pathlib import Path
 
 from kaleido import registry
 from kaleido.data.sources import SPLITS
-from kaleido.recipe.load import OVERRIDE, Problem, Recipe, _origin
+from kaleido.recipe.load import OVERRIDE, Problem, Recipe, _origin, resolve_component
 from kaleido.recipe.params import params_model
-from kaleido.recipe.schema import COMPONENT_SECTIONS, ComponentSection, PretrainSettings, RecipeModel
+from kaleido.recipe.schema import COMPONENT_SECTIONS, PretrainSettings, RecipeModel
 
 
 def construction_problems(recipe: Recipe) -> list[Problem]:
@@ -39,25 +39,17 @@ def build_problems(data: dict, origins: dict[str, str], source: str,
     broken = {_owner(path) for path in failed}
     problems = []
     for section in COMPONENT_SECTIONS:
-        raw = data.get(section)
-        if raw is None:
-            default = RecipeModel.model_fields[section].default
-            raw = default.model_dump() if isinstance(default, ComponentSection) else None
-        if section in broken or not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        resolved = None if section in broken else resolve_component(data, section)
+        if resolved is None:
             continue
-        given = {k: v for k, v in raw.items() if k != "name"}
-        try:
-            component = registry.REGISTRIES[COMPONENT_SECTIONS[section]].get(raw["name"])
-            validated = params_model(component)(**given)
-        except Exception:  # an unknown name or invalid parameters: the schema reports those
-            continue
+        component, name, given, validated = resolved
         kwargs = {k: getattr(validated, k) for k in type(validated).model_fields}
         if "device" in kwargs:
             kwargs["device"] = "cpu"
         try:
             component(**kwargs)
         except Exception as exc:  # any refusal is reported the same way: what the component said
-            problems.append(_problem(origins, source, section, raw["name"], given, exc))
+            problems.append(_problem(origins, source, section, name, given, exc))
         else:
             if section == "data":
                 stages = data.get("stages", RecipeModel.model_fields["stages"].default)

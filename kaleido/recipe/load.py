@@ -471,19 +471,28 @@ def _valid(settings: type, raw: Any) -> Any:
         return None
 
 
-def _component_value(data: dict, section: str, key: str) -> Any:
-    """A component section's validated parameter ``key`` (its default filled in), or None."""
+def resolve_component(data: dict, section: str) -> tuple[Any, str, dict, BaseModel] | None:
+    """A component section of raw recipe ``data`` (the schema's default section when it is not
+    given): ``(component, name, given parameters, validated parameters)``, or None when it names
+    no component, an unknown one, or invalid parameters (the schema reports those on their own)."""
     raw = data.get(section)
     if raw is None:
         default = RecipeModel.model_fields[section].default
         raw = default.model_dump() if isinstance(default, ComponentSection) else None
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         return None
+    given = {k: v for k, v in raw.items() if k != "name"}
     try:
         component = registry.REGISTRIES[COMPONENT_SECTIONS[section]].get(raw["name"])
-        return getattr(params_model(component)(**{k: v for k, v in raw.items() if k != "name"}), key, None)
-    except Exception:  # an unknown component or invalid parameters: reported on their own
+        return component, raw["name"], given, params_model(component)(**given)
+    except Exception:
         return None
+
+
+def _component_value(data: dict, section: str, key: str) -> Any:
+    """A component section's validated parameter ``key`` (its default filled in), or None."""
+    resolved = resolve_component(data, section)
+    return None if resolved is None else getattr(resolved[3], key, None)
 
 
 def _divisors(n: int, shown: int = 10) -> str:

@@ -377,11 +377,10 @@ class Trainer:
         The check runs with or without clipping (a finite loss can still give NaN / inf
         gradients): one fused norm over every gradient, one host sync per step."""
         scaler.unscale_(optimizer)
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
         if self.s.clip_grad_norm is not None:
             norm = nn.utils.clip_grad_norm_(model.parameters(), self.s.clip_grad_norm)
-        elif self.precision != "fp16":
-            norm = _total_norm(grads)
+        elif self.precision != "fp16":  # the same fused norm, gradients left as they are
+            norm = nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
         else:  # fp16: the scaler checks the gradients itself and skips the step
             norm = None
         if norm is not None and self.precision != "fp16" and not torch.isfinite(norm):
@@ -496,15 +495,6 @@ class _Window:
                  "data_wait": self.wait / max(self.time, 1e-9)}
         self._reset()
         return entry
-
-
-def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    """The 2-norm of all ``grads`` together (NaN or inf when any is), without changing them."""
-    if not grads:
-        return torch.zeros(())
-    if hasattr(nn.utils, "get_total_norm"):  # torch >= 2.6: fused per device
-        return nn.utils.get_total_norm(grads)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
 def _batch_size(batch: Any) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -100,7 +101,14 @@ def test_an_edited_jsonl_file_gets_a_new_feature_store(tmp_path):
     assert store_dir(load_recipe(recipe)) == before  # the same bytes, the same store
     rows[0]["text"] = "a corrected title"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    assert store_dir(load_recipe(recipe)) != before
+    edited = store_dir(load_recipe(recipe))
+    assert edited != before
+    # the content hash is kept per (path, size, mtime): an edit of the same size is still seen
+    rows[0]["text"] = "a corrected TITLE"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    stat = data.stat()
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert store_dir(load_recipe(recipe)) not in (before, edited)
     synthetic = load_recipe(recipe, ['data={name = "synthetic"}'])
     assert store_dir(synthetic).name == f"store-{synthetic.section_hash(*PREPARE_SECTIONS)}"
 

@@ -32,6 +32,10 @@ from kaleido.data.synth import VERSION as SYNTH_VERSION
 
 log = logging.getLogger(__name__)
 
+# a file's content hash by (resolved path, size, mtime_ns): every stage's key hashes the data files,
+# and one `kaleido run` asks for those keys a dozen times; an edit changes the size or the mtime
+_content_hashes: dict[tuple[str, int, int], bytes] = {}
+
 SPLITS = ("train", "test")
 TEST_SEED_OFFSET = 1_000_000  # the synthetic test split uses seed + this, and product ids after train's
 
@@ -62,12 +66,23 @@ def file_fingerprint(*paths: str | Path | None, contents: bool = True) -> str:
         if not path.is_file():
             continue
         if contents:
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
+            digest.update(_content_hash(path))
         else:
             digest.update(str(path.stat().st_size).encode())
     return digest.hexdigest()[:12]
+
+
+def _content_hash(path: Path) -> bytes:
+    """The sha256 of a file's bytes, read once per version of the file in this process."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _content_hashes:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        _content_hashes[key] = digest.digest()
+    return _content_hashes[key]
 
 
 def open_file(path: str | Path) -> FashionGenReader | JsonlReader:

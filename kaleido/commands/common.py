@@ -34,6 +34,14 @@ def one_line_errors() -> Iterator[None]:
         fail(str(exc) or type(exc).__name__)
 
 
+def print_notes(resolved) -> None:
+    """What `kaleido check` notes (settings that have no effect), one yellow line each on stderr."""
+    from rich.markup import escape
+
+    for note in resolved.notes():
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+
+
 def load(recipe: Path, overrides: list[str] | None = None, build: bool = False):
     """Load and validate a recipe in the launching process (``build``: also build every component
     once on the CPU, as `kaleido check` does); exit with every error on failure."""

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from kaleido.commands.common import RecipeArg, SetOption, load
+from kaleido.commands.common import RecipeArg, SetOption, load, print_notes
 
 
 def components(kind: str = typer.Argument(None, help="only this kind (maskers, tasks ...)")) -> None:
@@ -45,8 +44,7 @@ def check(recipe: Path = RecipeArg, overrides: list[str] = SetOption,
     """Validate a recipe; print the fully resolved recipe, or every error with file and field."""
     resolved = load(recipe, overrides, build=build)
     Console().print(resolved.to_toml(), highlight=False, markup=False)
-    for note in resolved.notes():
-        Console(stderr=True).print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    print_notes(resolved)
     Console(stderr=True).print(f"[green]ok[/]: {recipe}")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from kaleido.commands.common import RecipeArg, SetOption, console, fail, load, one_line_errors
+from kaleido.commands.common import RecipeArg, SetOption, console, fail, load, one_line_errors, print_notes
 
 
 def run(
@@ -32,10 +32,7 @@ def run(
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     resolved = load(recipe, overrides)
-    from rich.markup import escape
-
-    for note in resolved.notes():  # what `kaleido check` notes: settings that have no effect
-        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    print_notes(resolved)
     if nproc_per_node is None:
         launch_section = getattr(resolved.model, "launch", None)
         nproc_per_node = int(getattr(launch_section, "nproc_per_node", 1))

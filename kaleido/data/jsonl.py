@@ -167,7 +167,7 @@ class JsonlReader:
         unreadable: list[str] = []
         for i in range(len(self)):
             try:
-                sizes[to_rgb(read_image(self.image_path(i), i), i).shape] += 1
+                sizes[self.row(i).image.shape] += 1
             except BadRow as exc:
                 unreadable.append(f"row {i}: {exc.reason}")
             if progress is not None:

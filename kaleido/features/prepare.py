@@ -277,9 +277,7 @@ def prepare(recipe: Any, split: str, out_dir: str | Path | None = None, progress
         def start(done: int, total: int) -> None:  # the bar starts at its row count (and a resume's rows)
             tasks.append(bar.add_task(split, total=total, completed=done, resumed=done))
 
-        def tick(done: int, total: int) -> None:
-            if not tasks:
-                start(0, total)
+        def tick(done: int, total: int) -> None:  # prepare_rows calls on_start before any batch
             bar.update(tasks[0], total=total, completed=done)
 
         return prepare_rows(reader, sod, patcher, backbone, out, key, on_batch=tick, on_start=start, **kwargs)

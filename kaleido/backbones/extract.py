@@ -41,6 +41,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from kaleido.patchers.layout import grid_layout
+
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 MODES = ("crop", "roi")
@@ -133,12 +135,9 @@ def level_sides(grids: tuple[int, ...], base: int) -> list[int]:
 def check_even_grids(boxes: torch.Tensor, region: torch.Tensor, grids: Sequence[int]) -> None:
     """The per-level passes pool each level's g x g even split of the region; boxes that are
     anything else (a plugin patcher's own cut) would silently get other patches' features."""
-    expected = []
-    for g in grids:
-        xs = torch.linspace(float(region[0]), float(region[2]), g + 1)
-        ys = torch.linspace(float(region[1]), float(region[3]), g + 1)
-        expected += [(xs[c], ys[r], xs[c + 1], ys[r + 1]) for r in range(g) for c in range(g)]
-    if not torch.allclose(boxes.float(), torch.tensor(expected, dtype=torch.float32), atol=0.5):
+    x1, y1, x2, y2 = (float(v) for v in region)
+    expected = grid_layout((x1, y1, x2, y2), math.ceil(x2), math.ceil(y2), grids).boxes  # the same cut
+    if not torch.allclose(boxes.float(), torch.from_numpy(expected), atol=0.5):
         raise ValueError(f"roi_maps = 'level' needs every level to be an even g x g grid of one region, "
                          f"level after level, row-major (as the kaleido and fixed patchers cut); these "
                          f"boxes are not, for grids {list(grids)}: use roi_maps = 'shared' or mode = 'crop'")

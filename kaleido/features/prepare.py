@@ -250,10 +250,9 @@ def prepare(recipe: Any, split: str, out_dir: str | Path | None = None, progress
     if (done := complete_store(out, key)) is not None:  # whatever the process count that wrote it
         return _reused(done, split)
     data = recipe.build("data")
-    from kaleido.data.sources import SyntheticData
-
-    if isinstance(data, SyntheticData):  # drawn on first use: seconds, with its own bar
-        data.ensure(progress=progress)
+    ensure = getattr(data, "ensure", None)  # a dataset drawn on first use (synthetic): its own bar
+    if ensure is not None:
+        ensure(progress=progress)
     reader = data.open(split)
     sod, patcher = recipe.build("sod"), recipe.build("patcher")
     if world_size > 1 and torch.cuda.is_available():

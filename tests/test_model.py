@@ -377,6 +377,45 @@ def test_compiling_the_packed_objective_traces_the_whole_step_without_graph_brea
         torch._dynamo.reset()
 
 
+def test_the_packed_step_finds_its_real_positions_once_and_indexes_by_them(monkeypatch) -> None:
+    """Packing, unpacking and the padded-attention fallback share one index of the real
+    positions (one ``nonzero`` per step), never a boolean mask: every boolean indexing is a
+    data-dependent size of its own once compiled, and torch 2.11's inductor could not reconcile
+    two of them in the backward graph on an H100 ("can not broadcast [u6, 768] to [u0, 768]").
+    Run as on an accelerator (dense masked slots), forward and backward."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import kaleido.tasks.base as base
+
+    index_ops = {torch.ops.aten.index, torch.ops.aten.index_put, torch.ops.aten.index_put_}
+
+    class Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.masked: list[str] = []
+            self.nonzero = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in index_ops and any(
+                    t is not None and t.dtype == torch.bool for t in args[1]):
+                self.masked.append(str(func))
+            self.nonzero += func.overloadpacket is torch.ops.aten.nonzero
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(base, "dense_slots", lambda device: True)
+    objective, ds = _objective()
+    objective.model.packed = True
+    batch = ds.collate([ds[i] for i in range(8)])
+    assert (batch["attention_mask"] == 0).any()
+    try:
+        with Count() as count:
+            objective(batch).loss.backward()
+    finally:
+        objective.model.packed = False
+    assert count.masked == []
+    assert count.nonzero == 1
+
+
 def test_amlm_and_itm_heads_start_from_the_init_checkpoints_own_heads(tmp_path) -> None:
     """BertModel drops a BERT checkpoint's ``cls.*`` heads; the authors restored cls/predictions
     (MLM) and cls/seq_relationship (NSP) from BERT-base, so AMLM and ITM continue them: NSP's

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of issue #9 as one short script for a one-GPU CUDA machine (run from the repo root).
-#   bash bench/gpu_check.sh OUT_DIR [all|mfu|packed]   (mfu: the MFU runs only, about 10 min; packed: the
-#   two padding-free runs against the recorded ones, about 4 min)
+#   bash bench/gpu_check.sh OUT_DIR [all|mfu|packed]   (mfu: the MFU runs only, about 12 min; packed: the
+#   four padding-free runs and the padded baseline, about 9 min)
 # 1. MFU of the BERT-base recipe's training step (bench/gpu_train.py): the bare step eager (with a
 #    kernel profile) and torch.compile'd at batch 512 with bf16 autocast and with a bf16 model
 #    over fp32 master weights (`--precision bf16-weights`), each in the default and CUDA-graph
@@ -40,12 +40,15 @@ b = registry.backbones.get('mobilenet_v2')(mode='roi', image_size=128, device='c
 m = b.feature_map([np.zeros((100, 80, 3), np.uint8)], stride=16)
 print('stride-16 map', tuple(m.shape), m.device)" || echo "== stride-16 map failed ($?)"
 fi
-# the padding-free encoding first (kaleido/models/packed.py: no work on the 41% text padding)
-mfu b512_packed_bf16w_compiled 150 --batch 512 --compile --precision bf16-weights --attention packed
-mfu b256_packed 90 --batch 256 --attention packed
+# the padding-free encoding first (kaleido/models/packed.py: no work on the 41% text padding), the
+# best-measured padded setting last as the same machine's baseline
+mfu b512_packed_bf16w_compiled 170 --batch 512 --compile --precision bf16-weights --attention packed --profile
+mfu b512_packed_bf16w 80 --batch 512 --precision bf16-weights --attention packed
+mfu b1024_packed_bf16w_compiled 200 --batch 1024 --compile --precision bf16-weights --attention packed
+mfu b512_packed_compiled 150 --batch 512 --compile --attention packed
+mfu b512_bf16w_compiled 120 --batch 512 --compile --precision bf16-weights
 if [ "$what" != packed ]; then
 mfu b512_compiled 120 --batch 512 --compile
-mfu b512_bf16w_compiled 120 --batch 512 --compile --precision bf16-weights
 mfu b512_bf16w_graphs 120 --batch 512 --compile --compile-mode reduce-overhead --precision bf16-weights
 mfu b512_graphs 120 --batch 512 --compile --compile-mode reduce-overhead
 fi

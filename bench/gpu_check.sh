@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # The GPU checks of issue #9 as one short script for a one-GPU CUDA machine (run from the repo root).
-#   bash bench/gpu_check.sh OUT_DIR [all|mfu|packed]   (mfu: the MFU runs only, about 12 min; packed: the
-#   four padding-free runs and the padded baseline, about 9 min)
-# 1. MFU of the BERT-base recipe's training step (bench/gpu_train.py): the bare step eager (with a
-#    kernel profile) and torch.compile'd at batch 512 with bf16 autocast and with a bf16 model
-#    over fp32 master weights (`--precision bf16-weights`), each in the default and CUDA-graph
-#    modes, and kaleido's own Trainer loop (data loader workers included).
+#   bash bench/gpu_check.sh OUT_DIR [all|mfu|quick]   (quick: five MFU runs, about 8 min, for a
+#   15-minute device lease; mfu: those, autocast and the Trainer loop, about 11 min; all: quick, the
+#   Trainer loop and item 2)
+# 1. MFU of the BERT-base recipe's training step (bench/gpu_train.py): torch.compile'd at batch 512
+#    with a bf16 model over fp32 master weights (`--precision bf16-weights`, with a kernel profile),
+#    the same with the text padded to the fixed 64 positions, packed (only the real positions), at
+#    batch 1024, with CUDA graphs; (mfu) with bf16 autocast; (mfu, all) kaleido's own Trainer loop
+#    (data loader workers included).
 # 2. `kaleido run` end to end on the tests' tiny recipe on CUDA: prepare, align, the trainer in bf16
 #    (one process: NCCL needs two GPUs), then eval: the GPU paths CPU CI never exercises.
 # Needs the package's dependencies importable (PYTHONPATH) and the offline weights packages.
 set -u -o pipefail
-out=${1:?usage: gpu_check.sh OUT_DIR [all|mfu|packed]}
+out=${1:?usage: gpu_check.sh OUT_DIR [all|mfu|quick]}
 what=${2:-all}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
@@ -40,19 +42,15 @@ b = registry.backbones.get('mobilenet_v2')(mode='roi', image_size=128, device='c
 m = b.feature_map([np.zeros((100, 80, 3), np.uint8)], stride=16)
 print('stride-16 map', tuple(m.shape), m.device)" || echo "== stride-16 map failed ($?)"
 fi
-# the padding-free encoding first (kaleido/models/packed.py: no work on the 41% text padding), the
-# best-measured padded setting last as the same machine's baseline
-mfu b512_packed_bf16w_compiled 170 --batch 512 --compile --precision bf16-weights --attention packed --profile
-mfu b512_packed_bf16w 80 --batch 512 --precision bf16-weights --attention packed
-mfu b1024_packed_bf16w_compiled 200 --batch 1024 --compile --precision bf16-weights --attention packed
-mfu b512_packed_compiled 150 --batch 512 --compile --attention packed
-mfu b512_bf16w_compiled 120 --batch 512 --compile --precision bf16-weights
-if [ "$what" != packed ]; then
-mfu b512_compiled 120 --batch 512 --compile
-mfu b512_bf16w_graphs 120 --batch 512 --compile --compile-mode reduce-overhead --precision bf16-weights
-mfu b512_graphs 120 --batch 512 --compile --compile-mode reduce-overhead
-fi
-[ "$what" = all ] && mfu trainer_b256_compiled 150 --batch 256 --loop trainer --steps 20 --warmup 10 --workers 14 --compile
+# MFU, the most telling runs first; each batch's text is padded to its longest text (as `kaleido run`
+# trains) unless `--text-padding max` brings back the fixed 64 positions measured before session 7
+mfu b512_bf16w_compiled 170 --batch 512 --compile --precision bf16-weights --profile
+mfu b512_bf16w_compiled_padmax 130 --batch 512 --compile --precision bf16-weights --text-padding max
+mfu b512_packed_bf16w_compiled 150 --batch 512 --compile --precision bf16-weights --attention packed
+mfu b1024_bf16w_compiled 170 --batch 1024 --compile --precision bf16-weights
+mfu b512_bf16w_graphs 150 --batch 512 --compile --compile-mode reduce-overhead --precision bf16-weights
+[ "$what" = mfu ] && mfu b512_compiled 120 --batch 512 --compile
+[ "$what" != quick ] && mfu trainer_b256_compiled 150 --batch 256 --loop trainer --steps 20 --warmup 10 --workers 14 --compile
 python3 - "$out" <<'PY'
 import json, sys
 from pathlib import Path

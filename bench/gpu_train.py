@@ -21,10 +21,13 @@ FLOPs per sample of one training step (forward + backward = 3 x forward, matmuls
     G2CM/B2CM   6 * m_patch * H * D                   per masked patch
 
 ``m_tok`` and ``m_patch`` are counted from the batches actually fed. ``S`` counts a sample's real
-positions only: its text up to ``[SEP]`` (the bench's texts are 14-17 tokens, padded to T = 64)
-and its 55 patches, so MFU is model FLOPs utilisation in the usual sense (padding is work the
-device does for nothing). ``mfu_padded`` counts all T + P = 119 positions, what the device
-computes and torch's flop counter sees (the figure recorded before 2026-11-27 12:00 UTC).
+positions only: its text up to ``[SEP]`` (the bench's texts are 14-17 tokens) and its 55 patches,
+so MFU is model FLOPs utilisation in the usual sense (padding is work the device does for
+nothing). ``mfu_padded`` counts every position the device computes, T + P with T the batch's text
+width, as torch's flop counter sees them. The dataset pads each batch's text to its longest
+(``--text-padding longest``, the default since session 7, as ``kaleido run`` trains); ``max``
+pads it to the 64 positions of ``max_text_len`` (41% of the 119 positions padding), the layout
+every figure recorded before then was measured on.
 
 ``--loop trainer`` measures the product instead of the bare step: kaleido's own ``Trainer`` (the
 loop ``kaleido run`` uses: data loader workers building every batch, fused AdamW, clipping, the
@@ -79,6 +82,10 @@ class Shape:
 
 BASE = dict(hidden=768, layers=12, heads=12, ffn=3072, text=64, feature_dim=2048)
 TINY = dict(hidden=64, layers=2, heads=4, ffn=128, text=32, feature_dim=32)
+# the quickstart's model on random weights: MiniLM's first 3 layers, 48 text positions, MobileNetV2's
+# 1280-d features (for CPU comparisons of the step at the shape the first command trains)
+QUICKSTART = dict(hidden=384, layers=3, heads=12, ffn=1536, text=48, feature_dim=1280)
+SHAPES = {"base": BASE, "tiny": TINY, "quickstart": QUICKSTART}
 
 
 class RandomStore:
@@ -124,7 +131,7 @@ class RandomStore:
         return np.array([m.product_id for m in self._meta])
 
 
-def build(shape: dict, batch: int, n_batches: int, seed: int = 0):
+def build(shape: dict, batch: int, n_batches: int, seed: int = 0, pad_text: str = "longest"):
     """(objective, list of collated batches, Shape) for the given sizes; random weights."""
     from kaleido import registry
     from kaleido.models.kaleido import Kaleido
@@ -140,7 +147,7 @@ def build(shape: dict, batch: int, n_batches: int, seed: int = 0):
     objective = PretrainObjective(model, tasks)
     store = RandomStore(max(2 * batch, 8), shape["feature_dim"], seed)
     data = PretrainDataset(store, model.tokenizer, registry.maskers.get("random")(), tasks, seed=seed,
-                           max_text_len=shape["text"])
+                           max_text_len=shape["text"], pad_text=pad_text)
     order = np.random.default_rng(seed).permutation(len(store))
     batches = [data.collate([data[int(order[(k * batch + j) % len(store)])] for j in range(batch)])
                for k in range(n_batches)]
@@ -151,6 +158,12 @@ def build(shape: dict, batch: int, n_batches: int, seed: int = 0):
 def real_positions(batch: dict[str, torch.Tensor], patches: int) -> list[int]:
     """Per sample: its text positions that are not padding, plus the patches."""
     return [int(n) + patches for n in batch["attention_mask"].sum(1).tolist()]
+
+
+def computed_positions(batch: dict[str, torch.Tensor], patches: int) -> list[int]:
+    """Per sample: the positions the padded encoder computes, the batch's text width plus the patches."""
+    b, t = batch["input_ids"].shape
+    return [t + patches] * b
 
 
 def masked_counts(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
@@ -229,24 +242,26 @@ class Result:
     peak_tflops: float | None
     peak_source: str
     mfu: float | None  # model FLOPs utilisation: the issue's figure
-    padded_flops_per_step: float = 0.0  # every position the device computes, padding included
-    padding_share: float = 0.0  # share of the sequence positions that are text padding
-    mfu_padded: float | None = None  # the same time with the padding counted (the pre-fix figure)
+    padded_flops_per_step: float = 0.0  # every position the padded encoder computes
+    padding_share: float = 0.0  # share of the computed positions that are text padding
+    mfu_padded: float | None = None  # the same time with the padding counted
     counted_flops_per_step: float | None = None  # torch's counter: compares with padded_flops_per_step
+    text_padding: str = "longest"  # each batch's text padded to its longest, or to max_text_len
 
 
 def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, steps: int = 20, warmup: int = 5,
         precision: str = "bf16", peak: float | None = None, check_flops: bool = False,
         compile_model: bool = False, loop: str = "step", workers: int = 6, compile_mode: str = "default",
-        profile: bool = False, attention: str = "sdpa", attention_dropout: float | None = None) -> Result:
+        profile: bool = False, attention: str = "sdpa", attention_dropout: float | None = None,
+        text_padding: str = "longest", shape_name: str | None = None) -> Result:
     from kaleido.training.compile import compile_module
 
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device here; use --device cpu --tiny to try the script on CPU")
-    shape = TINY if tiny else BASE
-    batch = batch or (8 if tiny else 96)
-    objective, batches, dims = build(shape, batch, n_batches=4)
+    shape = SHAPES[shape_name or ("tiny" if tiny else "base")]
+    batch = batch or (8 if shape is TINY else 96)
+    objective, batches, dims = build(shape, batch, n_batches=4, pad_text=text_padding)
     configure_attention(objective, attention, attention_dropout)
     counted = counted_flops(objective, batches[0]) if check_flops else None
     if loop == "trainer":
@@ -254,8 +269,8 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
             raise SystemExit("error: --precision bf16-weights is a bare-step option; the Trainer takes "
                              "bf16 or fp32")
         step_s = trainer_step_s(objective, shape, batch, steps, warmup, precision, compile_model, workers,
-                                dev)
-        return _result(dev, dims, batch, steps, precision, step_s, batches, peak, counted)
+                                dev, text_padding)
+        return _result(dev, dims, batch, steps, precision, step_s, batches, peak, counted, text_padding)
     objective.to(dev).train()
     batches = [{k: v.to(dev, non_blocking=True) for k, v in b.items()} for b in batches]
     optimizer: torch.optim.Optimizer | MasterAdamW
@@ -297,7 +312,7 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
             print_profile(one, batches, dev)
         except Exception as error:  # noqa: BLE001
             print(f"profile failed ({type(error).__name__}: {error}); the timing above stands")
-    return _result(dev, dims, batch, steps, precision, step_s, batches, peak, counted)
+    return _result(dev, dims, batch, steps, precision, step_s, batches, peak, counted, text_padding)
 
 
 def configure_attention(objective, attention: str, dropout: float | None) -> None:
@@ -371,7 +386,7 @@ def print_profile(one, batches: list, dev: torch.device, steps: int = 3) -> None
 
 
 def trainer_step_s(objective, shape: dict, batch: int, steps: int, warmup: int, precision: str,
-                   compile_model: bool, workers: int, dev: torch.device) -> float:
+                   compile_model: bool, workers: int, dev: torch.device, text_padding: str) -> float:
     """Seconds per optimiser step of kaleido's Trainer, after ``warmup`` steps (one log window)."""
     import tempfile
 
@@ -385,7 +400,7 @@ def trainer_step_s(objective, shape: dict, batch: int, steps: int, warmup: int, 
     tasks = {name: registry.tasks.get(name)() for name in TASKS}
     store = RandomStore(batch * (warmup + steps + 1), shape["feature_dim"])
     data = PretrainDataset(store, objective.model.tokenizer, registry.maskers.get("random")(), tasks,
-                           max_text_len=shape["text"])
+                           max_text_len=shape["text"], pad_text=text_padding)
     settings = PretrainSettings(tasks=list(TASKS), batch_size=batch, max_steps=warmup + steps,
                                 log_every=warmup if warmup else steps, checkpoint_every=10**9,
                                 precision=precision, num_workers=workers, compile=compile_model)
@@ -397,16 +412,15 @@ def trainer_step_s(objective, shape: dict, batch: int, steps: int, warmup: int, 
 
 
 def _result(dev: torch.device, dims: Shape, batch: int, steps: int, precision: str, step_s: float,
-            batches: list, peak: float | None, counted: float | None) -> Result:
-    per_batch = [(masked_counts(b), real_positions(b, dims.patches)) for b in batches]
+            batches: list, peak: float | None, counted: float | None, text_padding: str) -> Result:
+    per_batch = [(masked_counts(b), real_positions(b, dims.patches), computed_positions(b, dims.patches))
+                 for b in batches]
     used = [per_batch[k % len(batches)] for k in range(steps)]  # each step's batch, counted once per batch
-    counts = [c for c, _ in used]
-    lengths = [n for _, n in used]
-    real = [step_flops(dims, batch, *c, lengths=n) for c, n in zip(counts, lengths, strict=True)]
+    real = [step_flops(dims, batch, *c, lengths=n) for c, n, _ in used]
+    computed = [step_flops(dims, batch, *c, lengths=w)["total"] for c, _, w in used]
     parts = {k: float(np.mean([r[k] for r in real])) for k in real[0]}
-    m_tok, m_patch = (float(np.mean([c[i] for c in counts])) for i in (0, 1))
-    padded = step_flops(dims, batch, m_tok, m_patch)["total"]
-    positions = np.mean([sum(n) for n in lengths])
+    padded = float(np.mean(computed))
+    share = 1 - sum(sum(n) for _, n, _ in used) / sum(sum(w) for _, _, w in used)
     peak_value, source = peak_tflops(dev, peak)
     achieved = parts["total"] / step_s
     return Result(device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
@@ -414,15 +428,17 @@ def _result(dev: torch.device, dims: Shape, batch: int, steps: int, precision: s
                   samples_per_s=batch / step_s, tflops_per_s=achieved / 1e12, flops_per_step=parts["total"],
                   flops_by_part=parts, peak_tflops=peak_value, peak_source=source,
                   mfu=achieved / (peak_value * 1e12) if peak_value else None,
-                  padded_flops_per_step=padded, padding_share=float(1 - positions / (batch * dims.positions)),
+                  padded_flops_per_step=padded, padding_share=float(share),
                   mfu_padded=padded / step_s / (peak_value * 1e12) if peak_value else None,
-                  counted_flops_per_step=counted)
+                  counted_flops_per_step=counted, text_padding=text_padding)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--tiny", action="store_true", help="a tiny model (tests, CPU)")
+    ap.add_argument("--tiny", action="store_true", help="a tiny model (tests, CPU): --shape tiny")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default=None,
+                    help="model and input sizes (default base: the BERT-base recipe)")
     ap.add_argument("--batch", type=int, default=None, help="samples per step (default 96; tiny 8)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
@@ -443,11 +459,14 @@ def main(argv: list[str] | None = None) -> None:
                          "positions at all, FlashAttention varlen, attention dropout 0)")
     ap.add_argument("--attention-dropout", type=float, default=None,
                     help="dropout on the attention probabilities (default: the recipe's 0.1)")
+    ap.add_argument("--text-padding", choices=["longest", "max"], default="longest",
+                    help="pad each batch's text to its longest text (as kaleido run trains) or to the 64 "
+                         "positions of max_text_len (the layout measured before session 7)")
     ap.add_argument("--json", type=Path, default=None, help="write the result here")
     args = ap.parse_args(argv)
     r = run(args.device, args.tiny, args.batch, args.steps, args.warmup, args.precision, args.peak_tflops,
             args.check_flops, args.compile, args.loop, args.workers, args.compile_mode, args.profile,
-            args.attention, args.attention_dropout)
+            args.attention, args.attention_dropout, args.text_padding, args.shape)
     mfu = f"n/a (peak {r.peak_source})"
     if r.mfu is not None:
         mfu = (f"{100 * r.mfu:.1f}% ({100 * r.mfu_padded:.1f}% counting the text padding, "

@@ -53,7 +53,9 @@ def test_examples_depend_only_on_seed_epoch_and_index(tokenizer) -> None:
 def test_batch_layout(tokenizer) -> None:
     ds = _dataset(tokenizer)
     batch = ds.collate([ds[i] for i in range(5)])
-    assert batch["input_ids"].shape == (5, 16) and batch["input_ids"].dtype == torch.long
+    width = int(batch["attention_mask"].sum(1).max())  # the text block ends with the longest text
+    assert batch["input_ids"].shape == (5, width) and batch["input_ids"].dtype == torch.long
+    assert width <= 16
     assert batch["features"].shape == (5, 55, 16) and batch["features"].dtype == torch.float32
     assert batch["positions"].shape == (5, 55, 5)
     assert batch["amlm/positions"].shape == batch["amlm/labels"].shape
@@ -142,3 +144,45 @@ def test_a_masker_plans_no_more_patches_than_the_tasks_hide(tokenizer) -> None:
         assert set(changed.tolist()) <= set(sample.plan.patches.tolist())
     alone = masker.plan(10, levels, ds.grids, [], np.random.default_rng(0))  # used alone: nothing caps it
     assert len(alone.patches_at(levels, 3)) == 2
+
+
+def test_a_batch_pads_its_text_to_its_longest_text_and_trains_the_same(tokenizer) -> None:
+    """``collate`` pads each batch's text to its longest text, not ``max_text_len``: the text block
+    is the fully padded one cut after its last attended column, every other field is the same, and
+    the model's losses and gradients do not change (dropout off): the padding was masked out."""
+    from kaleido.models.kaleido import Kaleido
+    from kaleido.training.objective import PretrainObjective
+
+    store = FakeStore(n=8, texts=["red dress", "a black leather biker jacket with a silver zip"])
+    tasks = {n: registry.tasks.get(n)() for n in ALL}
+    longest = PretrainDataset(store, tokenizer, AGMMasker(), tasks, max_text_len=24)
+    full = PretrainDataset(store, tokenizer, AGMMasker(), tasks, max_text_len=24, pad_text="max")
+    cut = longest.collate([longest[i] for i in range(6)])
+    padded = full.collate([full[i] for i in range(6)])
+    width = int(padded["attention_mask"].sum(1).max())
+    assert padded["input_ids"].shape[1] == 24 and cut["input_ids"].shape[1] == width < 24
+    assert torch.equal(cut["input_ids"], padded["input_ids"][:, :width])
+    assert not padded["attention_mask"][:, width:].any()
+    assert all(torch.equal(cut[k], padded[k]) for k in padded if k not in ("input_ids", "attention_mask"))
+    # one text only -> its own length; a fully padded batch of short texts is cut as far
+    short = longest.collate([longest[0]])
+    assert short["input_ids"].shape[1] == int(short["attention_mask"].sum())
+
+    torch.manual_seed(0)
+    model = Kaleido(init="scratch", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                    max_text_len=24, dropout=0.0).build(16, (1, 2, 3, 4, 5))
+    objective = PretrainObjective(model, tasks).eval()
+
+    def run(batch):
+        objective.zero_grad(set_to_none=True)
+        out = objective(batch)
+        out.loss.backward()
+        return out, {n: p.grad.clone() for n, p in objective.named_parameters() if p.grad is not None}
+
+    (a, grads_a), (b, grads_b) = run(cut), run(padded)
+    for name in ALL:
+        assert a.losses[name].item() == pytest.approx(b.losses[name].item(), rel=1e-5, abs=1e-6)
+    for name, grad in grads_b.items():
+        torch.testing.assert_close(grads_a[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    with pytest.raises(ValueError, match="pad_text must be 'longest'"):
+        PretrainDataset(store, tokenizer, AGMMasker(), tasks, pad_text="min")

@@ -77,8 +77,8 @@ def test_cached_store_serves_the_same_features_and_refuses_other_rows():
 
 
 def test_trim_text_padding_cuts_to_the_longest_text_and_changes_no_output():
-    from kaleido.evaluation.scoring import trim_text_padding
     from kaleido.models.kaleido import Kaleido
+    from kaleido.training.dataset import trim_text_padding
 
     torch.manual_seed(0)
     model = Kaleido(init="scratch", hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,

@@ -25,13 +25,19 @@ def _module():
 def test_tiny_cpu_run_reports_throughput_and_a_flops_formula_that_matches_the_counter():
     gpu_train = _module()
     r = gpu_train.run(device="cpu", tiny=True, batch=4, steps=1, warmup=1, precision="fp32", peak=0.5,
-                      check_flops=True)
+                      check_flops=True, text_padding="max")
     assert r.samples_per_s > 0 and r.step_s > 0
     # the documented formula (text + image side, heads) agrees with torch's flop counter within 10%
     # when it counts every position, as the device computes them
     assert r.padded_flops_per_step == pytest.approx(r.counted_flops_per_step, rel=0.10)
     # MFU counts the real positions only: less than the padded count, by the padding's share
     assert 0.2 < r.padding_share < 0.8 and r.flops_per_step < r.padded_flops_per_step
+    # padded to the batch's longest text (the default): the same model FLOPs, fewer computed
+    cut = gpu_train.run(device="cpu", tiny=True, batch=4, steps=1, warmup=1, precision="fp32", peak=0.5,
+                        check_flops=True)
+    assert cut.text_padding == "longest" and cut.flops_per_step == pytest.approx(r.flops_per_step)
+    assert cut.padding_share < 0.1 and cut.padded_flops_per_step < r.padded_flops_per_step
+    assert cut.padded_flops_per_step == pytest.approx(cut.counted_flops_per_step, rel=0.10)
     assert r.mfu / r.mfu_padded == pytest.approx(r.flops_per_step / r.padded_flops_per_step)
     parts = r.flops_by_part
     assert parts["image_projection"] > 0 and parts["attention"] > 0 and parts["amlm"] > 0

@@ -96,9 +96,9 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
              stores: str | Path | None = None) -> dict:
     """Run ``recipe.eval.tasks`` and write ``results.json`` + ``results.md`` into ``out_dir``;
     ``stores`` overrides the folder holding the ``train`` and ``test`` stores (default: the recipe's)."""
-    from kaleido.evaluation.scoring import score_lists, trim_text_padding
+    from kaleido.evaluation.scoring import score_lists
     from kaleido.features.store import FeatureStore
-    from kaleido.training.dataset import encode_pairs
+    from kaleido.training.dataset import encode_pairs, trim_text_padding
     from kaleido.training.objective import PretrainObjective
 
     settings = recipe.eval

@@ -6,9 +6,8 @@ pair (q, q) is shared by both and scored once: 2N + 1 pairs per list. Lists are 
 chunks; each chunk's rows are read from the store once (:class:`CachedStore`), and its pairs are
 flattened into batches of ``batch_size`` regardless of list boundaries.
 
-:func:`trim_text_padding` cuts a batch's text block to its longest text (dynamic padding): the
-quickstart's descriptions average 20 WordPieces of the 48 text positions, and padded positions
-are masked out of attention anyway, so the cut changes no score but shortens every sequence.
+The evaluation cuts each batch's text block to its longest text
+(:func:`kaleido.training.dataset.trim_text_padding`), as pre-training does.
 """
 
 from __future__ import annotations
@@ -33,17 +32,6 @@ def list_pairs(lst: Sequence[int]) -> tuple[np.ndarray, np.ndarray, int]:
     texts = np.concatenate([rows, np.full(len(rows) - 1, q)])
     images = np.concatenate([np.full(len(rows), q), rows[1:]])
     return texts, images, len(rows)
-
-
-def trim_text_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The batch with ``input_ids`` / ``attention_mask`` cut after the last attended text position
-    of any row; the model's outputs at ``[CLS]`` (and every kept position) are unchanged."""
-    mask = batch["attention_mask"]
-    attended = mask.any(dim=0).nonzero()
-    keep = int(attended.max()) + 1 if len(attended) else 1
-    if keep >= mask.shape[1]:
-        return batch
-    return {**batch, "input_ids": batch["input_ids"][:, :keep], "attention_mask": mask[:, :keep]}
 
 
 @torch.inference_mode()

@@ -30,8 +30,9 @@ PRETRAIN_SECTIONS = ("seed", "masker", "model", "tasks", "pretrain")
 # 3 = each task's loss normalised by its count over the whole global batch (grad_accum > 1 and
 # several ranks used to average per micro-batch and per rank), warm-up ceil(ratio * steps) steps
 # at (s + 1) / (W + 1) of the peak, AMLM / ITM heads from the init checkpoint's cls.* heads
-# where it has them, CP's 3x3 quota capped at the one patch it camouflages.
-PRETRAIN_VERSION = 3
+# where it has them, CP's 3x3 quota capped at the one patch it camouflages; 4 = each batch's text
+# padded to its longest text, not max_text_len (the same model, but dropout draws other masks).
+PRETRAIN_VERSION = 4
 
 
 class StageError(RuntimeError):

@@ -21,7 +21,7 @@ texts leave 41% of its 119 positions as padding at a fixed 64).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -85,13 +85,12 @@ def trim_text_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return {**batch, "input_ids": batch["input_ids"][:, :keep], "attention_mask": mask[:, :keep]}
 
 
-
 class PretrainDataset(torch.utils.data.Dataset):
     """Map-style pre-training examples over a feature store; ``collate`` makes the batch dict."""
 
     def __init__(self, store: Any, tokenizer: Any, masker: Any, tasks: Sequence[Task] | Mapping[str, Task],
                  alignments: Alignments | None = None, seed: int = 0, max_text_len: int = 64,
-                 pad_text: str = "longest") -> None:
+                 pad_text: Literal["longest", "max"] = "longest") -> None:
         if pad_text not in ("longest", "max"):
             raise ValueError(f"pad_text must be 'longest' (the batch's longest text) or 'max' "
                              f"(max_text_len), got {pad_text!r}")

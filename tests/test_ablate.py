@@ -19,6 +19,7 @@ from kaleido.ablation.variants import (
     paper_variants,
     parse_tasks,
     tasks_variant,
+    with_column,
 )
 from kaleido.recipe import load_recipe
 
@@ -90,22 +91,88 @@ def test_column_file_as_overrides_equals_the_column_recipe(column) -> None:
     assert a == b
 
 
-def test_paper_variants_cover_table4() -> None:
+def _tasks(*names: str) -> str:
+    return "pretrain.tasks=[" + ", ".join(f'"{n}"' for n in ("amlm", "itm", *names)) + "]"
+
+
+# SPEC section 8, Table 4 (copied here, not from the code): each column's figures and exactly
+# what its recipe changes against full.toml
+TABLE4 = {
+    "Scale-fixed": ((276.97, 313.43, 76.6), {'sod.name="none"', 'patcher.name="fixed"', "patcher.grid=8",
+                                             "aligner.levels=[1]", _tasks()}),
+    "Kaleido (no SOD)": ((303.80, 314.96, 79.7), {'sod.name="none"'}),
+    "Random masking": ((299.50, 314.31, 78.6), {'masker.name="random"'}),
+    "B": ((295.70, 297.40, 77.9), {_tasks()}),
+    "B+I": ((297.18, 298.77, 79.0), {_tasks("rr")}),
+    "B+I~II": ((300.82, 307.54, 79.2), {_tasks("rr", "jps")}),
+    "B+I~III": ((312.65, 315.30, 81.6), {_tasks("rr", "jps", "cp")}),
+    "B+I~IV": ((316.10, 316.88, 83.4), {_tasks("rr", "jps", "cp", "g2cm")}),
+    "B+V": ((287.70, 300.21, 78.6), {_tasks("b2cm")}),
+}
+
+
+def test_paper_variants_are_table4_with_the_papers_figures_and_changes() -> None:
     variants = paper_variants(RECIPES)
-    assert [v.label for v in variants] == [c.label for c in PAPER_COLUMNS]
+    assert [v.label for v in variants] == list(TABLE4)
+    for v in variants:
+        figures, changes = TABLE4[v.label]
+        assert (v.paper["sum_r"], v.paper["sum_cls"], v.paper["sum_cap"]) == figures, v.label
+        assert set(v.overrides) == changes, v.label
     assert {v.factor for v in variants} == {"patcher", "masker", "tasks"}
-    assert variants[0].paper == {"sum_r": 276.97, "sum_cls": 313.43, "sum_cap": 76.6}
     with pytest.raises(VariantError, match="missing"):
         paper_variants(RECIPES / "nowhere")
 
 
-def test_a_column_file_keeps_its_column(tmp_path: Path) -> None:
-    v = file_variant(RECIPES / "kaleido-no-sod.toml")
+def test_a_variant_that_is_a_column_carries_it_however_it_was_asked_for(tmp_path: Path) -> None:
+    """By content, not by name: --masker random is the "Random masking" column; a file named like a
+    column that changes something else is not; a renamed copy of a column file is."""
+    assert with_column(component_variant("masker", "random"), RECIPES).label == "Random masking"
+    assert with_column(component_variant("sod", "none"), RECIPES).paper["sum_r"] == 303.80
+    b_iv = with_column(tasks_variant("B+I~IV"), RECIPES)
+    assert (b_iv.factor, b_iv.label, b_iv.paper["sum_cap"]) == ("tasks", "B+I~IV", 83.4)
+    tuned = with_column(component_variant("masker", "random token_rate=0.3"), RECIPES)
+    assert (tuned.label, tuned.paper) == ("random token_rate=0.3", None)
+    v = file_variant(RECIPES / "kaleido-no-sod.toml", RECIPES)
     assert (v.factor, v.label, v.overrides) == ("patcher", "Kaleido (no SOD)", ('sod.name="none"',))
     assert v.paper == {"sum_r": 303.80, "sum_cls": 314.96, "sum_cap": 79.7}
-    own = tmp_path / "mine.toml"
-    own.write_text('extends = "x.toml"\nname = "mine"\n[masker]\ntoken_rate = 0.2\n')
-    assert file_variant(own) == Variant("recipe", "mine", ("masker.token_rate=0.2",))
+    impostor = tmp_path / "random-masking.toml"
+    impostor.write_text('extends = "full.toml"\n[masker]\ntoken_rate = 0.3\n')
+    assert file_variant(impostor, RECIPES) == Variant("recipe", "random-masking", ("masker.token_rate=0.3",))
+    copy = tmp_path / "mine.toml"
+    copy.write_text('extends = "full.toml"\nname = "mine"\n[masker]\nname = "random"\n')
+    assert file_variant(copy, RECIPES).label == "Random masking"
+
+
+def test_the_full_models_figures_go_beside_full_toml_only() -> None:
+    """--paper's base row: full.toml with its /path/to placeholders filled is the paper's full
+    model; another base (or full.toml with a changed setting) is shown under its own name."""
+    from kaleido.ablation.variants import FULL_COLUMN, base_variant
+
+    filled = load_recipe(RECIPES / "full.toml", ['data.train="/d/train.h5"', 'model.init="/bert"',
+                                                 'backbone.weights="/r50.pth"', "launch.nproc_per_node=2"])
+    assert base_variant(filled, RECIPES) == Variant("base", FULL_COLUMN.label, (), FULL_COLUMN.paper)
+    tuned = base_variant(load_recipe(RECIPES / "full.toml", ["pretrain.lr=1e-4"]), RECIPES)
+    assert (tuned.label, tuned.paper) == ("full", None) and "pretrain.lr differs" in tuned.notes[0]
+    quick = base_variant(load_recipe(RECIPES / "quickstart.toml"), RECIPES)
+    assert (quick.label, quick.paper) == ("quickstart", None) and "not full.toml" in quick.notes[0]
+
+
+def test_a_variant_file_merges_nested_tables_and_refuses_a_typo(small: Path, tmp_path: Path) -> None:
+    """A file's nested table merges into the base's (as ``extends`` does), a parameter no
+    component takes is an error (not a variant equal to the base), and a file's seed is the
+    ablation's to set."""
+    nested = tmp_path / "lr.toml"
+    nested.write_text('extends = "x.toml"\nseed = 7\n[eval.task_lr]\ncls = 5e-3\n')
+    v = file_variant(nested, RECIPES)
+    assert v.overrides == ("seed=7", "eval.task_lr.cls=0.005")
+    planned = plan_variant(small, [], v, "small-lr", [0])
+    base = load_recipe(small)
+    assert planned.recipes[0].eval.task_lr == {**base.eval.task_lr, "cls": 0.005}
+    assert planned.recipes[0].seed == 0 and any("seed=7 left out" in n for n in planned.variant.notes)
+    typo = tmp_path / "typo.toml"
+    typo.write_text('extends = "x.toml"\n[masker]\ntoken_rat = 0.3\n')
+    with pytest.raises(VariantError, match="masker.token_rat: no masker component takes 'token_rat'"):
+        plan_variant(small, [], file_variant(typo, RECIPES), "small-typo", [0])
 
 
 def test_slugs_are_distinct_per_column() -> None:
@@ -275,3 +342,10 @@ def test_cli_passes_nproc_per_node_to_every_run(small: Path, tmp_path: Path, mon
                                  "--masker", "random", "--no-progress", "--out", str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
     assert [s[1] for s in seen] == [2, 2]
+    # --masker random is Table 4's "Random masking" column; the base is not full.toml, so the
+    # paper's full-model figures are not put beside it (nor its change computed against them)
+    table = json.loads((tmp_path / "b" / "ablation.json").read_text())
+    (random_row,) = table["variants"]
+    assert (random_row["label"], random_row["paper"]["sum_r"]) == ("Random masking", 299.50)
+    assert (table["base"]["label"], table["base"]["paper"]) == ("small", None)
+    assert any("not full.toml" in n for n in table["base"]["notes"])

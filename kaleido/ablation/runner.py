@@ -37,9 +37,24 @@ def _task_grids(names: Sequence[str]) -> dict[str, int | None]:
     return {n: getattr(registry.tasks.get(n), "grid", None) for n in names}
 
 
+def _takes(section: str, key: str) -> list[str]:
+    """The registered components of a section that take a parameter ``key``."""
+    from kaleido import registry
+    from kaleido.recipe.params import params_model
+    from kaleido.recipe.schema import COMPONENT_SECTIONS
+
+    names = []
+    for name, component in registry.REGISTRIES[COMPONENT_SECTIONS[section]].items():
+        if component is not None and key in params_model(component).model_fields:
+            names.append(name)
+    return sorted(names)
+
+
 def _applicable(base: Any, overrides: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Drop a component parameter the base's component does not take (a column recipe written for
-    another component, e.g. ``aligner.levels`` on a base without an aligner); say so."""
+    """Drop a component parameter the base's component does not take but another component of
+    its section does (a column recipe written for another component, e.g. ``aligner.levels`` on a
+    base without an aligner), and say so; a parameter no component takes is a typo: an error,
+    never a variant that silently equals the base. A ``seed`` is the ablation's (``--seeds``)."""
     from kaleido.recipe.params import params_model
     from kaleido.recipe.schema import COMPONENT_SECTIONS
 
@@ -48,12 +63,20 @@ def _applicable(base: Any, overrides: Sequence[str]) -> tuple[list[str], list[st
     for item in overrides:
         dotted = item.split("=", 1)[0].strip()
         parts = dotted.split(".")
-        own = len(parts) == 2 and parts[0] in COMPONENT_SECTIONS and parts[0] not in switched
+        if dotted == "seed":
+            notes.append(f"{item} left out: every setting runs with the base's seeds (--seeds)")
+            continue
+        own = len(parts) >= 2 and parts[0] in COMPONENT_SECTIONS and parts[0] not in switched
         if own and parts[1] != "name":
             fields = params_model(base.component(parts[0])).model_fields
             if parts[1] not in fields:
                 component = getattr(base.model, parts[0]).name
-                notes.append(f"{dotted} left out: the base's {parts[0]} {component!r} has no such parameter")
+                others = _takes(parts[0], parts[1])
+                if not others:
+                    raise VariantError(f"{dotted}: no {parts[0]} component takes {parts[1]!r} (the base's "
+                                       f"{component!r} takes: {', '.join(fields) or 'nothing'})")
+                notes.append(f"{dotted} left out: the base's {parts[0]} {component!r} has no such parameter "
+                             f"({', '.join(others)} {'takes' if len(others) == 1 else 'take'} it)")
                 continue
         kept.append(item)
     return kept, notes
@@ -66,7 +89,10 @@ def plan_variant(base_path: Path, base_overrides: Sequence[str], variant: Varian
     from kaleido.recipe import RecipeError, load_recipe
 
     base = load_recipe(base_path, list(base_overrides))
-    overrides, notes = _applicable(base, variant.overrides)
+    try:
+        overrides, notes = _applicable(base, variant.overrides)
+    except VariantError as exc:
+        raise VariantError(f"variant {variant.label!r}: {exc}") from None
     try:
         first = load_recipe(base_path, [*base_overrides, *overrides])
         grids = tuple(first.build("patcher").grids)

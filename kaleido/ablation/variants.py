@@ -2,7 +2,9 @@
 
 A variant comes from one factor of the command line (``--masker random``, ``--tasks B+I~V``), or
 from a recipe file whose own keys (not those it inherits) become the overrides, which is how
-``--paper`` turns the shipped Table-4 column recipes into variants of any base.
+``--paper`` turns the shipped Table-4 column recipes into variants of any base. A variant whose
+overrides are exactly a shipped column recipe's carries that column's label and the paper's
+figures, however it was asked for (``--masker random`` is the "Random masking" column).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import json
 import re
 import shlex
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +31,7 @@ ROMAN_ORDER = ("I", "II", "III", "IV", "V")
 BASE_TASKS = ("amlm", "itm")  # "B"
 SHORTHAND = re.compile(r"[Bb](\+[IViv~-]+)*")
 
-# CLI factor -> the recipe section it switches.
-FACTORS = ("patcher", "sod", "masker", "aligner", "tasks")
+PLACEHOLDER = "/path/to/"  # full.toml's paths a user replaces with their own files
 
 
 @dataclass(frozen=True)
@@ -144,26 +146,44 @@ def tasks_variant(spec: str) -> Variant:
     return Variant("tasks", spec.strip(), (f"pretrain.tasks={toml_value(parse_tasks(spec))}",))
 
 
+def leaves(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted key, value)`` of every leaf of nested tables; a section's ``name`` comes first (a
+    component switch before its parameters); an empty table is a leaf."""
+    if not isinstance(value, Mapping) or not value:
+        yield prefix, value
+        return
+    for key, inner in sorted(value.items(), key=lambda kv: kv[0] != "name"):
+        yield from leaves(inner, f"{prefix}.{key}" if prefix else str(key))
+
+
 def file_overrides(path: Path) -> list[str]:
-    """A recipe file's own keys (``extends`` and ``name`` left out) as ``--set`` overrides."""
+    """A recipe file's own keys (``extends`` and ``name`` left out) as ``--set`` overrides, one per
+    leaf, so a nested table merges into the base's as ``extends`` merges it."""
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise VariantError(f"{path}: not a readable recipe ({exc})") from None
     data.pop("extends", None)
     data.pop("name", None)
-    out: list[str] = []
-    for key, value in data.items():
-        if not isinstance(value, dict):
-            out.append(f"{key}={toml_value(value)}")
-            continue
-        items = sorted(value.items(), key=lambda kv: kv[0] != "name")  # a component switch first
-        for sub, inner in items:
-            if key == "tasks" and isinstance(inner, dict):
-                out += [f"tasks.{sub}.{k}={toml_value(v)}" for k, v in inner.items()]
-            else:
-                out.append(f"{key}.{sub}={toml_value(inner)}")
-    return out
+    return [f"{key}={toml_value(value)}" for key, value in leaves(data)]
+
+
+def column_for(overrides: Sequence[str], recipes_dir: Path) -> Column | None:
+    """The Table-4 column whose shipped recipe changes exactly these settings, if any."""
+    wanted = set(overrides)
+    for col in PAPER_COLUMNS:
+        path = Path(recipes_dir) / f"{col.recipe}.toml"
+        if path.is_file() and set(file_overrides(path)) == wanted:
+            return col
+    return None
+
+
+def with_column(variant: Variant, recipes_dir: Path) -> Variant:
+    """The variant under its Table-4 column's label and figures when it is one (else unchanged)."""
+    col = column_for(variant.overrides, recipes_dir)
+    if col is None:
+        return variant
+    return replace(variant, factor=col.factor, label=col.label, paper=col.paper)
 
 
 def recipe_variant(path: Path, label: str | None = None, factor: str = "recipe",
@@ -172,13 +192,30 @@ def recipe_variant(path: Path, label: str | None = None, factor: str = "recipe",
     return Variant(factor, label or path.stem, tuple(file_overrides(path)), paper)
 
 
-def file_variant(path: Path) -> Variant:
-    """``--variant FILE``: a shipped Table-4 column recipe keeps its column's label and figures."""
-    path = Path(path)
-    for col in PAPER_COLUMNS:
-        if path.name == f"{col.recipe}.toml":
-            return recipe_variant(path, col.label, col.factor, col.paper)
-    return recipe_variant(path)
+def file_variant(path: Path, recipes_dir: Path) -> Variant:
+    """``--variant FILE``: a file that changes what a shipped Table-4 column recipe changes keeps
+    that column's label and figures (by its content, not its name)."""
+    return with_column(recipe_variant(path), recipes_dir)
+
+
+def base_variant(recipe: Any, recipes_dir: Path) -> Variant:
+    """The base row of ``--paper``: the full model's label and figures when the base is
+    ``full.toml`` as shipped (its ``/path/to`` placeholders replaced, the run's place and launch
+    aside), else the base's own name, with a note of what differs."""
+    from kaleido.recipe import load_recipe
+
+    full = load_recipe(Path(recipes_dir) / "full.toml")
+    sections = [f for f in type(recipe.model).model_fields if f not in ("name", "output_dir", "launch")]
+    ours = dict(leaves(recipe.section_values(*sections)))
+    theirs = dict(leaves(full.section_values(*sections)))
+    differs = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k)
+                     and not str(theirs.get(k, "")).startswith(PLACEHOLDER))
+    if not differs:
+        return Variant("base", FULL_COLUMN.label, (), FULL_COLUMN.paper)
+    shown = ", ".join(differs[:4]) + (f" and {len(differs) - 4} more" if len(differs) > 4 else "")
+    verb = "differs" if len(differs) == 1 else "differ"
+    return Variant("base", recipe.name, notes=(f"not full.toml as shipped ({shown} {verb}): the paper's "
+                                               f"full-model figures are not shown for it",))
 
 
 def paper_variants(recipes_dir: Path) -> list[Variant]:

@@ -116,7 +116,8 @@ def _check_settings(settings: dict) -> None:
     if settings["threads"] < 0:
         raise ValueError(f"sat: threads must be 0 (torch's choice) or positive, got {settings['threads']}")
     if any(level < 1 for level in settings["levels"]):
-        raise ValueError(f"sat: levels are Kaleido grid sizes (1 = 1x1 ...), got {settings['levels']}")
+        raise ValueError(f"sat: levels are patch levels numbered from 1 (a Kaleido layout's 1 = 1x1 ... 5 = "
+                         f"5x5; a fixed grid's only level is 1), got {settings['levels']}")
 
 
 @registry.aligners.register("sat")

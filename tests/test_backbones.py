@@ -211,6 +211,30 @@ def test_feature_map_and_resnet_and_bad_mode():
         registry.backbones.get("mobilenet_v2")(mode="grid", weights="none")
 
 
+def test_resnet_without_weights_raises_and_never_downloads(monkeypatch):
+    """The default ``weights = ""`` names what to give in one line; torchvision is never asked for its
+    IMAGENET1K download (nothing is fetched at run time)."""
+    import torchvision.models
+    import torchvision.models._api
+
+    from kaleido.weights import MissingWeights
+
+    def no_download(*args, **kwargs):
+        pytest.fail("resnet50 must not build torchvision's downloading model or fetch a URL")
+
+    monkeypatch.setattr(torchvision.models, "resnet50", no_download)
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", no_download)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    with pytest.raises(MissingWeights) as info:
+        registry.backbones.get("resnet50")(mode="roi", image_size=SIZE, device="cpu")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "backbone.weights" in message and "local .pth file" in message
+    assert "ResNet-50 ImageNet weights" in message and '"none" for random weights' in message
+    with pytest.raises(MissingWeights, match="nothing is downloaded"):
+        registry.backbones.get("resnet50")(weights="/nonexistent/resnet50.pth")
+
+
 def test_offline_mobilenet_weights_load_and_differ_from_random(nets):
     random = registry.backbones.get("mobilenet_v2")(mode="roi", image_size=SIZE, weights="none", device="cpu")
     assert not torch.equal(next(random.trunk.parameters()), next(nets[1].trunk.parameters()))

@@ -458,3 +458,21 @@ def test_amlm_and_itm_heads_start_from_the_init_checkpoints_own_heads(tmp_path) 
     torch.testing.assert_close(mlm.dense.weight, transform.dense.weight)
     # the offline MiniLM is a bare encoder: fresh heads, no error
     assert Kaleido(init="minilm", keep_layers=1, max_text_len=16).build(16, (1,)).pretrained_heads == {}
+
+
+@pytest.mark.parametrize("init", ["scratch", "minilm"])
+def test_attention_dropout_is_its_own_setting(init: str) -> None:
+    """``attention_dropout`` sets the attention probabilities' dropout alone (0 lets the packed
+    encoding take FlashAttention on a GPU); unset it follows ``dropout``, as in BERT."""
+    sizes = {k: v for k, v in TINY.items() if k != "init"} if init == "scratch" else {"max_text_len": 16}
+    if init != "scratch":
+        sizes["keep_layers"] = 1
+    split = Kaleido(init=init, dropout=0.1, attention_dropout=0.0, **sizes).build(16, (1, 2))
+    same = Kaleido(init=init, dropout=0.1, **sizes).build(16, (1, 2))
+    for model, attention in ((split, 0.0), (same, 0.1)):
+        layer = model.bert.encoder.layer[0]
+        assert layer.attention.self.dropout.p == attention
+        assert layer.output.dropout.p == 0.1 and model.bert.embeddings.dropout.p == 0.1
+        assert model.bert.config.attention_probs_dropout_prob == attention
+    with pytest.raises(ValueError, match="attention_dropout must lie in"):
+        Kaleido(init=init, attention_dropout=1.5, **sizes)

@@ -177,13 +177,15 @@ class Kaleido:
     heads) reads, ``"cls"`` as in the paper, or ``"mean"`` / ``"text"`` for an init trained with
     mean pooling such as the offline MiniLM (see :mod:`kaleido.models.pooling`). ``packed``: encode
     only the real positions of a batch (no work on text padding; :mod:`kaleido.models.packed`;
-    FlashAttention varlen on CUDA when ``dropout = 0``).
+    FlashAttention varlen on CUDA when the attention dropout is 0). ``attention_dropout``: the
+    dropout on the attention probabilities (default: ``dropout``, as BERT); 0 lets the packed
+    encoding use FlashAttention, whose varlen kernel has none, while the other dropouts stay.
     """
 
     def __init__(self, init: str = "minilm", hidden_size: int | None = None, num_layers: int | None = None,
                  num_heads: int | None = None, intermediate_size: int | None = None, max_text_len: int = 64,
                  dropout: float = 0.1, keep_layers: int | None = None, pooling: Pooling = "cls",
-                 packed: bool = False) -> None:
+                 packed: bool = False, attention_dropout: float | None = None) -> None:
         check_pooling(pooling)
         sizes = {"hidden_size": hidden_size, "num_layers": num_layers, "num_heads": num_heads,
                  "intermediate_size": intermediate_size}
@@ -216,6 +218,8 @@ class Kaleido:
             raise ValueError(f"model hidden_size {hidden_size} is not a multiple of num_heads {num_heads}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"model dropout must lie in [0, 1), got {dropout}")
+        if attention_dropout is not None and not 0.0 <= attention_dropout < 1.0:
+            raise ValueError(f"model attention_dropout must lie in [0, 1), got {attention_dropout}")
         self.init = init
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -223,6 +227,7 @@ class Kaleido:
         self.intermediate_size = intermediate_size
         self.max_text_len = max_text_len
         self.dropout = dropout
+        self.attention_dropout = dropout if attention_dropout is None else attention_dropout
         self.keep_layers = keep_layers
         self.pooling = pooling
         self.packed = packed
@@ -239,11 +244,12 @@ class Kaleido:
                                 num_hidden_layers=self.num_layers, num_attention_heads=self.num_heads,
                                 intermediate_size=self.intermediate_size,
                                 max_position_embeddings=max(512, self.max_text_len),
-                                hidden_dropout_prob=self.dropout, attention_probs_dropout_prob=self.dropout)
+                                hidden_dropout_prob=self.dropout,
+                                attention_probs_dropout_prob=self.attention_dropout)
             config._attn_implementation = "sdpa"
             return BertModel(config)
         bert = load_bert(bert_dir(self.init), hidden_dropout_prob=self.dropout,
-                         attention_probs_dropout_prob=self.dropout)
+                         attention_probs_dropout_prob=self.attention_dropout)
         if self.keep_layers is not None and self.keep_layers < len(bert.encoder.layer):
             bert.encoder.layer = bert.encoder.layer[: self.keep_layers]
             bert.config.num_hidden_layers = self.keep_layers  # saved folders reload with N layers

@@ -265,3 +265,20 @@ def test_a_run_restarted_before_its_first_checkpoint_hides_its_old_tensorboard_p
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(1, 11.0), (2, 12.0)]
     assert [e["loss"] for e in read_log(tmp_path / "log.jsonl")] == [11.0, 12.0]
+
+
+def test_auto_precision_is_bf16_only_on_a_gpu_that_has_it(monkeypatch) -> None:
+    """``auto``: fp32 on a CPU, bf16 on a CUDA device with bf16, fp16 (grad scaler) on an older one."""
+    import torch
+
+    from kaleido.training.trainer import resolve_precision
+
+    cuda = torch.device("cuda")
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", cuda) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto", cuda) == "fp16"
+    assert resolve_precision("bf16", cuda) == "bf16"
+    with pytest.raises(ValueError, match="fp16' needs a CUDA device"):
+        resolve_precision("fp16", torch.device("cpu"))

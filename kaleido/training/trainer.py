@@ -82,9 +82,12 @@ def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> A
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` is bf16 on CUDA and fp32 on CPU; fp16 (with a grad scaler) needs CUDA."""
+    """``auto`` is bf16 on a CUDA device that has it (fp16 with a grad scaler on older ones) and
+    fp32 on CPU; fp16 needs CUDA."""
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("pretrain.precision = 'fp16' needs a CUDA device; use 'fp32' or 'bf16' on CPU")
     return precision
@@ -328,9 +331,9 @@ class Trainer:
         per_micro = [counts(batch) for batch in micro_batches]
         names = list(per_micro[0])
         local = torch.tensor([[float(c[n]) for n in names] for c in per_micro], dtype=torch.float64)
-        if self.info.distributed and self.info.device.type == "cuda":  # NCCL reduces device tensors
+        if self.info.device.type == "cuda":  # NCCL reduces device tensors, and a compiled step would
+            # copy 0-dim CPU scales to the device one by one, each copy waiting for the GPU queue
             local = local.pin_memory().to(self.info.device, non_blocking=True)  # pinned: no host sync
-        # otherwise the scales stay 0-dim CPU tensors, which multiply a CUDA loss without a sync
         total = all_reduce_sum(self.info, local.sum(0))
         scale = (local * self.info.world_size / total.clamp(min=1.0)).float()
         return [{n: scale[m, i] for i, n in enumerate(names)} for m in range(len(micro_batches))]

@@ -95,7 +95,7 @@ def test_tasks_and_masker_fit_the_patch_layout(path: Path) -> None:
 
 def _diff(a: dict, b: dict) -> set[str]:
     """The dotted keys whose values differ (a key on one side only counts)."""
-    from kaleido.ablation.variants import leaves
+    from kaleido.recipe.load import leaves
 
     a, b = dict(leaves(a)), dict(leaves(b))
     return {k for k in set(a) | set(b) if a.get(k) != b.get(k)}

@@ -13,11 +13,12 @@ import json
 import re
 import shlex
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from kaleido.recipe.load import leaves
 from kaleido.recipe.schema import COMPONENT_SECTIONS
 
 if sys.version_info >= (3, 11):
@@ -144,16 +145,6 @@ def component_variant(factor: str, value: str) -> Variant:
 
 def tasks_variant(spec: str) -> Variant:
     return Variant("tasks", spec.strip(), (f"pretrain.tasks={toml_value(parse_tasks(spec))}",))
-
-
-def leaves(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """``(dotted key, value)`` of every leaf of nested tables; a section's ``name`` comes first (a
-    component switch before its parameters); an empty table is a leaf."""
-    if not isinstance(value, Mapping) or not value:
-        yield prefix, value
-        return
-    for key, inner in sorted(value.items(), key=lambda kv: kv[0] != "name"):
-        yield from leaves(inner, f"{prefix}.{key}" if prefix else str(key))
 
 
 def file_overrides(path: Path) -> list[str]:

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,16 @@ def _read_toml(path: Path, origin: str) -> dict:
         return tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError([Problem(str(path), "", "unparsable TOML", f"valid TOML ({exc})")]) from None
+
+
+def leaves(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted key, value)`` of every leaf of nested tables; a section's ``name`` comes first (a
+    component switch before its parameters); an empty table is a leaf."""
+    if not isinstance(value, Mapping) or not value:
+        yield prefix, value
+        return
+    for key, inner in sorted(value.items(), key=lambda kv: kv[0] != "name"):
+        yield from leaves(inner, f"{prefix}.{key}" if prefix else str(key))
 
 
 def _flatten_origins(data: dict, origin: str, prefix: str = "") -> dict[str, str]:

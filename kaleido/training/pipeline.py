@@ -73,20 +73,11 @@ def pretrain_identity(recipe: Any) -> dict[str, Any]:
     alignments it reads (their folder), ``PRETRAIN_VERSION`` and the other ``PRETRAIN_SECTIONS``'
     values (masker, model, each task's weight and parameters), the same values as the key."""
     from kaleido.aligners.align import align_dir
-
-    out: dict[str, Any] = {"upstream": f"{align_dir(recipe).name}/v{PRETRAIN_VERSION}"}
-
-    def flatten(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value:
-            for k, v in value.items():
-                flatten(f"{prefix}.{k}", v)
-        else:
-            out[prefix] = value
+    from kaleido.recipe.load import leaves
 
     sections = [s for s in PRETRAIN_SECTIONS if s not in ("seed", "pretrain")]
-    for section, value in recipe.section_values(*sections).items():
-        flatten(section, value)
-    return out
+    return {"upstream": f"{align_dir(recipe).name}/v{PRETRAIN_VERSION}",
+            **dict(leaves(recipe.section_values(*sections)))}
 
 
 def eval_dir(recipe: Any) -> Path:

@@ -52,6 +52,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kaleido.training.optim import fused
+
 TASKS = ("amlm", "itm", "rr", "jps", "cp", "g2cm", "b2cm")
 GRIDS = (1, 2, 3, 4, 5)
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
@@ -281,7 +283,7 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
         optimizer = MasterAdamW(objective.parameters(), lr=1e-4, weight_decay=1e-4)
     else:
         optimizer = torch.optim.AdamW(objective.parameters(), lr=1e-4, weight_decay=1e-4,
-                                      fused=dev.type == "cuda")
+                                      fused=fused(objective.parameters()))
     step_fn = compile_module(objective, mode=compile_mode) if compile_model else objective
     dtype = torch.bfloat16 if precision == "bf16" else None
 
@@ -347,8 +349,7 @@ class MasterAdamW:
         self.params = [p for p in params if p.requires_grad]
         self.master = [p.detach().float() for p in self.params]
         self.grads = [torch.empty_like(m) for m in self.master]  # fp32 gradients, reused every step
-        fused = bool(self.params) and self.params[0].is_cuda
-        self.optimizer = torch.optim.AdamW(self.master, fused=fused, **kwargs)
+        self.optimizer = torch.optim.AdamW(self.master, fused=fused(self.master), **kwargs)
 
     @torch.no_grad()
     def step(self, clip: float | None = None) -> None:

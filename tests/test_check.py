@@ -153,3 +153,19 @@ def test_check_reports_the_constructors_problems_with_the_schemas_at_once(tmp_pa
     result = CliRunner().invoke(app, ["check", str(path)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.output.count("error: ") == 9, result.output
+
+
+def test_run_refuses_what_only_a_constructor_checks_before_any_stage_starts(tmp_path) -> None:
+    """`kaleido run` loaded the recipe without building it: `keep_layers = 9` surfaced only when
+    pre-training started, after the data were drawn and prepared."""
+    from typer.testing import CliRunner
+
+    from kaleido.cli import app
+
+    path = _recipe(tmp_path)
+    head = f'output_dir = "{tmp_path / "runs"}"\n'
+    path.write_text(head + path.read_text(encoding="utf-8"), encoding="utf-8")
+    result = CliRunner().invoke(app, ["run", str(path), "--no-progress", "--set", "model.keep_layers=9"])
+    assert result.exit_code == 2
+    assert "--set: model.keep_layers: got 9" in result.output
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()  # nothing was started

@@ -172,7 +172,7 @@ def test_the_speed_column_has_a_figure_before_rich_has_two_samples():
     from rich.console import Console
     from rich.progress import Progress
 
-    from kaleido.features.progress import SpeedColumn
+    from kaleido.progress import SpeedColumn
 
     clock = [0.0]
     bar = Progress(console=Console(file=io.StringIO()), get_time=lambda: clock[0])

@@ -16,8 +16,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from rich.progress import TimeElapsedColumn
+
 from kaleido.ablation.table import Row, build_table, chance, scores, write_all
 from kaleido.ablation.variants import Variant, VariantError
+from kaleido.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -152,16 +155,15 @@ def run_ablation(base_path: Path, variants: Sequence[Variant], *, base_overrides
     jobs = [(p, i) for p in planned for i in range(len(seed_list))]
     done: dict[str, tuple[dict | None, str]] = {}  # eval key -> (results, run dir)
     outcome: dict[tuple[int, int], tuple[dict | None, str, str | None]] = {}
-    bar, task = _progress(progress, len(jobs))
     failures = 0
-    try:
+    with bar("ablate", len(jobs), progress, columns=(TimeElapsedColumn(),)) as pbar:
         for n, (p, i) in enumerate(jobs):
             recipe = p.recipes[i]
             head = f"[{n + 1}/{len(jobs)}] {p.variant.label} (seed {seed_list[i]})"
 
             def say(line: str, head: str = head) -> None:
-                if bar is not None:
-                    bar.update(task, description=f"{head}: {line}")
+                if pbar.enabled:
+                    pbar.update(description=f"ablate {head}: {line}")
                 else:
                     echo(f"{head}: {line}")
 
@@ -185,11 +187,7 @@ def run_ablation(base_path: Path, variants: Sequence[Variant], *, base_overrides
                     log.error("%s: %s", p.variant.label, message)
                     echo(f"{head}: {message}")
                     outcome[(id(p), i)] = (None, "", message)
-            if bar is not None:
-                bar.advance(task)
-    finally:
-        if bar is not None:
-            bar.stop()
+            pbar.advance()
 
     rows = []
     for p in planned:
@@ -209,14 +207,3 @@ def run_ablation(base_path: Path, variants: Sequence[Variant], *, base_overrides
     table["base_recipe"] = str(base_path)
     paths = write_all(table, out_dir, title or f"Ablation of {base_recipe.name}")
     return table, paths
-
-
-def _progress(enabled: bool, total: int) -> tuple[Any, Any]:
-    if not enabled:
-        return None, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("[bold]ablate[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
-    bar.start()
-    return bar, bar.add_task("", total=total)

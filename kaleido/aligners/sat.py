@@ -32,11 +32,12 @@ from kaleido import registry
 from kaleido.aligners.base import AlignSource, Pairs
 from kaleido.aligners.captioner import Caption, Captioner, caption_loss
 from kaleido.aligners.heatmap import Select, row_alignments
-from kaleido.aligners.progress import bar
 from kaleido.aligners.vocab import SPECIALS, Vocab
 from kaleido.atomic import atomic_file, atomic_folder
 from kaleido.data.rows import BadRow
+from kaleido.progress import bar
 from kaleido.training.checkpoint import rng_state, set_rng_state
+from kaleido.training.optim import fused
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +358,7 @@ class SATAligner:
 
         device = self.device
         model = self._new_model(len(vocab), grids["grid"].shape[2]).to(device)
-        optim = torch.optim.Adam(model.parameters(), lr=self.lr)
+        optim = torch.optim.Adam(model.parameters(), lr=self.lr, fused=fused(model.parameters()))
         per_epoch = -(-len(rows) // self.batch_size)
         total = per_epoch * self.epochs
         start_epoch = start_batch = step = 0

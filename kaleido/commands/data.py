@@ -22,25 +22,18 @@ def synth(
     max_poses: int = typer.Option(3, "--max-poses", min=1, help="most images per product"),
 ) -> None:
     """Draw synthetic fashion products into a Fashion-Gen-schema HDF5 file."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from kaleido.data.synth import write_synthetic
+    from kaleido.progress import bar
 
     if min_poses > max_poses:
         fail(f"--min-poses {min_poses} is more than --max-poses {max_poses}")
-    console = Console(stderr=True)
-    with Progress(TextColumn("drawing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as progress:
-        task = progress.add_task("images", total=None)
-
-        def step(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
+    with bar("drawing", transient=True) as step:
         try:
             write_synthetic(out, products, seed, poses=(min_poses, max_poses), progress=step)
         except (OSError, ValueError) as exc:
             fail(f"{out}: {exc}")
-    console.print(f"[green]wrote[/] {out} and {out.name}.parts.json ({products} products, seed {seed})")
+    Console(stderr=True).print(
+        f"[green]wrote[/] {out} and {out.name}.parts.json ({products} products, seed {seed})")
 
 
 def _top(counter, n: int = 8) -> str:
@@ -56,18 +49,15 @@ def info(file: Path = typer.Argument(..., help="a .h5 (Fashion-Gen schema) or .j
     A JSONL file's images are each decoded in full, as prepare reads them (a check of the data:
     a truncated JPEG has a good header), with a progress bar.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from kaleido.data.jsonl import JsonlReader
     from kaleido.data.sources import open_file
+    from kaleido.progress import bar
 
     with one_line_errors():  # DataError is a ValueError
         reader = open_file(file)
         if isinstance(reader, JsonlReader):
-            with Progress(TextColumn("decoding images"), BarColumn(), MofNCompleteColumn(),
-                          TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
-                task = bar.add_task("images", total=len(reader))
-                s = reader.summary(progress=lambda done, total: bar.update(task, completed=done, total=total))
+            with bar("decoding images", total=len(reader), transient=True) as step:
+                s = reader.summary(progress=step)
         else:
             s = reader.summary()
     table = Table(title=f"{file}  ({s['format']})", title_justify="left", show_header=False)

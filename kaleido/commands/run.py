@@ -31,7 +31,9 @@ def run(
     from kaleido.training.trainer import NonFiniteLoss
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    resolved = load(recipe, overrides)
+    # every component built once before any stage starts (as `kaleido check` does): a value only a
+    # constructor refuses is reported now, with the recipe's file and field, not minutes later
+    resolved = load(recipe, overrides, build=True)
     print_notes(resolved)
     if nproc_per_node is None:
         launch_section = getattr(resolved.model, "launch", None)

@@ -15,10 +15,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -97,29 +94,6 @@ def open_file(path: str | Path) -> FashionGenReader | JsonlReader:
     raise DataError(f"{p}: unknown data file type {p.suffix!r}; expected .h5, .hdf5 or .jsonl")
 
 
-def _drawing_bar(enabled: bool) -> Any:
-    """A rich progress bar on stderr for drawing synthetic data (seconds at quickstart size), or None."""
-    if not enabled:
-        return nullcontext(None)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True))
-
-
-def _bar_step(bar: Any, description: str) -> Callable[[int, int], None] | None:
-    """A ``progress(done, total)`` callback moving a new task of ``bar`` (None without a bar)."""
-    if bar is None:
-        return None
-    task = bar.add_task(description, total=None)
-
-    def step(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
-
-    return step
-
-
 @registry.datasets.register("synthetic")
 class SyntheticData:
     """Procedurally drawn fashion products (Fashion-Gen schema), written on first use."""
@@ -165,14 +139,15 @@ class SyntheticData:
                     log.warning("%s: no synthetic.json beside it, drawn again", stale)
                     stale.unlink()
         from kaleido.data.synth import write_synthetic
+        from kaleido.progress import bars
 
         todo = [(split, products, seed, start) for split, products, seed, start in
                 (("train", self.products, self.seed, 0),
                  ("test", self.test_products, self.seed + TEST_SEED_OFFSET, self.products))
                 if not self.path(split).is_file()]
-        with _drawing_bar(progress and bool(todo)) as bar:
+        with bars(enabled=progress and bool(todo)) as display:
             for split, products, seed, start in todo:
-                step = _bar_step(bar, f"drawing synthetic {split} data ({products} products)")
+                step = display.add(f"drawing synthetic {split} data ({products} products)")
                 write_synthetic(self.path(split), products, seed, id_start=start, progress=step)
         if not manifest_path.is_file():
             write_text(manifest_path, json.dumps(self.manifest(), indent=1) + "\n")

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from kaleido.atomic import write_json, write_text
 from kaleido.evaluation import caption_metrics, classification, retrieval
 from kaleido.evaluation.candidates import CandidateLists, build_candidates
 from kaleido.evaluation.report import render
+from kaleido.progress import Bar, bars
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +76,6 @@ def _train_rows(n: int, cap: int | None, seed: int) -> np.ndarray:
     if cap is not None and cap < n:
         rows = np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
     return rows
-
-
-def _progress_bar(enabled: bool) -> Any:
-    if not enabled:
-        return nullcontext(None)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeRemainingColumn(),
-        transient=False,
-    )
 
 
 def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progress: bool = True,
@@ -163,16 +149,13 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
         "notes": [],
     }
 
-    with _progress_bar(progress) as bar:
-        bar_tasks: dict[str, Any] = {}
+    with bars(enabled=progress) as display:
+        lines: dict[str, Bar] = {}
 
         def tick(name: str, done: int, total: int, loss: float | None = None) -> None:
-            if bar is None:
-                return
-            if name not in bar_tasks:
-                bar_tasks[name] = bar.add_task(name, total=total)
-            desc = name if loss is None else f"{name} loss {loss:.3f}"
-            bar.update(bar_tasks[name], completed=done, total=total, description=desc)
+            if name not in lines:
+                lines[name] = display.add(name, total)
+            lines[name].update(done, total, info="" if loss is None else f"loss {loss:.3f}")
 
         if "itr" in tasks or "tir" in tasks:
             lists = _candidates(recipe, test_meta, settings)

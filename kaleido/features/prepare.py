@@ -263,20 +263,15 @@ def prepare(recipe: Any, split: str, out_dir: str | Path | None = None, progress
     settings = recipe.prepare
     kwargs = dict(dtype=settings.dtype, batch_size=settings.batch_size, num_workers=settings.num_workers,
                   max_rows=settings.max_rows, rank=rank, world_size=world_size, split=split)
-    if not progress:
-        return prepare_rows(reader, sod, patcher, backbone, out, key, **kwargs)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from kaleido.progress import SpeedColumn, bars
 
-    from kaleido.features.progress import SpeedColumn
-
-    with Progress(TextColumn("[bold]prepare {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  SpeedColumn(), TimeRemainingColumn()) as bar:
-        tasks: list = []
+    with bars(SpeedColumn(), enabled=progress) as display:
+        lines: list = []
 
         def start(done: int, total: int) -> None:  # the bar starts at its row count (and a resume's rows)
-            tasks.append(bar.add_task(split, total=total, completed=done, resumed=done))
+            lines.append(display.add(f"prepare {split}", total, completed=done, resumed=done))
 
         def tick(done: int, total: int) -> None:  # prepare_rows calls on_start before any batch
-            bar.update(tasks[0], total=total, completed=done)
+            lines[0].update(done, total)
 
         return prepare_rows(reader, sod, patcher, backbone, out, key, on_batch=tick, on_start=start, **kwargs)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kaleido import registry
 from kaleido.data.sources import SPLITS
-from kaleido.recipe.load import OVERRIDE, Problem, Recipe, _origin, resolve_component
+from kaleido.recipe.load import OVERRIDE, Problem, Recipe, _origin, resolve_component, split_task_table
 from kaleido.recipe.params import params_model
 from kaleido.recipe.schema import COMPONENT_SECTIONS, PretrainSettings, RecipeModel
 
@@ -63,7 +63,7 @@ def build_problems(data: dict, origins: dict[str, str], source: str,
         if not isinstance(task, str) or task not in known or f"tasks.{task}" in broken:
             continue
         table = tables.get(task, {})
-        given = {k: v for k, v in table.items() if k != "weight"} if isinstance(table, dict) else {}
+        given = split_task_table(table)[1] if isinstance(table, dict) else {}
         try:
             validated = params_model(registry.tasks.get(task))(**given)
         except Exception:

@@ -140,6 +140,16 @@ def _default_name(section: str) -> str | None:
     return default.name if isinstance(default, ComponentSection) else None
 
 
+def _section_or_default(data: dict, section: str) -> Any:
+    """A component section of raw recipe ``data``, or the schema's default section (a dict) where
+    the recipe has none; None for a section with no default (``data``, ``model``)."""
+    raw = data.get(section)
+    if raw is None:
+        default = RecipeModel.model_fields[section].default
+        raw = default.model_dump() if isinstance(default, ComponentSection) else None
+    return raw
+
+
 def _component_names(data: dict) -> dict[str, Any]:
     """Each component section's ``name`` in ``data`` (its default where the section names none)."""
     names = {}
@@ -320,8 +330,8 @@ class Recipe:
 
     def task_params(self, name: str) -> tuple[float, dict]:
         """(loss weight, validated parameters) of a pre-training task."""
-        raw = dict(self.model.tasks.get(name, {}))
-        weight = float(raw.pop("weight", 1.0))
+        weight, raw = split_task_table(self.model.tasks.get(name, {}))
+        weight = float(weight)
         validated = params_model(registry.tasks.get(name))(**raw)
         return weight, {k: getattr(validated, k) for k in type(validated).model_fields}
 
@@ -415,6 +425,13 @@ def _section_problems(
     return []
 
 
+def split_task_table(table: dict) -> tuple[Any, dict]:
+    """A ``[tasks.X]`` table as (its loss ``weight``, default 1.0; the task's own parameters): the
+    weight is the objective's, never passed to the task."""
+    params = dict(table)
+    return params.pop("weight", 1.0), params
+
+
 def _task_problems(
     task_list: Any, tables: Any, data: dict, origins: dict[str, str], src: str
 ) -> list[Problem]:
@@ -431,8 +448,7 @@ def _task_problems(
             continue
         if not isinstance(raw, dict):
             continue
-        raw = dict(raw)
-        weight = raw.pop("weight", 1.0)
+        weight, raw = split_task_table(raw)
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
             problems.append(Problem(_origin(origins, f"tasks.{name}.weight", src), f"tasks.{name}.weight",
                                     weight, "a non-negative number"))
@@ -448,11 +464,8 @@ def _task_problems(
 def _all_component_problems(data: dict, origins: dict[str, str], src: str) -> list[Problem]:
     """Component and task checks on the raw data, so they run even when plain sections fail."""
     problems: list[Problem] = []
-    defaults = RecipeModel.model_fields
     for section in COMPONENT_SECTIONS:
-        raw = data.get(section)
-        if raw is None and defaults[section].default is not None and not defaults[section].is_required():
-            raw = defaults[section].default.model_dump()
+        raw = _section_or_default(data, section)
         if isinstance(raw, dict) and isinstance(raw.get("name"), str):
             problems += _section_problems(section, raw, data, origins, src)
     pretrain = data.get("pretrain", {})
@@ -486,10 +499,7 @@ def resolve_component(data: dict, section: str) -> tuple[Any, str, dict, BaseMod
     """A component section of raw recipe ``data`` (the schema's default section when it is not
     given): ``(component, name, given parameters, validated parameters)``, or None when it names
     no component, an unknown one, or invalid parameters (the schema reports those on their own)."""
-    raw = data.get(section)
-    if raw is None:
-        default = RecipeModel.model_fields[section].default
-        raw = default.model_dump() if isinstance(default, ComponentSection) else None
+    raw = _section_or_default(data, section)
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         return None
     given = {k: v for k, v in raw.items() if k != "name"}

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from kaleido.atomic import atomic_file
 from kaleido.sod.unet import UNet, check_size, to_input
+from kaleido.training.optim import fused
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def train_unet(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], out: s
     x_all = torch.cat([to_input(list(images[i:i + 64]), size) for i in range(0, len(images), 64)])
     y_all = torch.cat([_mask_tensor(list(masks[i:i + 64]), size) for i in range(0, len(masks), 64)])
     net = UNet(width=width)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4, fused=fused(net.parameters()))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     net.train()
     start, loss_value = time.perf_counter(), float("nan")

@@ -29,9 +29,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import TimeElapsedColumn
 from torch import nn
 
 from kaleido.atomic import atomic_folder, write_json
+from kaleido.progress import bar
 from kaleido.recipe.load import RUNTIME_FIELDS
 from kaleido.recipe.schema import PretrainSettings
 from kaleido.training import checkpoint as ckpt
@@ -299,22 +301,6 @@ class Trainer:
                 "wall_s": round(result.wall_s, 2), "last": result.last}
         write_json(self.out_dir / DONE_FILE, done, indent=2)
 
-    def _progress_bar(self):
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        return Progress(TextColumn("[bold]pretrain"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                        TimeRemainingColumn(), console=Console(stderr=True),
-                        disable=not (self.progress and self.info.is_main))
-
     def _loss_scales(self, micro_batches: list[Any]) -> list[dict[str, torch.Tensor]] | None:
         """Per micro-batch and task, ``n * world_size / N``: the micro-batch's item count (from
         the objective's ``counts``, read on the CPU before any forward) over the count of the
@@ -428,8 +414,8 @@ class Trainer:
             runlog = RunLog(self.out_dir, resume_step=step, tensorboard=self.tensorboard)
         kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
         try:
-            with self._progress_bar() as bar:
-                task = bar.add_task("pretrain", total=self.total_steps, completed=step, info="")
+            with bar("pretrain", self.total_steps, self.progress and info.is_main, completed=step,
+                     columns=(TimeElapsedColumn(),)) as pbar:
                 while step < self.total_steps:
                     epoch, in_epoch = divmod(step, self.steps_per_epoch)
                     batches = iter(self._loader(epoch, in_epoch))
@@ -442,7 +428,7 @@ class Trainer:
                         if kill_at and step == kill_at:
                             os.kill(os.getpid(), signal.SIGKILL)
                         window.add(values, time.perf_counter() - t0, wait, rows * info.world_size)
-                        bar.update(task, completed=step, info=f"loss {values['loss']:.3f}")
+                        pbar.update(step, info=f"loss {values['loss']:.3f}")
                         if step % s.log_every == 0 or step == self.total_steps:
                             entry = window.flush(step, step / self.steps_per_epoch, lr)
                             if runlog is not None:

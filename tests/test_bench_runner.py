@@ -73,15 +73,32 @@ def test_quick_quickstart_shows_the_last_full_figure_labelled_a_full_run_records
     alone = bq.section(True, 5.0, 60.0, stdout, bq.last_full())  # nothing recorded yet
     assert [r["target"] for r in alone.rows] == [None] and "none is recorded" in alone.notes[-1]
     assert alone.rows[0]["ratio"] == pytest.approx(12.0) and "prepare 32 s, align 9 s" in alone.notes[0]
-    bq.record_full(347.0, stdout, load=2.0)  # what a run without --quick leaves behind
-    assert bq.last_full()["stages"] == {"prepare": 31.5, "align": 9.0}
+    recall = {"R@1": 15.0, "R@5": 30.0, "R@10": 45.0}
+    results = {"retrieval": {"chance": {"itr": {"R@10": 9.9}, "tir": {"R@10": 9.9}},
+                             "scorers": {"fine-tuned ITM": {"itr": recall, "tir": {**recall, "R@10": 40.0}}}},
+               "cr": {"acc": 99.5, "macro_f1": 99.4}, "fc": {"ours": {"sum_cap": 24.8},
+                                                             "baseline": {"sum_cap": 69.1}}}
+    bq.record_full(347.0, stdout, load=2.0, results=results)  # what a run without --quick leaves behind
+    record = bq.last_full()
+    assert record["stages"] == {"prepare": 31.5, "align": 9.0}
+    assert record["results"] == {"fine-tuned ITM ITR / TIR R@10": [45.0, 40.0],
+                                 "chance ITR / TIR R@10": [9.9, 9.9], "cr accuracy / macro-F1": [99.5, 99.4],
+                                 "SumCAP ours / constant caption": [24.8, 69.1]}
+    assert record["recipe_sha"] == bq.recipe_sha() and record["commit"]
     quick = bq.section(True, 5.0, 60.0, stdout, bq.last_full())
     budget = quick.rows[1]
-    assert "last full run" in budget["what"] and "not re-run by --quick" in budget["what"]
-    assert budget["value"] == 347.0 and budget["met"] is True
+    assert "recorded full run" in budget["what"] and "not re-run by --quick" in budget["what"]
+    assert "stale" not in budget["what"]
+    # an old figure is shown against its target but not counted as a target this run met
+    assert budget["value"] == 347.0 and budget["target"] == "<= 1x" and budget["met"] is None
+    other = tmp_path / "quickstart.toml"
+    other.write_text("# another recipe\n", encoding="utf-8")
+    monkeypatch.setattr(bq, "RECIPE", other)
+    stale = bq.section(True, 5.0, 60.0, stdout, bq.last_full()).rows[1]
+    assert "made with another recipe: stale" in stale["what"]
     full = bq.section(False, 5.0, 700.0, stdout, None)
     assert full.rows[1]["value"] == 700.0 and full.rows[1]["met"] is False
-    assert "last full run" not in run_all.document([full], "c", 0.0, (1.0, 1.0))
+    assert "recorded full run" not in run_all.document([full], "c", 0.0, (1.0, 1.0))
 
 
 def test_align_quality_sizes_the_data_in_their_own_folders_and_tabulates_the_ratio(tmp_path):

@@ -130,7 +130,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
     t_roi = _best(lambda: roi.extract(images, boxes, grids), args.repeats)
     t_shared = _best(lambda: shared.extract(images, boxes), args.repeats)
     k = args.crop_images
-    t_crop = _best(lambda: crop.extract(images[:k], boxes[:k]), 1)
+    t_crop = _best(lambda: crop.extract(images[:k], boxes[:k]), args.repeats)  # best of as many as roi
     bare_ips, roi_ips, crop_ips = args.images / t_bare, args.images / t_roi, k / t_crop
     shared_ips = args.images / t_shared
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The GPU checks of issue #9 as one short script for a one-GPU CUDA machine (run from anywhere).
-#   bash bench/gpu_check.sh OUT_DIR [all|mfu|quick]   (quick: five MFU runs, about 8 min, for a
+#   bash bench/gpu_check.sh OUT_DIR [all|mfu|quick]   (quick: six MFU runs, about 8 min, for a
 #   15-minute device lease, within one 600-s device command; mfu: those, autocast and the Trainer
 #   loop, about 11 min; all: quick, the Trainer loop and item 2: both longer than one 600-s command)
 # 1. MFU of the BERT-base recipe's training step (bench/gpu_train.py): torch.compile'd at batch 512
 #    with a bf16 model over fp32 master weights (`--precision bf16-weights`, with a kernel profile),
-#    the same with the text padded to the fixed 64 positions, packed (only the real positions), at
-#    batch 1024, with CUDA graphs; (mfu) with bf16 autocast; (mfu, all) kaleido's own Trainer loop
-#    (data loader workers included).
+#    the same with the text padded to the fixed 64 positions, without attention dropout, packed
+#    (only the real positions), at batch 1024, with CUDA graphs; (mfu) with bf16 autocast; (mfu, all)
+#    kaleido's own Trainer loop (data loader workers included).
 # 2. `kaleido run` end to end on the tests' tiny recipe on CUDA: prepare, align, the trainer in bf16
 #    (one process: NCCL needs two GPUs), then eval: the GPU paths CPU CI never exercises.
 # Needs the package's dependencies importable (PYTHONPATH) and the offline weights packages.
@@ -59,12 +59,15 @@ print('stride-16 map', tuple(m.shape), m.device)" || echo "== stride-16 map fail
 fi
 # MFU, the most telling runs first; each batch's text is padded to its longest text (as `kaleido run`
 # trains) unless `--text-padding max` brings back the fixed 64 positions measured before session 7
-# (quick's limits add up to 560 s: one 600-s device command; each run took about 75 s in session 7)
-mfu b512_bf16w_compiled 120 --batch 512 --compile --precision bf16-weights --profile
-mfu b512_bf16w_compiled_padmax 100 --batch 512 --compile --precision bf16-weights --text-padding max
-mfu b512_packed_bf16w_compiled 110 --batch 512 --compile --precision bf16-weights --attention packed
-mfu b1024_bf16w_compiled 120 --batch 1024 --compile --precision bf16-weights
-mfu b512_bf16w_graphs 110 --batch 512 --compile --compile-mode reduce-overhead --precision bf16-weights
+# (quick's limits add up to 570 s: one 600-s device command; each run took about 75 s in session 7).
+# The attention-dropout-0 run: on a CPU, SDPA with dropout leaves the fused kernel (2.3x the
+# attention's time); it shows what BERT's 0.1 costs on the GPU (`[model] attention_dropout`).
+mfu b512_bf16w_compiled 105 --batch 512 --compile --precision bf16-weights --profile
+mfu b512_bf16w_compiled_padmax 85 --batch 512 --compile --precision bf16-weights --text-padding max
+mfu b512_bf16w_compiled_attn0 85 --batch 512 --compile --precision bf16-weights --attention-dropout 0
+mfu b512_packed_bf16w_compiled 95 --batch 512 --compile --precision bf16-weights --attention packed
+mfu b1024_bf16w_compiled 105 --batch 1024 --compile --precision bf16-weights
+mfu b512_bf16w_graphs 95 --batch 512 --compile --compile-mode reduce-overhead --precision bf16-weights
 [ "$what" = mfu ] && mfu b512_compiled 120 --batch 512 --compile
 [ "$what" != quick ] && mfu trainer_b256_compiled 150 --batch 256 --loop trainer --steps 20 --warmup 10 --workers 14 --compile
 python3 - "$out" <<'PY'

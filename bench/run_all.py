@@ -210,7 +210,7 @@ def document(sections: list[Section], command: str, started: float, load: tuple[
            "GPU check as one script (`bench/gpu_train.py`: bf16, BERT-base shape, up to 64 text + 55 "
            "patch positions, each batch's text padded to its longest; MFU counts the real positions, not "
            "the text padding; the padded FLOPs formula is checked against torch's flop counter by "
-           "`tests/test_gpu_train.py`; `bash bench/gpu_check.sh OUT quick` is the 8-minute set). "
+           "`tests/test_gpu_train.py`; `bash bench/gpu_check.sh OUT quick` is the 8-minute set of six runs). "
            "Target on an H100: MFU >= 40%. The measured figures are in the hand-written note "
            "\"GPU training on an H100\" below.", ""]
     return "\n".join(head) + "\n" + "\n".join(s.markdown() for s in sections) + "\n" + "\n".join(gpu)

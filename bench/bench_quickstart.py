@@ -129,11 +129,12 @@ def summary(results: dict) -> dict:
     return out
 
 
-def record_full(run_s: float, output: str, load: float, results: dict) -> None:
-    """Keep a full run's figures (time and evaluation) for the --quick runs and the README."""
+def record_full(run_s: float, output: str, load: float, results: dict, code: str | None = None) -> None:
+    """Keep a full run's figures (time and evaluation) for the --quick runs and the README;
+    ``code``: the commit measured, taken when the run started (default: now)."""
     write_text(FULL_RECORD, json.dumps({
         "seconds": round(run_s, 1), "date": date.today().isoformat(),
-        "commit": commit(), "recipe_sha": recipe_sha(),
+        "commit": code or commit(), "recipe_sha": recipe_sha(),
         "stages": {name: float(s) for name, s in STAGE_LINE.findall(output)},
         "results": summary(results),
         "how": f"bench/bench_quickstart.py, {platform.machine()}, {os.cpu_count()} cores, "
@@ -143,7 +144,7 @@ def record_full(run_s: float, output: str, load: float, results: dict) -> None:
 def run(quick: bool) -> Section:
     kaleido = str(Path(sys.executable).with_name("kaleido"))
     shared = os.environ.get(WORKDIR_ENV)
-    load = os.getloadavg()[0]
+    load, code = os.getloadavg()[0], commit()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(shared or tmp)
         sets = [x for o in overrides(work, quick) for x in ("--set", o)]
@@ -152,7 +153,7 @@ def run(quick: bool) -> Section:
         if not quick:
             found = sorted((work / "quickstart").glob("*/eval-*/results.json"))
             results = json.loads(found[-1].read_text(encoding="utf-8")) if found else {}
-            record_full(run_s, out, load, results)
+            record_full(run_s, out, load, results, code)
     return section(quick, check_s, run_s, out, last_full() if quick else None)
 
 

@@ -133,8 +133,10 @@ class RandomStore:
         return np.array([m.product_id for m in self._meta])
 
 
-def build(shape: dict, batch: int, n_batches: int, seed: int = 0, pad_text: str = "longest"):
-    """(objective, list of collated batches, Shape) for the given sizes; random weights."""
+def build(shape: dict, batch: int, n_batches: int, seed: int = 0, pad_text: str = "longest",
+          attention_dropout: float | None = None):
+    """(objective, list of collated batches, Shape) for the given sizes; random weights;
+    ``attention_dropout``: the model's own parameter (default: its hidden dropout, 0.1)."""
     from kaleido import registry
     from kaleido.models.kaleido import Kaleido
     from kaleido.training.dataset import PretrainDataset
@@ -143,7 +145,7 @@ def build(shape: dict, batch: int, n_batches: int, seed: int = 0, pad_text: str 
     torch.manual_seed(seed)
     factory = Kaleido(init="scratch", hidden_size=shape["hidden"], num_layers=shape["layers"],
                       num_heads=shape["heads"], intermediate_size=shape["ffn"], max_text_len=shape["text"],
-                      dropout=0.1)
+                      dropout=0.1, attention_dropout=attention_dropout)
     model = factory.build(shape["feature_dim"], GRIDS)
     tasks = {name: registry.tasks.get(name)() for name in TASKS}
     objective = PretrainObjective(model, tasks)
@@ -263,8 +265,11 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
         raise SystemExit("error: no CUDA device here; use --device cpu --tiny to try the script on CPU")
     shape = SHAPES[shape_name or ("tiny" if tiny else "base")]
     batch = batch or (8 if shape is TINY else 96)
-    objective, batches, dims = build(shape, batch, n_batches=4, pad_text=text_padding)
-    configure_attention(objective, attention, attention_dropout)
+    if attention == "packed" and attention_dropout is None:
+        attention_dropout = 0.0  # FlashAttention varlen has no dropout
+    objective, batches, dims = build(shape, batch, n_batches=4, pad_text=text_padding,
+                                     attention_dropout=attention_dropout)
+    configure_attention(objective, attention)
     counted = counted_flops(objective, batches[0]) if check_flops else None
     if loop == "trainer":
         if precision == "bf16-weights":
@@ -317,24 +322,20 @@ def run(device: str = "cuda", tiny: bool = False, batch: int | None = None, step
     return _result(dev, dims, batch, steps, precision, step_s, batches, peak, counted, text_padding)
 
 
-def configure_attention(objective, attention: str, dropout: float | None) -> None:
+def configure_attention(objective, attention: str) -> None:
     """The attention variant measured: ``sdpa`` (as built), ``sdpa-no-cudnn`` (SDPA then picks the
     memory-efficient kernel for the padding mask; a process-wide switch), ``eager`` (plain matmuls
     + softmax, which torch.compile fuses), ``packed`` (the model's padding-free encoding: only the
-    real positions, FlashAttention varlen on CUDA, which has no dropout: the attention dropout
-    becomes 0 unless given); ``dropout`` replaces the recipe's attention dropout."""
+    real positions, FlashAttention varlen on CUDA, which has no dropout: :func:`run` builds it with
+    attention dropout 0 unless given)."""
     if attention == "sdpa-no-cudnn":
         torch.backends.cuda.enable_cudnn_sdp(False)
     elif attention == "eager":
         objective.model.bert.config._attn_implementation = "eager"
     elif attention == "packed":
         objective.model.packed = True
-        dropout = 0.0 if dropout is None else dropout
     elif attention != "sdpa":
         raise ValueError(f"unknown attention {attention!r}")
-    if dropout is not None:
-        for layer in objective.model.bert.encoder.layer:
-            layer.attention.self.dropout.p = dropout
 
 
 class MasterAdamW:

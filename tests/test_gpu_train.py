@@ -120,12 +120,14 @@ def test_configure_attention_sets_the_kernel_and_the_dropout():
     objective, _, _ = gpu_train.build(gpu_train.TINY, batch=2, n_batches=1)
     layers = objective.model.bert.encoder.layer
     assert all(layer.attention.self.dropout.p == 0.1 for layer in layers)
-    gpu_train.configure_attention(objective, "eager", 0.0)
+    assert all(layer.output.dropout.p == 0.1 for layer in layers)
+    gpu_train.configure_attention(objective, "eager")
     assert objective.model.bert.config._attn_implementation == "eager"
-    assert all(layer.attention.self.dropout.p == 0.0 for layer in layers)
     with pytest.raises(ValueError, match="unknown attention"):
-        gpu_train.configure_attention(objective, "flash", None)
-    packed, _, _ = gpu_train.build(gpu_train.TINY, batch=2, n_batches=1)
-    gpu_train.configure_attention(packed, "packed", None)  # varlen has no dropout: 0 unless given
-    assert packed.model.packed and packed.model.bert.config._attn_implementation == "kaleido_packed"
-    assert all(layer.attention.self.dropout.p == 0.0 for layer in packed.model.bert.encoder.layer)
+        gpu_train.configure_attention(objective, "flash")
+    # the attention dropout is the model's own parameter; the hidden dropouts keep 0.1
+    quiet, _, _ = gpu_train.build(gpu_train.TINY, batch=2, n_batches=1, attention_dropout=0.0)
+    assert all(layer.attention.self.dropout.p == 0.0 for layer in quiet.model.bert.encoder.layer)
+    assert all(layer.output.dropout.p == 0.1 for layer in quiet.model.bert.encoder.layer)
+    gpu_train.configure_attention(quiet, "packed")
+    assert quiet.model.packed and quiet.model.bert.config._attn_implementation == "kaleido_packed"

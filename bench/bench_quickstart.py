@@ -115,11 +115,11 @@ def commit() -> str:
 def summary(results: dict) -> dict:
     """The figures the README quotes, from the run's own results.json (test split, seed 0)."""
     out: dict = {}
-    for name, scorer in results.get("retrieval", {}).get("scorers", {}).items():
-        out[f"{name} ITR / TIR R@10"] = [scorer["itr"]["R@10"], scorer["tir"]["R@10"]]
     if "retrieval" in results:
-        chance = results["retrieval"]["chance"]
-        out["chance ITR / TIR R@10"] = [chance["itr"]["R@10"], chance["tir"]["R@10"]]
+        scorers = {**results["retrieval"]["scorers"], "chance": results["retrieval"]["chance"]}
+        for name, scorer in scorers.items():
+            for side in ("itr", "tir"):
+                out[f"{name} {side.upper()} R@1 / R@5 / R@10"] = [scorer[side][f"R@{k}"] for k in (1, 5, 10)]
     for task in ("cr", "sub"):
         if task in results:
             out[f"{task} accuracy / macro-F1"] = [results[task]["acc"], results[task]["macro_f1"]]

@@ -74,16 +74,19 @@ def test_quick_quickstart_shows_the_last_full_figure_labelled_a_full_run_records
     assert [r["target"] for r in alone.rows] == [None] and "none is recorded" in alone.notes[-1]
     assert alone.rows[0]["ratio"] == pytest.approx(12.0) and "prepare 32 s, align 9 s" in alone.notes[0]
     recall = {"R@1": 15.0, "R@5": 30.0, "R@10": 45.0}
-    results = {"retrieval": {"chance": {"itr": {"R@10": 9.9}, "tir": {"R@10": 9.9}},
+    chance = {"R@1": 1.0, "R@5": 5.0, "R@10": 9.9}
+    results = {"retrieval": {"chance": {"itr": chance, "tir": chance},
                              "scorers": {"fine-tuned ITM": {"itr": recall, "tir": {**recall, "R@10": 40.0}}}},
                "cr": {"acc": 99.5, "macro_f1": 99.4}, "fc": {"ours": {"sum_cap": 24.8},
                                                              "baseline": {"sum_cap": 69.1}}}
     bq.record_full(347.0, stdout, load=2.0, results=results)  # what a run without --quick leaves behind
     record = bq.last_full()
     assert record["stages"] == {"prepare": 31.5, "align": 9.0}
-    assert record["results"] == {"fine-tuned ITM ITR / TIR R@10": [45.0, 40.0],
-                                 "chance ITR / TIR R@10": [9.9, 9.9], "cr accuracy / macro-F1": [99.5, 99.4],
-                                 "SumCAP ours / constant caption": [24.8, 69.1]}
+    assert record["results"] == {
+        "fine-tuned ITM ITR R@1 / R@5 / R@10": [15.0, 30.0, 45.0],
+        "fine-tuned ITM TIR R@1 / R@5 / R@10": [15.0, 30.0, 40.0],
+        "chance ITR R@1 / R@5 / R@10": [1.0, 5.0, 9.9], "chance TIR R@1 / R@5 / R@10": [1.0, 5.0, 9.9],
+        "cr accuracy / macro-F1": [99.5, 99.4], "SumCAP ours / constant caption": [24.8, 69.1]}
     assert record["recipe_sha"] == bq.recipe_sha() and record["commit"]
     quick = bq.section(True, 5.0, 60.0, stdout, bq.last_full())
     budget = quick.rows[1]

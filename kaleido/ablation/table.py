@@ -3,7 +3,8 @@ change of each variant relative to the base, as markdown, JSON and a PNG chart.
 
 Scores are read from each run's ``results.json`` (stage 4): SumR of the pre-trained ITM scorer
 (the paper's protocol), SumCLS, and SumCAP of the generated captions. A metric a run did not
-produce stays ``None`` and prints as "-"; nothing is filled in.
+produce stays ``None`` and prints as "-"; nothing is filled in. Where the run's evaluation names the
+task as skipped (``incomplete``: captioning without Java), the row's notes say why.
 """
 
 from __future__ import annotations
@@ -18,16 +19,26 @@ from kaleido.atomic import atomic_file, write_json, write_text
 
 METRICS: tuple[tuple[str, str], ...] = (("sum_r", "SumR"), ("sum_cls", "SumCLS"), ("sum_cap", "SumCAP"))
 SCORER = "pre-trained ITM"
+TASK_METRIC = {"itr": "sum_r", "tir": "sum_r", "cr": "sum_cls", "sub": "sum_cls", "fc": "sum_cap"}
 FACTOR_TITLES = {"base": "Base", "patcher": "KPG (patcher)", "sod": "KPG (saliency)",
                  "masker": "Masking", "aligner": "Alignment", "tasks": "AKPM tasks", "recipe": "Recipes"}
 
 
-def scores(results: dict) -> dict[str, float | None]:
-    """SumR / SumCLS / SumCAP of one ``results.json`` (``None`` for a metric it lacks)."""
+def scores(results: dict) -> dict[str, Any]:
+    """SumR / SumCLS / SumCAP of one ``results.json`` (``None`` for a metric it lacks); under
+    ``missing``, why a metric is ``None`` where the evaluation recorded the task as skipped."""
     scorer = results.get("retrieval", {}).get("scorers", {}).get(SCORER, {})
     fc = results.get("fc", {}).get("ours", {})
-    return {"sum_r": scorer.get("sum_r"), "sum_cls": results.get("sum_cls", {}).get("ours"),
-            "sum_cap": fc.get("sum_cap")}
+    out: dict[str, Any] = {"sum_r": scorer.get("sum_r"), "sum_cls": results.get("sum_cls", {}).get("ours"),
+                           "sum_cap": fc.get("sum_cap")}
+    missing = {}
+    for skipped in results.get("incomplete", []):
+        metric = TASK_METRIC.get(skipped.get("task"))
+        if metric is not None and out[metric] is None and metric not in missing:
+            missing[metric] = f"{skipped['task']} not measured: {skipped.get('reason', 'no reason recorded')}"
+    if missing:
+        out["missing"] = missing
+    return out
 
 
 def chance(results: dict) -> dict[str, float | None]:
@@ -55,7 +66,7 @@ class Row:
     factor: str
     label: str
     seeds: list[int]
-    runs: list[dict[str, float | None]]  # one scores() per seed, same order as seeds
+    runs: list[dict[str, Any]]  # one scores() per seed, same order as seeds
     paper: dict[str, float] | None = None
     notes: tuple[str, ...] = ()
     dirs: tuple[str, ...] = ()
@@ -75,8 +86,12 @@ class Row:
 def build_table(base: Row, rows: Sequence[Row], chance_scores: dict[str, float | None] | None = None) -> dict:
     """The comparison as plain data (what ``ablation.json`` holds)."""
     def entry(row: Row) -> dict:
+        labels = dict(METRICS)
+        why = [f"seed {seed}: {labels[m]} missing, {reason}"
+               for seed, run in zip(row.seeds, row.runs, strict=True)
+               for m, reason in run.get("missing", {}).items()]
         out: dict[str, Any] = {"factor": row.factor, "label": row.label, "seeds": row.seeds,
-                               "runs": row.runs, "paper": row.paper, "notes": list(row.notes),
+                               "runs": row.runs, "paper": row.paper, "notes": [*row.notes, *why],
                                "dirs": list(row.dirs), "overrides": list(row.overrides)}
         for key, _ in METRICS:
             mean, sd = row.stat(key)

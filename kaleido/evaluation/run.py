@@ -5,6 +5,8 @@ Reads the test and train feature stores of the recipe, the pre-trained objective
 under ``model/``), and writes ``results.json``, ``results.md`` and ``candidates.json`` into
 ``out_dir``. The candidate lists are also kept under ``<output_dir>/cache/`` keyed by the test
 rows' products and the sampling settings, so every run over the same test rows ranks the same lists.
+A task that was asked for but could not be measured (captioning without Java) is named with its
+reason in ``results.json``'s ``incomplete`` list: ``kaleido run`` evaluates such a folder again.
 """
 
 from __future__ import annotations
@@ -147,6 +149,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
             "head_lr": used_head_lr,
         },
         "notes": [],
+        "incomplete": [],  # {"task", "reason"} of each asked-for task that was not measured
     }
 
     with bars(enabled=progress) as display:
@@ -321,8 +324,9 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                     ],
                 }
             except caption_metrics.JavaMissing as exc:
-                results["notes"].append(str(exc))
-                log.warning("%s", exc)
+                results["notes"].append(f"fc not measured: {exc}")
+                results["incomplete"].append({"task": "fc", "reason": str(exc)})
+                log.warning("fc not measured (the results are marked incomplete): %s", exc)
 
     results["info"]["seconds"] = round(time.perf_counter() - start, 1)
     write_json(out_dir / "results.json", results)

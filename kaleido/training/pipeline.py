@@ -3,7 +3,8 @@
 Every stage's output is keyed by a hash of the recipe sections that shape it, so changing the
 masker retrains and re-evaluates but reuses the features and alignments, and running a recipe
 again does nothing. ``force`` redoes the named stages and every later one (their outputs are
-removed first: they were made from the old ones).
+removed first: they were made from the old ones). An evaluation that skipped a task it was asked
+for (``results.json``'s ``incomplete``: captioning without Java) is not finished: it runs again.
 Pre-training runs in this process for one rank, or through ``torch.distributed.run`` (what
 ``torchrun`` does) for several; an interrupted pre-training resumes from its last checkpoint.
 """
@@ -93,6 +94,27 @@ def eval_dir_of(recipe: Any, pretrain: Path) -> Path:
     return folder.parent / f"eval-{recipe.section_hash('eval', upstream=folder.name)}"
 
 
+def eval_incomplete(recipe: Any) -> list[dict[str, str]]:
+    """The asked-for tasks the recipe's evaluation skipped, ``[{"task", "reason"}]`` from its
+    ``results.json``; empty when it has none (or no such file yet)."""
+    import json
+
+    path = eval_dir(recipe) / "results.json"
+    if not path.is_file():
+        return []
+    try:
+        skipped = json.loads(path.read_text(encoding="utf-8")).get("incomplete", [])
+    except (ValueError, AttributeError) as exc:
+        raise StageError(f"{path}: not a readable results file ({exc}); "
+                         "remove it or run with --force eval") from None
+    return list(skipped)
+
+
+def skipped_text(skipped: list[dict[str, str]]) -> str:
+    """``fc (captioning metrics need Java ...)``, one per skipped task, for a stage line."""
+    return "; ".join(f"{s.get('task', '?')} ({s.get('reason', 'no reason recorded')})" for s in skipped)
+
+
 def splits_needed(recipe: Any) -> list[str]:
     return ["train", "test"] if "eval" in recipe.stages else ["train"]
 
@@ -115,8 +137,8 @@ def stage_done(recipe: Any, stage: str) -> bool:
         from kaleido.training.trainer import is_done
 
         return is_done(pretrain_dir(recipe))
-    if stage == "eval":
-        return (eval_dir(recipe) / "results.json").is_file()
+    if stage == "eval":  # an evaluation that skipped an asked-for task is not finished
+        return (eval_dir(recipe) / "results.json").is_file() and not eval_incomplete(recipe)
     raise ValueError(f"unknown stage {stage!r}; expected one of: {', '.join(STAGES)}")
 
 
@@ -195,7 +217,8 @@ def _run_stage(recipe: Any, stage: str, launch: Launch, progress: bool,
 
 def run_stages(recipe: Any, *, force: tuple[str, ...] = (), launch: Launch = Launch(), progress: bool = True,
                echo: Callable[[str], None] = print) -> dict[str, str]:
-    """Run the recipe's stages in order; returns ``{stage: "done" | "skipped" | "reused" | "off"}``."""
+    """Run the recipe's stages in order; returns ``{stage: "done" | "reused" | "off" | "incomplete"}``
+    ("incomplete": the evaluation ran but skipped a task it was asked for; the next run redoes it)."""
     unknown = [f for f in force if f not in STAGES]
     if unknown:
         raise StageError(f"--force {unknown[0]!r}: expected one of: {', '.join(STAGES)}")
@@ -216,14 +239,24 @@ def run_stages(recipe: Any, *, force: tuple[str, ...] = (), launch: Launch = Lau
             status[stage] = "reused"
             echo(f"{stage}: finished before, reused ({stage_output(recipe, stage)})")
             continue
+        elif stage == "eval" and (skipped := eval_incomplete(recipe)):
+            line = f"eval: the evaluation before skipped {skipped_text(skipped)}; evaluating again"
+            echo(line)
+            log.info("%s", line)
         echo(f"{stage}: running -> {stage_output(recipe, stage)}")
         start = time.perf_counter()
         _run_stage(recipe, stage, launch, progress, echo)
         echo(f"{stage}: finished in {time.perf_counter() - start:.1f} s")
-        if stage != "pretrain" or launch.node_rank == 0:
-            if not stage_done(recipe, stage):
-                raise StageError(f"{stage}: finished without its output in {stage_output(recipe, stage)}")
         status[stage] = "done"
+        if stage != "pretrain" or launch.node_rank == 0:
+            if stage == "eval" and (skipped := eval_incomplete(recipe)):
+                status[stage] = "incomplete"
+                line = (f"eval: incomplete, skipped {skipped_text(skipped)}; "
+                        "the next `kaleido run` evaluates again")
+                echo(line)
+                log.info("%s", line)
+            elif not stage_done(recipe, stage):
+                raise StageError(f"{stage}: finished without its output in {stage_output(recipe, stage)}")
     return status
 
 

@@ -9,24 +9,45 @@ log reads as one uninterrupted run.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
 
 from kaleido.atomic import write_text
 
+log = logging.getLogger(__name__)
+
 
 def read_log(path: Path) -> list[dict[str, Any]]:
-    """Every complete entry of a ``log.jsonl`` (a half-written last line is ignored)."""
-    entries = []
+    """Every complete entry of a ``log.jsonl``.
+
+    A half-written last line (a crash mid-write) is ignored. Any other line that is not a JSON
+    object is skipped and counted: one warning names the file, the count and the first line
+    numbers. Blank lines hold nothing and are passed over."""
+    entries: list[dict[str, Any]] = []
     path = Path(path)
     if not path.is_file():
         return entries
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    bad: list[int] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
             continue
+        try:  # the log is written ASCII-only: an undecodable byte (U+FFFD here) is damage
+            entry = None if "\ufffd" in line else json.loads(line)
+        except json.JSONDecodeError:
+            entry = None
+        if isinstance(entry, dict):
+            entries.append(entry)
+        elif number == len(lines) and entry is None:
+            log.debug("%s: half-written last line %d ignored", path, number)
+        else:
+            bad.append(number)
+    if bad:
+        shown = ", ".join(str(n) for n in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        log.warning("%s: %d line%s not a log entry, skipped (line %s)", path, len(bad),
+                    "" if len(bad) == 1 else "s", shown)
     return entries
 
 
@@ -53,7 +74,8 @@ class RunLog:
             self._tb = SummaryWriter(str(self.folder / "tb"), purge_step=resume_step + 1)
 
     def truncate_after(self, step: int) -> None:
-        """Drop entries logged after ``step`` (they are redone by the resumed run)."""
+        """Drop entries logged after ``step`` (they are redone by the resumed run); the lines
+        :func:`read_log` skips (a half-written last line, counted bad ones) are not kept."""
         if not self.path.exists():
             return
         kept = [e for e in read_log(self.path) if int(e.get("step", 0)) <= step]

@@ -142,3 +142,127 @@ def test_show_draws_alignments_and_a_word_heat_map(aligned, tmp_path) -> None:
     res = runner.invoke(app, ["show", str(reader_row), "--recipe", str(path), "--out", str(out),
                               "--word", "zzzunseen"])
     assert res.exit_code == 2 and "did not generate 'zzzunseen'" in res.output
+
+
+# -- the synthetic parts file: a file that cannot be read, or that lacks rows, is said, not silent ------
+class _Store:
+    """Rows whose reader indices are ``sources``."""
+
+    def __init__(self, sources):
+        self.sources = list(sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def source(self, i):
+        return self.sources[int(i)]
+
+
+class _Recipe:
+    def __init__(self, data):
+        self.data = data
+
+    def build(self, kind):
+        assert kind == "data"
+        return self.data
+
+
+def _parts_file(folder: Path, content) -> Path:
+    from kaleido.data.sources import SyntheticData
+
+    data = SyntheticData(dir=str(folder))
+    side = data.path("train").with_name("train.h5.parts.json")
+    folder.mkdir(parents=True, exist_ok=True)
+    side.write_text(content if isinstance(content, str) else json.dumps(content), encoding="utf-8")
+    return side
+
+
+def test_an_unreadable_parts_file_is_a_warning_and_a_note(tmp_path, caplog) -> None:
+    import logging
+
+    from kaleido.aligners.align import ground_truth
+    from kaleido.data.sources import SyntheticData
+
+    cases = {"format": {"format": "kaleido-synth-parts/0", "rows": []}, "json": '{"format": ',
+             "rows": {"format": "kaleido-synth-parts/1", "rows": [{"parts": []}]}}
+    expected = {"format": "unknown format 'kaleido-synth-parts/0'", "json": "Expecting value",
+                "rows": "a row without index / parts (KeyError"}
+    for name, content in cases.items():
+        side = _parts_file(tmp_path / name, content)
+        notes: list[str] = []
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="kaleido.aligners.align"):
+            parts = ground_truth(_Recipe(SyntheticData(dir=str(tmp_path / name))), "train", _Store([0, 1]),
+                                 notes)
+        assert parts is None, name
+        assert len(notes) == 1 and notes[0].startswith(f"alignment precision not measured: {side}: "), notes
+        assert expected[name] in notes[0], notes
+        assert [r.getMessage() for r in caplog.records] == [f"train split: {notes[0]}"]
+
+
+def test_rows_missing_from_the_parts_file_are_counted(tmp_path, caplog) -> None:
+    import logging
+
+    from kaleido.aligners.align import ground_truth
+    from kaleido.data.sources import SyntheticData
+
+    part = {"word": "collar", "boxes": [[0, 10, 0, 10]]}
+    side = _parts_file(tmp_path, {"format": "kaleido-synth-parts/1",
+                                  "rows": [{"index": 0, "parts": [part]}, {"index": 2, "parts": []}]})
+    notes: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="kaleido.aligners.align"):
+        parts = ground_truth(_Recipe(SyntheticData(dir=str(tmp_path))), "train", _Store([0, 1, 2, 3]), notes)
+    assert parts == [[part], [], [], []]
+    assert notes == [f"{side}: 2 of 4 train rows have no entry; they are given no parts (left out of the "
+                     "precision)"]
+    assert [r.getMessage() for r in caplog.records] == notes
+    notes.clear()
+    _parts_file(tmp_path, {"format": "kaleido-synth-parts/1", "rows": [{"index": i, "parts": []}
+                                                                       for i in range(4)]})
+    assert ground_truth(_Recipe(SyntheticData(dir=str(tmp_path))), "train", _Store([3, 1]), notes) == [[], []]
+    assert notes == []  # every row has its entry: nothing to say
+
+
+def test_the_align_report_says_why_precision_is_missing(aligned, tmp_path, monkeypatch) -> None:
+    """The stage itself, on a copy of the fixture's alignments (captioner reused), with the data's
+    parts file doctored (and put back after): one of an unknown format leaves the split without
+    ``quality`` and with a note; one lacking rows is measured and the note counts them."""
+    import shutil
+
+    from kaleido.aligners import align as stage
+    from kaleido.data.synth import read_parts
+    from kaleido.features.prepare import store_dir
+    from kaleido.features.store import FeatureStore
+
+    _, recipe, _ = aligned
+    h5 = recipe.build("data").path("train")
+    side = h5.with_name(h5.name + ".parts.json")
+    original = side.read_text(encoding="utf-8")
+    rows = read_parts(h5)
+    store = FeatureStore(store_dir(recipe) / "train")
+    dropped = {int(r["index"]) for r in rows[:2]}
+    lacking = sum(1 for i in range(len(store)) if int(store.source(i)) in dropped)
+    assert lacking > 0
+    reports = {}
+    try:
+        for case, content in (("format", {"format": "kaleido-synth-parts/0", "rows": rows}),
+                              ("lacking", {"format": "kaleido-synth-parts/1", "rows": rows[2:]})):
+            copy = tmp_path / case
+            shutil.copytree(stage.align_dir(recipe), copy)
+            (copy / stage.REPORT).unlink()
+            monkeypatch.setattr(stage, "align_dir", lambda r, copy=copy: copy)
+            side.write_text(json.dumps(content), encoding="utf-8")
+            reports[case] = stage.align(recipe, progress=False)
+            assert reports[case]["fit"]["reused"] and not reports[case]["reused"]
+            assert json.loads((copy / stage.REPORT).read_text())["splits"] == json.loads(
+                json.dumps(reports[case]["splits"]))
+    finally:
+        side.write_text(original, encoding="utf-8")
+    split = reports["format"]["splits"]["train"]
+    assert "quality" not in split
+    assert split["quality_notes"] == [f"alignment precision not measured: {side}: unknown format "
+                                      "'kaleido-synth-parts/0', expected kaleido-synth-parts/1"]
+    split = reports["lacking"]["splits"]["train"]
+    assert 0.0 <= split["quality"]["precision"] <= 1.0
+    assert split["quality_notes"] == [f"{side}: {lacking} of {len(store)} train rows have no entry; they are "
+                                      "given no parts (left out of the precision)"]

@@ -4,7 +4,9 @@ Output: ``<output_dir>/cache/align-<key>/<split>`` (see :mod:`kaleido.aligners.s
 feature store, the key hashing the feature store's folder name, the aligner's own ``key()`` and the
 tokenizer named by ``[model] init`` (token positions depend on it). A finished store is reused;
 the captioner's checkpoint makes an interrupted run continue. On synthetic data the report also
-holds the alignment precision against the ground-truth part boxes (:mod:`kaleido.aligners.quality`).
+holds the alignment precision against the ground-truth part boxes (:mod:`kaleido.aligners.quality`);
+a parts file that cannot be read, or that lacks rows, is a warning and a ``quality_notes`` line in
+the split's report (no precision, or the count of rows measured without parts), never silence.
 """
 
 from __future__ import annotations
@@ -85,19 +87,41 @@ def build_source(recipe: Any, split: str, backbone: Any = None) -> tuple[AlignSo
     return source, store
 
 
-def ground_truth(recipe: Any, split: str, store: Any) -> list[list[dict]] | None:
-    """Per store row, the part boxes of the synthetic side file; None for data without one."""
+def ground_truth(recipe: Any, split: str, store: Any,
+                 notes: list[str] | None = None) -> list[list[dict]] | None:
+    """Per store row, the part boxes of the synthetic side file; None for data without one.
+
+    A side file that is missing or unreadable (None: precision is not measured), and store rows
+    the file has no entry for (given no parts), are each one warning and one line in ``notes``."""
+    notes = [] if notes is None else notes
     data = recipe.build("data")
     if not hasattr(data, "path"):
         return None
     from kaleido.data.synth import read_parts
 
+    h5 = Path(data.path(split))
+    side = h5.with_name(h5.name + ".parts.json")
     try:
-        rows = read_parts(data.path(split))
-    except (FileNotFoundError, ValueError):
+        by_index = {int(r["index"]): r["parts"] for r in read_parts(h5)}
+    except (FileNotFoundError, ValueError) as exc:  # ValueError: a JSON error, an unknown format
+        reason = str(exc) if str(side) in str(exc) else f"{side}: {exc}"
+    except (KeyError, TypeError) as exc:
+        reason = f"{side}: a row without index / parts ({type(exc).__name__}: {exc})"
+    else:
+        reason = None
+    if reason is not None:
+        note = f"alignment precision not measured: {reason}"
+        log.warning("%s split: %s", split, note)
+        notes.append(note)
         return None
-    by_index = {int(r["index"]): r["parts"] for r in rows}
-    return [by_index.get(int(store.source(i)), []) for i in range(len(store))]
+    sources = [int(store.source(i)) for i in range(len(store))]
+    missing = sum(1 for s in sources if s not in by_index)
+    if missing:
+        note = (f"{side}: {missing} of {len(sources)} {split} rows have no entry; they are given no "
+                "parts (left out of the precision)")
+        log.warning("%s", note)
+        notes.append(note)
+    return [by_index.get(s, []) for s in sources]
 
 
 def _candidate_levels(aligner: Any, levels: np.ndarray) -> list[int]:
@@ -107,11 +131,12 @@ def _candidate_levels(aligner: Any, levels: np.ndarray) -> list[int]:
 
 
 def evaluate(recipe: Any, split: str, source: AlignSource, store: Any, aligned: AlignmentStore,
-             aligner: Any) -> dict | None:
-    """Precision of a split's alignments on the synthetic part words (None without ground truth)."""
+             aligner: Any, notes: list[str] | None = None) -> dict | None:
+    """Precision of a split's alignments on the synthetic part words (None without ground truth);
+    why it is not measured, or measured on rows lacking parts, is added to ``notes``."""
     from kaleido.aligners.quality import precision
 
-    parts = ground_truth(recipe, split, store)
+    parts = ground_truth(recipe, split, store, notes)
     if parts is None:
         return None
     n = len(store)
@@ -143,9 +168,12 @@ def align(recipe: Any, progress: bool = True) -> dict:
         meta = {"split": split, "aligner": aligner.key(), "tokenizer": report["tokenizer"],
                 "store": str(store.path), "store_key": store.key, "report": split_report}
         aligned = write_store(out / split, rows, meta)
-        quality = evaluate(recipe, split, source, store, aligned, aligner)
+        notes: list[str] = []
+        quality = evaluate(recipe, split, source, store, aligned, aligner, notes)
         if quality is not None:
             split_report["quality"] = quality
+        if notes:
+            split_report["quality_notes"] = notes
         report["splits"][split] = split_report
     report["seconds"] = round(time.time() - start, 1)
     write_json(out / REPORT, report, indent=2, sort_keys=True, default=str)

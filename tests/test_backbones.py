@@ -236,7 +236,14 @@ def test_resnet_without_weights_raises_and_never_downloads(monkeypatch):
 
 
 def test_offline_mobilenet_weights_load_and_differ_from_random(nets):
+    from kaleido.weights import mobilenet_v2_file
+
+    saved = torch.load(mobilenet_v2_file(), map_location="cpu", weights_only=True)
+    loaded = nets[1]._source[0]  # the unfused trunk (the running one has its batch norms folded in)
+    for key in ("0.0.weight", "0.1.running_var", "18.0.weight"):  # the first and the last convolutions
+        assert torch.equal(loaded.state_dict()[key], saved[f"features.{key}"]), key
     random = registry.backbones.get("mobilenet_v2")(mode="roi", image_size=SIZE, weights="none", device="cpu")
     assert not torch.equal(next(random.trunk.parameters()), next(nets[1].trunk.parameters()))
+    assert not torch.equal(random._source[0].state_dict()["0.0.weight"], saved["features.0.0.weight"])
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         registry.backbones.get("mobilenet_v2")(weights="/nonexistent/weights.pth")

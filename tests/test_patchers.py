@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from kaleido import registry
 from kaleido.patchers.layout import grid_layout
@@ -72,7 +73,8 @@ def test_region_is_clipped_and_empty_region_refused():
 def test_recipe_parameters_come_from_the_signature():
     schema = params_model(registry.patchers.get("fixed"))
     assert schema(grid=4).grid == 4
-    with pytest.raises(Exception, match="levels"):
+    with pytest.raises(ValidationError, match="levels") as info:  # not a parameter of `fixed`
         schema(levels=3)
+    assert [(e["type"], e["loc"]) for e in info.value.errors()] == [("extra_forbidden", ("levels",))]
     with pytest.raises(ValueError, match="levels"):
         registry.patchers.get("kaleido")(levels=0)

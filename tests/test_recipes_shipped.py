@@ -77,6 +77,30 @@ def test_kaleido_check_builds_the_components_to_catch_what_only_constructors_kno
         "model.init": "'/path/to/bert-base-uncased'"}, paper.output
 
 
+# recipe -> (patcher grids, the grids its tasks hide patches of, the masker's patch budget per level
+# id, level g being the g x g grid of the Kaleido layout): CP camouflages one 3x3 patch, G2CM greys
+# 4x4 ones, B2CM blanks 5x5 ones (quotas 1 / 2 / 3); a recipe of none of these plans no patch
+KALEIDO_GRIDS = (1, 2, 3, 4, 5)
+ALL_TASKS = (KALEIDO_GRIDS, {3, 4, 5}, {3: 1, 4: 2, 5: 3})
+HIDDEN = {
+    "full.toml": ALL_TASKS,
+    "kaleido-no-sod.toml": ALL_TASKS,
+    "quickstart.toml": ALL_TASKS,
+    "random-masking.toml": ALL_TASKS,
+    "scale-fixed.toml": ((8,), set(), {}),
+    "tasks-b.toml": (KALEIDO_GRIDS, set(), {}),
+    "tasks-b-i.toml": (KALEIDO_GRIDS, set(), {}),
+    "tasks-b-i-ii.toml": (KALEIDO_GRIDS, set(), {}),
+    "tasks-b-i-iii.toml": (KALEIDO_GRIDS, {3}, {3: 1}),
+    "tasks-b-i-iv.toml": (KALEIDO_GRIDS, {3, 4}, {3: 1, 4: 2}),
+    "tasks-b-v.toml": (KALEIDO_GRIDS, {5}, {5: 3}),
+}
+
+
+def test_every_shipped_recipe_has_its_hidden_grids_stated() -> None:
+    assert set(HIDDEN) == {p.name for p in SHIPPED}
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_tasks_and_masker_fit_the_patch_layout(path: Path) -> None:
     """A task whose Kaleido level the patcher lacks would only fail after feature extraction."""
@@ -91,6 +115,9 @@ def test_tasks_and_masker_fit_the_patch_layout(path: Path) -> None:
     budgets = hidden.patch_budgets(patch_layout(grids), grids, recipe.build("masker").patch_quotas)
     # a task that hides patches gets some to hide; with none (B, scale-fixed) none are planned
     assert (sum(budgets.values()) > 0) == bool(hidden.grids), f"{path.name}: {budgets} for grids {grids}"
+    want_grids, want_hidden, want_budgets = HIDDEN[path.name]
+    assert grids == want_grids and hidden.grids == want_hidden and hidden.tokens
+    assert budgets == want_budgets, f"{path.name}: {budgets}"
 
 
 def _diff(a: dict, b: dict) -> set[str]:

@@ -117,3 +117,6 @@ def test_unet_size_must_be_a_multiple_of_eight(tmp_path):
     with pytest.raises(ValueError, match="e.g. 104"):
         train_unet([image], [mask], tmp_path / "w.safetensors", steps=1, size=100, width=2)
     train_unet([image], [mask], tmp_path / "w.safetensors", steps=1, size=24, width=2)  # 24 = 3 x 8 works
+    sod = registry.sod.get("unet")(weights=str(tmp_path / "w.safetensors"), size=24, width=2)
+    out = sod.mask(image)
+    assert out.shape == (40, 40) and out.dtype == bool

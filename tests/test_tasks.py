@@ -363,18 +363,25 @@ def _head_batch(examples: int, text_len: int, **labels) -> dict:
     return {"input_ids": torch.zeros(examples, text_len, dtype=torch.long), **labels}
 
 
-@pytest.mark.parametrize("name", ["rr", "jps", "cp"])
+# (first patch, patches) of each AKPM classifier's level in the 55-patch layout: 1x1, then 2x2, then 3x3
+LEVEL_ROWS = {"rr": (0, 1), "jps": (1, 4), "cp": (5, 9)}
+
+
+@pytest.mark.parametrize("name", list(LEVEL_ROWS))
 def test_level_classifier_reads_its_levels_patch_rows(name) -> None:
     """The head's logits are its linear layer over the level's hidden states (after the text block):
     changing any other row, text or patch, changes nothing; changing one of the level's does."""
     torch.manual_seed(0)
     task = registry.tasks.get(name)()
     task.bind((1, 2, 3, 4, 5))
+    start, count = LEVEL_ROWS[name]
+    assert (task.start, task.count) == (start, count)
     model = type("M", (), {"hidden_size": 4})()
     head = task.build_head(model)
+    assert (head.start, head.count) == (start, count)
     text_len = 6
     sequence = torch.randn(2, text_len + 55, 4)
-    rows = slice(text_len + task.start, text_len + task.start + task.count)
+    rows = slice(text_len + start, text_len + start + count)
     logits = head.logits(sequence, text_len)
     torch.testing.assert_close(logits, head.classifier(sequence[:, rows].flatten(1)))
     others = sequence.clone()

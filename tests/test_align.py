@@ -249,9 +249,12 @@ def test_sat_fits_resumes_exactly_and_aligns_colour_words(tmp_path, one_thread) 
 
     with pytest.raises(_Stop):
         make(**kw).fit(src, tmp_path / "b", progress=False, on_step=_stop_at(13))
-    assert (tmp_path / "b" / "checkpoint.pt").is_file()
-    resumed = make(**kw).fit(src, tmp_path / "b", progress=False)
+    saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    assert (saved["step"], saved["epoch"], saved["batch"]) == (12, 4, 0)  # 3 steps an epoch: epoch 4's end
+    seen: list[int] = []
+    resumed = make(**kw).fit(src, tmp_path / "b", progress=False, on_step=seen.append)
     assert resumed["steps"] == straight["steps"] and not resumed["reused"]
+    assert seen == list(range(13, straight["steps"] + 1))  # went on from the checkpoint, not from step 1
     a = torch.load(tmp_path / "a" / "captioner.pt", weights_only=False)["state"]
     b = torch.load(tmp_path / "b" / "captioner.pt", weights_only=False)["state"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -442,11 +445,14 @@ def test_sat_resume_restores_the_dropout_streams_and_ignores_a_stale_checkpoint(
     with pytest.raises(_Stop):
         make(**kw).fit(src, tmp_path / "b", progress=False, on_step=_stop_at(5))
     torch.manual_seed(123)  # the resumed process's own streams differ
-    make(**kw).fit(src, tmp_path / "b", progress=False)
+    seen: dict[str, list[int]] = {"b": [], "c": []}
+    make(**kw).fit(src, tmp_path / "b", progress=False, on_step=seen["b"].append)
     with pytest.raises(_Stop):  # a stale checkpoint (other lr) left in folder c
         make(**{**kw, "lr": 5e-3}).fit(src, tmp_path / "c", progress=False, on_step=_stop_at(5))
     torch.manual_seed(456)
-    make(**kw).fit(src, tmp_path / "c", progress=False)
+    make(**kw).fit(src, tmp_path / "c", progress=False, on_step=seen["c"].append)
+    # 23 rows, 3 batches an epoch, 9 steps: b went on after its checkpoint of step 4; c started over
+    assert seen == {"b": list(range(5, 10)), "c": list(range(1, 10))}
     states = [torch.load(tmp_path / d / "captioner.pt", weights_only=False)["state"] for d in "abc"]
     for other in states[1:]:
         assert all(torch.equal(states[0][k], other[k]) for k in states[0])

@@ -33,6 +33,7 @@ from kaleido import registry
 from kaleido.data.fashiongen import FashionGenReader
 from kaleido.data.jsonl import JsonlReader
 from kaleido.data.rows import BadRow, DataError
+from kaleido.maskers.agm import AGMMasker
 from kaleido.recipe import RecipeError, load_recipe
 from kaleido.recipe.schema import PretrainSettings
 from kaleido.training import checkpoint as ckpt
@@ -267,7 +268,7 @@ def test_a_plugin_that_raises_on_import_warns_and_only_its_lookup_fails(plugin_p
             registry.maskers.get("kbroken_masker")
     assert "kbroken" in one_line(info.value) and "broken on purpose" in str(info.value)
     assert [str(w.message) for w in caught if "kbroken" in str(w.message)]  # warned, naming the package
-    assert registry.maskers.get("agm") is not None
+    assert registry.maskers.get("agm") is AGMMasker
     recipe = tmp_path / "r.toml"
     recipe.write_text('[data]\nname = "synthetic"\n[masker]\nname = "kbroken_masker"\n')
     with pytest.raises(RecipeError) as info:
@@ -448,7 +449,27 @@ def _kill_restart_straight(stage: str, pipelines: dict, kill_after: int) -> dict
 
 @pytest.fixture(scope="module")
 def aligned(pipelines, prepared):
-    return _kill_restart_straight("align", pipelines, kill_after=4)
+    """As :func:`_kill_restart_straight`, also recording the captioner steps the restart and the
+    straight run took (``on_step``), and the checkpoint the killed run left."""
+    from kaleido.aligners.align import align_dir
+    from kaleido.aligners.sat import SATAligner
+
+    killed = _drive("align", pipelines["crash"], kill_after=4)
+    left = align_dir(load_recipe(pipelines["crash"])) / "model" / "checkpoint.pt"
+    checkpoint_step = torch.load(left, weights_only=False)["step"] if left.is_file() else None
+    original, seen = SATAligner.fit, []
+
+    def fit(self, train, workdir, progress=True, on_step=None):
+        return original(self, train, workdir, progress, on_step=seen.append)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SATAligner, "fit", fit)
+        restarted = _in_process("align", pipelines["crash"])
+        restart_steps = list(seen)
+        seen.clear()
+        straight = _in_process("align", pipelines["straight"])
+    return {"killed": killed, "restarted": restarted, "straight": straight,
+            "checkpoint_step": checkpoint_step, "restart_steps": restart_steps, "straight_steps": list(seen)}
 
 
 @pytest.mark.slow
@@ -456,6 +477,9 @@ def test_sigkill_during_align_then_restart_loses_nothing(pipelines, aligned):
     from kaleido.aligners.align import align_dir, open_alignments
 
     assert aligned["killed"].returncode == -signal.SIGKILL, aligned["killed"].stderr[-2000:]
+    # checkpoint_every = 1: the kill after step 4 left step 4, and the restart went on from step 5
+    assert aligned["checkpoint_step"] == 4
+    assert aligned["restart_steps"] == aligned["straight_steps"][4:] and aligned["restart_steps"][0] == 5
     crash, straight = load_recipe(pipelines["crash"]), load_recipe(pipelines["straight"])
     a = torch.load(align_dir(crash) / "model" / "captioner.pt", weights_only=False)["state"]
     b = torch.load(align_dir(straight) / "model" / "captioner.pt", weights_only=False)["state"]

@@ -162,12 +162,24 @@ def test_the_pretrained_cls_itm_head_trains_with_the_encoder_and_is_not_probed(p
 def test_evaluation_runs_the_model_packed_when_the_recipe_says_so(pretrained, monkeypatch):
     """``[model] packed`` is how to run a model, not part of its folder: the evaluation applies it,
     and the scores are the padded run's (same weights, eval mode)."""
+    import torch
+
+    import kaleido.evaluation.scoring as scoring
     import kaleido.models.kaleido as kaleido_model
     from kaleido.evaluation.run import evaluate
 
     calls = []
     real = kaleido_model.packing
     monkeypatch.setattr(kaleido_model, "packing", lambda mask: calls.append(mask.shape) or real(mask))
+    raw = []  # each run's match scores, per list: (ITR's, TIR's)
+    real_scores = scoring.score_lists
+
+    def recording(*args, **kwargs):
+        itr, tir, stats = real_scores(*args, **kwargs)
+        raw.append((itr, tir))
+        return itr, tir, stats
+
+    monkeypatch.setattr(scoring, "score_lists", recording)
     settings = dict(tasks=["itr", "tir"], queries=6, negatives=5, batch_size=16, finetune_itm=False)
     scores = []
     for packed in (False, True):
@@ -179,13 +191,29 @@ def test_evaluation_runs_the_model_packed_when_the_recipe_says_so(pretrained, mo
         assert (len(calls) > before) == packed
         scores.append(res["retrieval"]["scorers"]["pre-trained ITM"])
     assert scores[0]["itr"] == scores[1]["itr"] and scores[0]["tir"] == scores[1]["tir"]
+    (padded_itr, padded_tir), (packed_itr, packed_tir) = raw  # one scorer (no fine-tuning) per run
+    assert len(padded_itr) == len(packed_itr) == 6
+    for a, b in zip([*padded_itr, *padded_tir], [*packed_itr, *packed_tir], strict=True):
+        torch.testing.assert_close(torch.from_numpy(b), torch.from_numpy(a), rtol=1e-5, atol=1e-5)
 
 
-def test_results_report_the_lr_the_cls_itm_head_trained_at(pretrained):
+def test_results_report_the_lr_the_cls_itm_head_trained_at(pretrained, monkeypatch):
     """On ``[CLS]`` the pre-trained ITM head trains with the encoder at its lr: results.json says
-    that lr, not the fresh-head ``head_lr`` / ``task_head_lr`` it did not use (CR / SUB's do)."""
+    that lr, not the fresh-head ``head_lr`` / ``task_head_lr`` it did not use (CR / SUB's do); the
+    optimiser the fine-tuning builds has its groups at that lr."""
+    import torch
+
     from kaleido.evaluation.run import evaluate
 
+    made = []
+
+    class Recording(torch.optim.AdamW):  # records each group's lr before any scheduler changes it
+        def __init__(self, params, *args, **kwargs):
+            super().__init__(params, *args, **kwargs)
+            made.append([(g.get("name"), g["lr"], [tuple(p.shape) for p in g["params"]])
+                         for g in self.param_groups])
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
     settings = dict(tasks=["itr", "tir"], queries=4, negatives=3, batch_size=32, finetune_itm=True,
                     finetune_epochs=0.5, pooling="cls", finetune_lr=1e-4, task_lr={"itm": 5e-4},
                     head_lr=1e-2, task_head_lr={"itm": 1e-3})
@@ -193,6 +221,9 @@ def test_results_report_the_lr_the_cls_itm_head_trained_at(pretrained):
                    progress=False, stores=pretrained / "stores")
     assert res["info"]["itm_pooling"] == "cls"
     assert res["info"]["head_lr"] == {"itm": 5e-4, "cls": 1e-2}
+    (groups,) = made  # one fine-tuning (ITM's), no probe
+    assert [(name, lr) for name, lr, _ in groups] == [("encoder", 5e-4), ("head", 5e-4)]
+    assert groups[1][2] == [(2, 32), (2,)]  # the ITM classifier over the 32-d [CLS]
 
 
 def test_retrieval_ranks_the_test_lists_by_the_scorer_each_direction_its_own(pretrained, monkeypatch):

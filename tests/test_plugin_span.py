@@ -111,5 +111,16 @@ def test_plugin_end_to_end(tmp_path: Path, tiny_recipe) -> None:
         assert 0.0 <= run["sum_r"]["mean"] <= 600.0
     run_dir = Path(variant["dirs"][0]).parent
     assert 'name = "span_geometric"' in (run_dir / "recipe.toml").read_text()
+    # the variant pre-trained a model of its own (not the base's, reused): its own folder and log
+    base_dir = Path(table["base"]["dirs"][0]).parent
+    assert run_dir != base_dir
+    logs = []
+    for folder in (base_dir, run_dir):
+        (pretrained,) = folder.glob("pretrain-*")
+        assert (pretrained / "done.json").is_file()
+        logs.append([json.loads(line) for line in (pretrained / "log.jsonl").read_text().splitlines()])
+    assert [e["step"] for e in logs[0]] == [e["step"] for e in logs[1]] == [1, 2]
+    assert [e["loss"] for e in logs[0]] != [e["loss"] for e in logs[1]]  # other masks, other losses
+    assert 'name = "span_geometric"' in next(run_dir.glob("pretrain-*/recipe.toml")).read_text()
     # the masker only changes pre-training: both runs read one feature store
     assert len(list((tmp_path / "runs" / "cache").glob("store-*"))) == 1

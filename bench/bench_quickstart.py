@@ -109,7 +109,10 @@ def commit() -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # the record this script rewrites is not code: an uncommitted earlier record does not count
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  f":!{FULL_RECORD.relative_to(REPO)}")
+    return head + ("+changes" if changed else "")
 
 
 def summary(results: dict) -> dict:

@@ -110,8 +110,8 @@ def commit() -> str:
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
     # the record this script rewrites is not code: an uncommitted earlier record does not count
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
-                  f":!{FULL_RECORD.relative_to(REPO)}")
+    record = [f":!{FULL_RECORD.relative_to(REPO)}"] if FULL_RECORD.is_relative_to(REPO) else []
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *record)
     return head + ("+changes" if changed else "")
 
 

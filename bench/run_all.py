@@ -41,7 +41,7 @@ SCRIPTS: dict[str, tuple[str, list[str], list[str]]] = {
     "synth_speed": ("Synthetic data", ["--products", "50", "--poses", "2"], []),
     "bench_extraction": ("Extraction", ["--images", "6", "--crop-images", "1", "--size", "160",
                                         "--repeats", "2", "--no-memory"], []),
-    "bench_step": ("Pre-training step", ["--repeats", "3", "--warmup", "1"], []),
+    "bench_step": ("Pre-training step", ["--repeats", "7", "--warmup", "2"], []),
     "bench_retrieval": ("Retrieval", ["--lists", "2"], []),
 }
 # The order sections appear in; anything else found in bench/ follows alphabetically.

@@ -162,7 +162,7 @@ def test_the_prepare_bar_starts_at_its_row_count(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Progress, "add_task", spy)
     report = prepare(load_recipe(recipe), "train", out_dir=tmp_path / "store", progress=True)
-    assert added == [("train", 3, 0)] and len(report.skipped) == 3
+    assert added == [("prepare train", 3, 0)] and len(report.skipped) == 3
 
 
 def test_the_speed_column_has_a_figure_before_rich_has_two_samples():

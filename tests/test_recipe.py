@@ -289,3 +289,23 @@ def test_kaleido_run_prints_the_notes_check_prints(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert (f"note: {base.resolve()}: sod.margin = 0.1: a parameter of sod 'background', not of 'none' "
             "(the sod.name of --set): left out") in result.output.replace("\n", "")
+
+
+def test_a_components_annotated_constraints_are_the_recipes_limits(tmp_path) -> None:
+    """`Annotated[float, Field(gt=0, le=1)]` on a parameter was reduced to `float` (the hints were
+    read without their extras), so a plugin's bounds went unchecked and each component checked by hand."""
+    from typing import Annotated
+
+    from pydantic import Field, ValidationError
+
+    from kaleido.recipe.params import params_model
+
+    def masker(rate: Annotated[float, Field(gt=0, le=1)] = 0.15, span: int = 3) -> None:
+        """A plugin's factory."""
+
+    schema = params_model(masker)
+    assert schema(rate=0.5).rate == 0.5 and schema().rate == 0.15
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        schema(rate=1.5)
+    with pytest.raises(ValidationError, match="greater than 0"):
+        schema(rate=0)

@@ -2,7 +2,9 @@
 
 A component is a class (or a factory function) whose keyword parameters carry type hints and
 defaults. The recipe's keys for that component are validated against a pydantic model built
-from that signature, so a plugin needs no schema of its own and unknown keys are rejected.
+from that signature, so a plugin needs no schema of its own and unknown keys are rejected. A hint
+may carry pydantic's constraints, ``rate: Annotated[float, Field(gt=0, le=1)] = 0.15``: a recipe
+outside them is refused at its field, with the bound in the message.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def params_model(component: Any) -> type[BaseModel]:
     """A pydantic model with one field per keyword parameter of ``component``."""
     target = _signature_target(component)
     try:
-        hints = typing.get_type_hints(target)
+        hints = typing.get_type_hints(target, include_extras=True)  # keeps Annotated constraints
     except Exception:  # unresolvable annotations: fall back to the raw ones
         hints = {}
     fields: dict[str, Any] = {}

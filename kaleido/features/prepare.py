@@ -207,11 +207,9 @@ def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, 
 
 
 def _reused(store: FeatureStore, split: str) -> Report:
-    first = store._manifests[0] if store._manifests else {}  # every rank's reader read the same file
     return Report(split=split, path=store.path, rows=len(store), skipped=store.skipped,
                   fallbacks=store.fallbacks, text_fallbacks=store.text_fallbacks, reused=True,
-                  source_skipped=store.source_skipped, source_file=first.get("source_file", ""),
-                  source_note=first.get("source_note", ""))
+                  source_skipped=store.source_skipped, **store.source_info)
 
 
 def _report(writer: ShardWriter, split: str, out: Path, start: float, reused: bool) -> Report:

@@ -212,6 +212,13 @@ class FeatureStore:
         return list(self._manifests[0].get("source_skipped", [])) if self._manifests else []
 
     @property
+    def source_info(self) -> dict[str, str]:
+        """The data file the rows came from and the reader's note on it (``source_file``,
+        ``source_note``); like ``source_skipped``, one shard's is the store's."""
+        first = self._manifests[0] if self._manifests else {}
+        return {"source_file": first.get("source_file", ""), "source_note": first.get("source_note", "")}
+
+    @property
     def fallbacks(self) -> int:
         return sum(m["fallbacks"] for m in self._manifests)
 

@@ -153,9 +153,12 @@ def run(quick: bool) -> Section:
         sets = [x for o in overrides(work, quick) for x in ("--set", o)]
         check_s, _ = _timed([kaleido, "check", str(RECIPE), *sets])
         run_s, out = _timed([kaleido, "run", str(RECIPE), "--no-progress", *sets])
-        if not quick:
-            found = sorted((work / "quickstart").glob("*/eval-*/results.json"))
-            results = json.loads(found[-1].read_text(encoding="utf-8")) if found else {}
+        if not quick:  # this run's own evaluation folder (a shared work folder may hold others)
+            from kaleido.recipe import load_recipe
+            from kaleido.training.pipeline import eval_dir
+
+            path = eval_dir(load_recipe(RECIPE, overrides(work, quick))) / "results.json"
+            results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
             record_full(run_s, out, load, results, code)
     return section(quick, check_s, run_s, out, last_full() if quick else None)
 

@@ -55,6 +55,13 @@ def param_groups(params: Iterable[nn.Parameter], lr: float, head_params: Iterabl
     return [g for g in groups if g["params"]]
 
 
+def _adamw(params: list, lr: float) -> torch.optim.AdamW:
+    """The authors' fine-tuning AdamW (betas 0.9/0.98, eps 1e-6, weight decay 0.01) over parameters
+    or parameter groups, fused where their device has the kernel."""
+    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01,
+                             fused=fused(params))
+
+
 def probe(params: Iterable[nn.Parameter], modules: list[nn.Module], loss_fn: Callable[[], torch.Tensor],
           steps: int, lr: float, seed: int, name: str) -> dict[str, float]:
     """Full-batch AdamW steps on ``loss_fn()`` (a head over cached features); the loss before and after."""
@@ -62,8 +69,7 @@ def probe(params: Iterable[nn.Parameter], modules: list[nn.Module], loss_fn: Cal
         return {}
     torch.manual_seed(seed)
     params = [p for p in params if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01,
-                                  fused=fused(params))
+    optimizer = _adamw(params, lr)
     for m in modules:
         m.train()
     first = last = float("nan")
@@ -95,8 +101,7 @@ def finetune(params: Iterable[nn.Parameter], modules: list[nn.Module],
     plan = batches(n, batch_size, epochs, seed)
     groups = param_groups(params, lr, head_params, head_lr)
     params = [p for g in groups for p in g["params"]]
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01,
-                                  fused=fused(groups))
+    optimizer = _adamw(groups, lr)
     # the trainer's warm-up, a tenth of the run rounded up: the first step at half the rate or less,
     # even in a 3-step run (a first step at the full rate undid the head-only warm start: measured
     # on real photos, CR+SUB loss 0.26 -> 15.2 in 3 steps)

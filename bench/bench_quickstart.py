@@ -99,8 +99,11 @@ def section(quick: bool, check_s: float, run_s: float, output: str, full: dict |
 
 
 def recipe_sha() -> str:
-    """The shipped recipe's content hash: a record made with another recipe is stale."""
-    return hashlib.sha256(RECIPE.read_bytes()).hexdigest()[:12]
+    """The hash of the shipped recipe's resolved settings (its comments aside): a record made
+    with other settings is stale."""
+    from kaleido.recipe import load_recipe
+
+    return hashlib.sha256(load_recipe(RECIPE).to_toml().encode()).hexdigest()[:12]
 
 
 def commit() -> str:

@@ -60,7 +60,7 @@ fi
 # MFU, the most telling runs first; each batch's text is padded to its longest text (as `kaleido run`
 # trains) unless `--text-padding max` brings back the fixed 64 positions measured before session 7
 # (quick's limits add up to 570 s: one 600-s device command; each run took about 75 s in session 7).
-# The attention-dropout-0 run: on a CPU, SDPA with dropout leaves the fused kernel (2.3x the
+# The attention-dropout-0 run: on a CPU, SDPA with dropout leaves the fused kernel (2.7x the
 # attention's time); it shows what BERT's 0.1 costs on the GPU (`[model] attention_dropout`).
 mfu b512_bf16w_compiled 105 --batch 512 --compile --precision bf16-weights --profile
 mfu b512_bf16w_compiled_padmax 85 --batch 512 --compile --precision bf16-weights --text-padding max

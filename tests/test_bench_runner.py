@@ -95,8 +95,12 @@ def test_quick_quickstart_shows_the_last_full_figure_labelled_a_full_run_records
     # an old figure is shown against its target but not counted as a target this run met
     assert budget["value"] == 347.0 and budget["target"] == "<= 1x" and budget["met"] is None
     other = tmp_path / "quickstart.toml"
-    other.write_text("# another recipe\n", encoding="utf-8")
+    shipped = bq.RECIPE.read_text(encoding="utf-8")
+    other.write_text("# a comment changes no setting\n" + shipped, encoding="utf-8")
     monkeypatch.setattr(bq, "RECIPE", other)
+    assert "stale" not in bq.section(True, 5.0, 60.0, stdout, bq.last_full()).rows[1]["what"]
+    assert "\nseed = 0\n" in shipped
+    other.write_text(shipped.replace("\nseed = 0\n", "\nseed = 1\n"), encoding="utf-8")
     stale = bq.section(True, 5.0, 60.0, stdout, bq.last_full()).rows[1]
     assert "made with another recipe: stale" in stale["what"]
     full = bq.section(False, 5.0, 700.0, stdout, None)

@@ -32,8 +32,8 @@ def fused(params: Iterable[nn.Parameter | dict]) -> bool | None:
     """``fused=`` for torch's Adam / AdamW: True where every parameter (of a list or of parameter
     groups) is on one device type that has the fused kernel. One kernel over all parameters instead
     of several small ops per tensor: on a CUDA device one launch; on a 2-core CPU a sixth of the
-    single-tensor loop torch uses there by default (21 vs 131 ms a step for the quickstart's 20M
-    parameters). None (torch's own choice) otherwise."""
+    single-tensor loop torch uses there by default (24 vs 115 ms a step for the quickstart's 21M
+    parameters: bench/cpu_kernels.py). None (torch's own choice) otherwise."""
     tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
     kinds = {t.device.type for t in tensors}
     return True if len(kinds) == 1 and kinds <= set(FUSED_DEVICES) else None

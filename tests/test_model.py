@@ -160,8 +160,9 @@ def test_objective_save_load_and_evaluation_helpers(tmp_path) -> None:
         plain = encode_pairs(ds.store, objective.model.tokenizer, [0, 1], [0, 5], max_text_len=16)
         assert loaded.itm_logits(plain).shape == (2, 2)
         scores = loaded.match_scores(plain)
-        assert scores.shape == (2,)  # the retrieval score is the log-probability of class 1, "match"
-        torch.testing.assert_close(scores, loaded.itm_logits(plain).float().log_softmax(-1)[:, 1])
+        assert scores.shape == (2,)  # the retrieval score is the log-odds of class 1, "match"
+        logits = loaded.itm_logits(plain).float()
+        torch.testing.assert_close(scores, logits[:, 1] - logits[:, 0])
         assert loaded.mlm_logits(plain).shape == (2, 16, objective.model.vocab_size)
 
 

@@ -46,3 +46,18 @@ def test_bad_scores_are_errors():
         positive_ranks([[0.1, float("nan")]])
     with pytest.raises(ValueError, match="no queries"):
         recall_at(np.array([]))
+
+
+def test_confident_match_scores_do_not_saturate_into_ties():
+    """In float32 log p(match) is 0.0 for margins 20 and 17 alike: the positive would tie its
+    negative and rank 2; the log-odds keep the order p(match) gives."""
+    import torch
+
+    from kaleido.tasks.itm import match_score
+
+    logits = torch.tensor([[0.0, 20.0], [0.0, 17.0], [1.0, -2.0]])
+    assert logits.log_softmax(-1)[0, 1] == logits.log_softmax(-1)[1, 1] == 0.0
+    scores = match_score(logits)
+    assert scores.tolist() == [20.0, 17.0, -3.0]
+    assert positive_ranks([scores.numpy()]).tolist() == [1]
+    assert torch.equal(scores.argsort(), logits.double().softmax(-1)[:, 1].argsort())  # exact order

@@ -26,6 +26,7 @@ from torch import nn
 
 from kaleido.evaluation.finetune import finetune, probe
 from kaleido.evaluation.pooling import check_pooling, pool, pooled_features
+from kaleido.tasks.itm import match_score
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,8 @@ class MatchScorer(nn.Module):
         return self.head(pool(self.model, batch, self.pooling))
 
     def match_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B,) log-probability of "match" (the retrieval score)."""
-        return self.itm_logits(batch).float().log_softmax(-1)[:, 1]
+        """(B,) the retrieval score, the log-odds of "match" (as the pre-trained objective's)."""
+        return match_score(self.itm_logits(batch))
 
 
 def match_scorer(objective: Any, pooling: str, seed: int) -> MatchScorer:

@@ -16,6 +16,18 @@ from kaleido import registry
 from kaleido.tasks.base import Sample, SampleSource, Task, TaskHead, accuracy
 
 
+def match_score(logits: torch.Tensor) -> torch.Tensor:
+    """(B,) retrieval score of (B, 2) ITM logits: the log-odds of "match", ``l1 - l0``.
+
+    It ranks as the log-probability of "match" does (SPEC section 9; ``log p = -softplus(l0 - l1)``
+    rises with ``l1 - l0``), but in float32 that log-probability is exactly 0.0 for every margin
+    above about 17, so a confident positive tied its confident negatives (and ties count against
+    the positive); the difference of the logits never saturates.
+    """
+    logits = logits.float()
+    return logits[:, 1] - logits[:, 0]
+
+
 class ITMHead(TaskHead):
     """Linear layer on the pooled output; class 1 means "the text describes the image"."""
 

@@ -21,6 +21,7 @@ from kaleido.atomic import atomic_folder
 from kaleido.models.folder import save_state
 from kaleido.models.kaleido import KaleidoModel
 from kaleido.tasks.base import Task
+from kaleido.tasks.itm import match_score
 
 HEADS_FILE = "heads.safetensors"
 OBJECTIVE_JSON = "objective.json"
@@ -85,8 +86,9 @@ class PretrainObjective(nn.Module):
         return self._head("itm").logits(pooled)
 
     def match_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B,) log-probability of "match": the retrieval score (SPEC section 9)."""
-        return self.itm_logits(batch).float().log_softmax(-1)[:, 1]
+        """(B,) the retrieval score: the log-odds of "match" (ranks as its probability, SPEC
+        section 9; :func:`kaleido.tasks.itm.match_score`)."""
+        return match_score(self.itm_logits(batch))
 
     def mlm_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, T, V) vocabulary logits at every text position (for captioning)."""

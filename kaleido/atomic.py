@@ -8,15 +8,16 @@ or the new one, never a torn or empty file. A write that fails removes its tempo
 A folder is swapped in whole: files of an earlier version that the new one does not write (an
 objective's heads under a bare model) do not survive. Between the two renames of the swap there is
 an instant with no folder (the previous one then sits beside it as ``.<name>.old-*``), never a
-mixed one.
+mixed one. The next write of the same folder clears what a killed write left (and puts a
+parked previous version back first if the swap never finished).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 TMP_MARK = ".tmp-"
+OLD_MARK = ".old-"
 
 
 def _fsync(path: Path, folder: bool = False) -> None:
@@ -79,12 +81,40 @@ def write_json(path: str | Path, data: Any, **dumps: Any) -> Path:
     return write_text(path, json.dumps(data, **{"indent": 1, **dumps}))
 
 
+def _sibling_folder(folder: Path, mark: str) -> Path:
+    """A new empty folder ``.<name><mark><random>`` beside ``folder``, made with ``mkdir`` so it gets
+    the umask's mode (``tempfile.mkdtemp`` makes 0700, which the rename would keep: a model folder
+    no other user of a shared cluster could read)."""
+    while True:
+        path = folder.parent / f".{folder.name}{mark}{uuid.uuid4().hex[:8]}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:  # pragma: no cover - 32 random bits
+            continue
+
+
+def _settle(folder: Path) -> None:
+    """Clear what a write of ``folder`` killed half way left beside it: its temporaries, and the
+    previous version parked during the swap (put back if the swap never finished)."""
+    for stale in folder.parent.glob(f".{glob.escape(folder.name)}{TMP_MARK}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    parked = sorted(folder.parent.glob(f".{glob.escape(folder.name)}{OLD_MARK}*"),
+                    key=lambda p: p.stat().st_mtime)
+    if parked and not folder.exists():
+        os.replace(parked.pop(), folder)
+    for stale in parked:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextmanager
 def atomic_folder(folder: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; once the block has filled it, it replaces ``folder`` whole."""
+    """Yield a temporary sibling folder; once the block has filled it, it replaces ``folder`` whole.
+    Leftovers of an earlier write of ``folder`` that was killed are cleared first."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}{TMP_MARK}", dir=folder.parent))
+    _settle(folder)
+    tmp = _sibling_folder(folder, TMP_MARK)
     try:
         yield tmp
         for file in tmp.rglob("*"):
@@ -93,7 +123,7 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
         _fsync(tmp, folder=True)
         old = None
         if folder.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            old = _sibling_folder(folder, OLD_MARK)
             os.replace(folder, old)
         try:
             os.replace(tmp, folder)

@@ -53,3 +53,38 @@ def test_a_file_that_cannot_be_flushed_is_an_error_and_the_old_version_stays(tmp
     with pytest.raises(OSError, match="Input/output error"):
         write_json(path, {"v": 2})
     assert path.read_text() == '{\n "v": 1\n}' and [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_a_saved_folder_has_the_umask_mode_not_a_private_one(tmp_path) -> None:
+    """mkdtemp's 0700 survived the rename: other users of a cluster could not read a model."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        with atomic_folder(tmp_path / "model") as tmp:
+            (tmp / "weights").write_text("v1")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
+
+
+def test_a_killed_save_is_cleared_by_the_next_and_a_parked_version_put_back(tmp_path) -> None:
+    """A kill leaves ``.model.tmp-*`` (mid-write) or, between the swap's two renames, no folder and
+    the previous version as ``.model.old-*``; the next save of the folder settles both."""
+    folder = tmp_path / "model"
+    half = tmp_path / ".model.tmp-dead0001"
+    half.mkdir()
+    (half / "weights").write_text("half")
+    parked = tmp_path / ".model.old-dead0002"
+    parked.mkdir()
+    (parked / "weights").write_text("v1")
+    with pytest.raises(RuntimeError), atomic_folder(folder) as tmp:
+        assert sorted(p.name for p in tmp_path.iterdir()) == [tmp.name, "model"]
+        assert (folder / "weights").read_text() == "v1"  # the parked version is back
+        raise RuntimeError("this save fails too")
+    assert (folder / "weights").read_text() == "v1"
+    with atomic_folder(folder) as tmp:
+        (tmp / "weights").write_text("v2")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert (folder / "weights").read_text() == "v2"

@@ -282,3 +282,31 @@ def test_auto_precision_is_bf16_only_on_a_gpu_that_has_it(monkeypatch) -> None:
     assert resolve_precision("bf16", cuda) == "bf16"
     with pytest.raises(ValueError, match="fp16' needs a CUDA device"):
         resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_an_fp16_step_the_scaler_skips_does_not_advance_the_schedule(tmp_path) -> None:
+    """Overflowing gradients: the grad scaler skips the step and lowers its scale; the warm-up and
+    decay must not move on for a step that applied nothing. The next finite step does move them."""
+    from types import SimpleNamespace
+
+    from kaleido.training.optim import build_scheduler
+
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = build_scheduler(optimizer, 4, 10)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale(torch.ones(()))  # as a backward of a scaled loss would, it makes the scale
+    fake = SimpleNamespace(s=SimpleNamespace(clip_grad_norm=None), precision="fp16", ckpt_dir=tmp_path)
+    before = model.weight.detach().clone()
+
+    def step_with(grad: float) -> float:
+        model.weight.grad = torch.full_like(model.weight, grad)
+        model.bias.grad = torch.zeros_like(model.bias)
+        return Trainer._optimizer_step(fake, model, optimizer, scheduler, scaler, 1)
+
+    lr = step_with(float("inf"))
+    assert torch.equal(model.weight, before) and scaler.get_scale() == 512.0
+    assert scheduler.last_epoch == 0 and optimizer.param_groups[0]["lr"] == lr == pytest.approx(1 / 5)
+    step_with(512.0)  # a gradient of 1 after unscaling
+    assert not torch.equal(model.weight, before)
+    assert scheduler.last_epoch == 1 and optimizer.param_groups[0]["lr"] == pytest.approx(2 / 5)

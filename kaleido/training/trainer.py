@@ -376,10 +376,14 @@ class Trainer:
             raise NonFiniteLoss(f"non-finite gradient norm at step {step}; the step was not applied; "
                                 f"the last good checkpoint stays in {self.ckpt_dir}")
         lr = optimizer.param_groups[0]["lr"]
+        scale = scaler.get_scale() if scaler.is_enabled() else None
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+        # fp16: a step the scaler skipped (inf / NaN gradients, its scale lowered) applied nothing,
+        # so it does not use up warm-up or decay either (as transformers' Trainer)
+        if scale is None or scaler.get_scale() >= scale:
+            scheduler.step()
         return lr
 
     # -- the loop --------------------------------------------------------------------------

@@ -99,6 +99,29 @@ def test_evaluate_writes_results_and_learns_categories(pretrained):
 
 
 @pytest.mark.slow
+def test_separate_recognition_fine_tunes_one_encoder_copy_per_task(pretrained):
+    """The paper's two tasks: with joint_recognition off, CR is exactly a CR-only run (SUB's loss
+    never touches its encoder); jointly, CR and SUB share one fine-tuning and so differ from it."""
+    from kaleido.evaluation.run import evaluate
+
+    base = dict(batch_size=16, cls_epochs=1, finetune_lr=2e-3)
+
+    def run(name, **settings):
+        return evaluate(_recipe(pretrained, **base, **settings), pretrained / "pretrain",
+                        pretrained / "out" / name, progress=False, stores=pretrained / "stores")
+
+    alone = run("cr-alone", tasks=["cr"])
+    separate = run("separate", tasks=["cr", "sub"], joint_recognition=False)
+    joint = run("joint", tasks=["cr", "sub"])
+    assert separate["cr"]["finetune"]["loss_last"] == alone["cr"]["finetune"]["loss_last"]
+    assert separate["cr"]["finetune"]["jointly_with"] == [] == separate["sub"]["finetune"]["jointly_with"]
+    assert separate["sub"]["finetune"]["loss_last"] != separate["cr"]["finetune"]["loss_last"]
+    assert joint["cr"]["finetune"] == {**joint["sub"]["finetune"], "jointly_with": ["sub"]}
+    assert joint["cr"]["finetune"]["loss_last"] != alone["cr"]["finetune"]["loss_last"]
+    assert "sum_cls" in separate and "sum_cls" not in alone
+
+
+@pytest.mark.slow
 def test_evaluate_captioning_learns_the_colour_words(pretrained):
     from kaleido.evaluation.run import evaluate
 

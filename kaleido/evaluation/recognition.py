@@ -5,11 +5,12 @@ As the authors' scripts: the pooled output, dropout 0.1, one linear layer per ta
 :mod:`kaleido.evaluation.pooling`).
 The fresh heads train at ``head_lr``, the pre-trained encoder at ``lr``; with ``probe_steps`` the
 heads are first fitted alone on the frozen encoder's summaries (LP-FT, see
-:mod:`kaleido.evaluation.finetune`). To fit a CPU
-budget, category and sub-category are fine-tuned *jointly* on one copy of the pre-trained encoder
-(the loss is the sum of both cross-entropies) instead of one encoder copy per task; each task
-keeps its own head. The label space is the train split's; a test label never seen in training
-cannot be predicted and simply counts as an error.
+:mod:`kaleido.evaluation.finetune`). Called with both targets, category and sub-category are
+fine-tuned *jointly* on one copy of the pre-trained encoder (the loss is the sum of both
+cross-entropies; ``[eval] joint_recognition = true``, the default, half the cost on a CPU); called
+once per target, each task gets its own copy, as the paper's two tasks (``full.toml``). The
+label space is the train split's; a test label never seen in training cannot be predicted and
+simply counts as an error.
 """
 
 from __future__ import annotations
@@ -68,10 +69,11 @@ def train_recognition(
     head_lr: float | None = None,
     pooling: str = "cls",
     probe_steps: int = 0,
+    name: str = "cr+sub",
 ) -> tuple[nn.Module, dict[str, ClassifierHead], dict[str, LabelSpace], dict]:
     """Fine-tune a copy of ``model`` (at ``lr``) with one fresh head per target (at ``head_lr``,
     default ``lr``; ``targets`` is ``{"cr": names, "sub": names}``, one name per entry of ``rows``);
-    returns the encoder, heads, label spaces and loss summary."""
+    returns the encoder, heads, label spaces and loss summary; ``name`` labels its progress bar."""
     check_pooling(pooling)
     encoder = copy.deepcopy(model)
     spaces = {k: LabelSpace(v) for k, v in targets.items()}
@@ -91,7 +93,7 @@ def train_recognition(
             return sum(nn.functional.cross_entropy(heads[k](cached), labels[k]) for k in heads)
 
         probed = probe(head_params, list(heads.values()), probe_loss, probe_steps,
-                       lr if head_lr is None else head_lr, seed, "cr+sub")
+                       lr if head_lr is None else head_lr, seed, name)
 
     def loss_fn(batch_idx: np.ndarray) -> torch.Tensor:
         r = rows[batch_idx]
@@ -107,7 +109,7 @@ def train_recognition(
         epochs,
         lr,
         seed,
-        "cr+sub",
+        name,
         progress,
         head_params=head_params,
         head_lr=head_lr,

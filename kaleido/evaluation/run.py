@@ -224,41 +224,45 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
             keys = [k for k in ("cr", "sub") if k in tasks]
             source = {"cr": train_meta.category, "sub": train_meta.subcategory}
             truth = {"cr": test_meta.category, "sub": test_meta.subcategory}
-            encoder, heads, spaces, summary = train_recognition(
-                model,
-                train_view,
-                encode_trimmed,
-                {k: [source[k][r] for r in train_rows] for k in keys},
-                train_rows,
-                settings.batch_size,
-                settings.cls_epochs,
-                task_lr["cls"],
-                settings.seed,
-                tick,
-                head_lr=head_lr["cls"],
-                pooling=settings.pooling,
-                probe_steps=settings.probe_steps,
-            )
-            pred = predict_recognition(
-                encoder, heads, spaces, test, encode_trimmed, np.arange(len(test)), settings.batch_size,
-                pooling=settings.pooling,
-            )
-            for k in keys:
-                metrics = classification.classification_metrics(truth[k], pred[k])
-                unseen = sum(1 for y in truth[k] if y not in spaces[k].ids)
-                results[k] = {
-                    **metrics,
-                    "classes": len(spaces[k]),
-                    "test_labels_unseen_in_train": unseen,
-                    "chance": classification.chance_classification(truth[k]),
-                    "finetune": summary,
-                }
+            # jointly: one encoder copy for both heads (a CPU budget); else one copy per task
+            groups = [keys] if settings.joint_recognition else [[k] for k in keys]
+            for group in groups:
+                encoder, heads, spaces, summary = train_recognition(
+                    model,
+                    train_view,
+                    encode_trimmed,
+                    {k: [source[k][r] for r in train_rows] for k in group},
+                    train_rows,
+                    settings.batch_size,
+                    settings.cls_epochs,
+                    task_lr["cls"],
+                    settings.seed,
+                    tick,
+                    head_lr=head_lr["cls"],
+                    pooling=settings.pooling,
+                    probe_steps=settings.probe_steps,
+                    name="+".join(group),
+                )
+                pred = predict_recognition(
+                    encoder, heads, spaces, test, encode_trimmed, np.arange(len(test)), settings.batch_size,
+                    pooling=settings.pooling,
+                )
+                for k in group:
+                    metrics = classification.classification_metrics(truth[k], pred[k])
+                    unseen = sum(1 for y in truth[k] if y not in spaces[k].ids)
+                    results[k] = {
+                        **metrics,
+                        "classes": len(spaces[k]),
+                        "test_labels_unseen_in_train": unseen,
+                        "chance": classification.chance_classification(truth[k]),
+                        "finetune": {**summary, "jointly_with": [g for g in group if g != k]},
+                    }
+                del encoder, heads
             if len(keys) == 2:
                 results["sum_cls"] = {
                     "ours": classification.sum_cls(results["cr"], results["sub"]),
                     "chance": classification.sum_cls(results["cr"]["chance"], results["sub"]["chance"]),
                 }
-            del encoder, heads
 
         if "fc" in tasks:
             from kaleido.evaluation.captioning import constant_caption, generate, train_captioner

@@ -92,6 +92,8 @@ class EvalSettings(Strict):
     itm_hard_negatives: float = Field(1.0, ge=0, le=1, description="share of same-sub-category ITM negatives")
     probe_steps: int = Field(0, ge=0, description="head-only steps on frozen summaries before fine-tuning")
     cls_epochs: float = Field(3.0, gt=0, description="epochs of CR / SUB fine-tuning")
+    joint_recognition: bool = Field(
+        True, description="CR and SUB on one encoder copy, losses summed (False: a copy each, as the paper)")
     caption_epochs: float = Field(3.0, gt=0, description="epochs of captioning fine-tuning")
     caption_closed_vocab: bool = Field(False, description="only the train captions' WordPieces")
     caption_tokens: int = Field(24, ge=2, description="text slots of a generated caption ([SEP] included)")

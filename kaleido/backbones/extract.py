@@ -1,8 +1,8 @@
 """Patch feature extraction shared by every backbone: the `crop` and `roi` modes and the AKPM views.
 
-- ``crop`` (FashionBERT, Kaleido-BERT): every patch is cropped, resized to ``image_size`` and
-  passed through the CNN on its own; its feature is the global average of the last map.
-  P backbone passes per image.
+- ``crop`` (as FashionBERT; Kaleido-BERT's own extraction was never released): every patch is
+  cropped, resized to ``image_size`` and passed through the CNN on its own; its feature is the
+  global average of the last map. P backbone passes per image.
 - ``roi``: the region the patches tile (their union: the saliency box) is cropped once per
   Kaleido level and resized so that the level's g x g patches each own whole cells of that
   pass's last feature map; a patch's feature is the average of its own cells. One pass per level

@@ -1,5 +1,8 @@
 """FC, fashion captioning, encoder-only as the authors did: every text slot masked, predicted from patches.
 
+The authors masked every text position after ``[CLS]`` (``caption_tokens = max_text_len - 1``, 63,
+as ``recipes/full.toml``); the default 24 caps a caption at 23 WordPieces for a short CPU run.
+
 Input: ``[CLS]`` then ``L`` = ``caption_tokens`` slots of ``[MASK]`` (attended), the rest of the
 text positions padding, then the image patches. Training labels: the caption's first ``L - 1``
 WordPieces, then ``[SEP]`` as the end marker; slots after ``[SEP]`` carry no loss. The AMLM head

@@ -66,7 +66,8 @@ def test_shards_join_and_incomplete_store_is_refused(tmp_path):
     ShardWriter(tmp_path / shard_name(1, 2), "k", SPEC, capacity=3).finish()  # resumes, then finishes
     store = FeatureStore(tmp_path)
     assert len(store) == 4 and store.source(np.arange(4)).tolist() == [0, 10, 100, 110]
-    assert shard_positions(10, 7, 1, 3) == [1, 4]
+    assert shard_positions(10, 7, 0, 3) == [0, 1] and shard_positions(10, 7, 1, 3) == [2, 3]
+    assert shard_positions(10, 7, 2, 3) == [4, 5, 6] and shard_positions(10, None, 0, 1) == list(range(10))
 
 
 class FlakyReader:
@@ -155,7 +156,8 @@ def test_prepare_ranks_write_shards_joined_by_the_reader(parts, tmp_path):
         prepare_rows(reader, sod, patcher, backbone, tmp_path, "k", batch_size=4, max_rows=7, rank=rank,
                      world_size=2)
     store = FeatureStore(tmp_path)
-    assert sorted(store.source(np.arange(len(store))).tolist()) == list(range(7))
+    # the rows in reader order, as one process writes them: the same seed, the same batches
+    assert store.source(np.arange(len(store))).tolist() == list(range(7))
     # one process later: the finished 2-shard store is reused, not joined by a third shard
     passes = backbone.passes
     again = prepare_rows(reader, sod, patcher, backbone, tmp_path, "k", batch_size=4, max_rows=7)

@@ -128,11 +128,15 @@ def _collate(items: list[dict]) -> list[dict]:
 
 
 def shard_positions(n_rows: int, max_rows: int | None, rank: int, world_size: int) -> list[int]:
-    """Reader rows of this rank: the first ``max_rows`` rows, every ``world_size``-th from ``rank``."""
+    """Reader rows of this rank: its contiguous block of the first ``max_rows`` rows.
+
+    Blocks, not every ``world_size``-th row: the store joins the shards in rank order, so its rows
+    are in reader order however many processes prepared it, and a seed draws the same batches
+    (and evaluation the same rows) from a store made by 1 or by 8 processes."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
     total = n_rows if max_rows is None else min(n_rows, max_rows)
-    return list(range(rank, total, world_size))
+    return list(range(rank * total // world_size, (rank + 1) * total // world_size))
 
 
 def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, key: str, *,
@@ -159,6 +163,8 @@ def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, 
     gs = grey_slice(grids)
     spec = {"grids": list(grids), "patches": sum(g * g for g in grids), "feature_dim": backbone.feature_dim,
             "grey": 16 if gs is not None else 0, "dtype": dtype}
+    if world_size > 1:  # an unfinished shard of the older strided split is started over, not mixed
+        spec["sharding"] = "blocks"
     writer = ShardWriter(Path(out) / shard_name(rank, world_size), key, spec, capacity=len(positions))
     resumed_at = writer.committed
     if writer.done:

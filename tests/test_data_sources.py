@@ -179,3 +179,28 @@ def test_drawing_synthetic_data_on_first_use_shows_a_bar_per_split(tmp_path, cap
     quiet = registry.datasets.get("synthetic")(dir=str(tmp_path / "q"), products=2, test_products=1)
     quiet.ensure(progress=False)
     assert capsys.readouterr().err == "" and quiet.path("test").is_file()
+
+
+def test_a_test_file_sharing_products_with_train_is_warned_about(tmp_path, caplog):
+    """Train/test leakage is allowed (a memorisation check) but said once per open of the test split."""
+    import json
+
+    def write(path, products):
+        lines = [{"image": "x.jpg", "text": f"item {p}", "category": "c", "subcategory": "s",
+                  "product_id": p} for p in products]
+        path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+        return str(path)
+
+    train = write(tmp_path / "train.jsonl", ["a", "b", "c"])
+    leaky = registry.datasets.get("jsonl")(train=train, test=write(tmp_path / "t1.jsonl", ["c", "d"]))
+    clean = registry.datasets.get("jsonl")(train=train, test=write(tmp_path / "t2.jsonl", ["d", "e"]))
+    with caplog.at_level("WARNING", logger="kaleido.data.sources"):
+        leaky.open("train")
+        assert caplog.records == []
+        leaky.open("test")
+        assert [r.getMessage() for r in caplog.records] == [
+            "data.test: 1 of its 2 products are also in data.train (t1.jsonl, e.g. c): figures on them "
+            "measure memorisation, not generalisation"]
+        caplog.clear()
+        clean.open("test")
+        assert caplog.records == []

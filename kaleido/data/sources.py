@@ -208,6 +208,8 @@ class JsonlData:
         _check_split(split)
         if self.test is not None:
             reader = JsonlReader(_existing(split, self.train if split == "train" else self.test))
+            if split == "test":
+                self._warn_shared_products(reader)
             same = split == "test" and reader.path.resolve() == Path(self.train).expanduser().resolve()
             if same and reader.skipped:  # one file named twice: its dropped lines count once
                 return reader.without_skipped(f"{reader.path.name} is also data.train: its "
@@ -221,6 +223,17 @@ class JsonlData:
         # train split reports it and the test split, read from the same file, does not again
         return part.without_skipped(f"{whole.path.name} is split by product: its {len(whole.skipped)} "
                                     "dropped lines are reported under train")
+
+    def _warn_shared_products(self, test: JsonlReader) -> None:
+        """A test file sharing products with the train file is allowed (a check of memorisation)
+        but never silent: its figures would not measure generalisation."""
+        train_ids = set(JsonlReader(_existing("train", self.train)).product_ids().tolist())
+        test_ids = set(test.product_ids().tolist())
+        shared = test_ids & train_ids
+        if shared:
+            log.warning("data.test: %d of its %d products are also in data.train (%s, e.g. %s): figures on "
+                        "them measure memorisation, not generalisation", len(shared), len(test_ids),
+                        test.path.name, sorted(shared)[0])
 
     def fingerprint(self) -> str:
         """The JSONL files' contents: an edited file is prepared again, not read from a stale store

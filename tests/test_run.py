@@ -78,6 +78,40 @@ def test_torchrun_command_line():
         launch_args(Path("r.toml"), Path("out"), Launch(2, nnodes=2), progress=True)
 
 
+def test_a_second_node_waits_for_node_0s_store_and_alignments_instead_of_writing_them(tiny, monkeypatch):
+    """Two nodes share one output folder: only node 0 prepares and aligns (they would race over one
+    store); node 1 polls until each is finished, then goes on to pre-training."""
+    from kaleido.training import pipeline
+
+    recipe = load_recipe(tiny, ['stages=["prepare", "align", "pretrain"]'])
+    polls = {"prepare": 0, "align": 0}
+    ran: list[str] = []
+
+    def done(r, stage):
+        if stage in polls:
+            polls[stage] += 1
+            return polls[stage] > 2  # node 0 finishes it while node 1 polls
+        return False
+
+    monkeypatch.setattr(pipeline, "stage_done", done)
+    monkeypatch.setattr(pipeline, "_run_stage", lambda r, stage, *a, **k: ran.append(stage))
+    monkeypatch.setattr(pipeline, "WAIT_POLL_S", 0.0)
+    node1 = Launch(2, nnodes=2, node_rank=1, rdzv_endpoint="h:29500")
+    lines: list[str] = []
+    status = pipeline.run_stages(recipe, launch=node1, progress=False, echo=lines.append)
+    assert status == {"prepare": "by node 0", "align": "by node 0", "pretrain": "done", "eval": "off"}
+    assert ran == ["pretrain"] and polls == {"prepare": 3, "align": 3}
+    assert sum("waiting for node 0" in line for line in lines) == 2
+    with pytest.raises(StageError, match="--force prepare: node 0 redoes prepare and align"):
+        pipeline.run_stages(recipe, force=("prepare",), launch=node1, progress=False, echo=lines.append)
+    ran.clear()
+    monkeypatch.setattr(pipeline, "stage_done", lambda r, stage: False)
+    node0 = Launch(2, nnodes=2, node_rank=0, rdzv_endpoint="h:29500")
+    with pytest.raises(StageError, match="prepare: finished without its output"):
+        pipeline.run_stages(recipe, launch=node0, progress=False, echo=lines.append)
+    assert ran == ["prepare"]  # node 0 runs it itself, never waits
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_recipe):
     root = tmp_path_factory.mktemp("run")

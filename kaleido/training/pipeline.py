@@ -215,13 +215,42 @@ def _run_stage(recipe: Any, stage: str, launch: Launch, progress: bool,
         evaluate(recipe, pretrain_dir(recipe), eval_dir(recipe), progress=progress)
 
 
+# On several nodes (one shared output folder, which the trainer's checkpoints need anyway) node 0
+# alone prepares and aligns; two nodes writing one store or one aligner folder at once would race.
+NODE0_STAGES = ("prepare", "align")
+WAIT_POLL_S = 10.0
+WAIT_SAY_EVERY_S = 600.0
+
+
+def _wait_for_node0(recipe: Any, stage: str, echo: Callable[[str], None]) -> str:
+    """Block until node 0 has finished ``stage`` in the shared output folder (checked every
+    ``WAIT_POLL_S``, said every ``WAIT_SAY_EVERY_S``); ``"reused"`` when it was already there."""
+    if stage_done(recipe, stage):
+        echo(f"{stage}: finished by node 0, reused ({stage_output(recipe, stage)})")
+        return "reused"
+    echo(f"{stage}: waiting for node 0 to write {stage_output(recipe, stage)} "
+         "(the output folder must be shared by every node)")
+    start = last = time.monotonic()
+    while not stage_done(recipe, stage):
+        time.sleep(WAIT_POLL_S)
+        if time.monotonic() - last >= WAIT_SAY_EVERY_S:
+            last = time.monotonic()
+            echo(f"{stage}: still waiting for node 0 ({(last - start) / 60:.0f} min)")
+    echo(f"{stage}: node 0 finished it after {time.monotonic() - start:.0f} s of waiting")
+    return "by node 0"
+
+
 def run_stages(recipe: Any, *, force: tuple[str, ...] = (), launch: Launch = Launch(), progress: bool = True,
                echo: Callable[[str], None] = print) -> dict[str, str]:
-    """Run the recipe's stages in order; returns ``{stage: "done" | "reused" | "off" | "incomplete"}``
-    ("incomplete": the evaluation ran but skipped a task it was asked for; the next run redoes it)."""
+    """Run the recipe's stages in order; returns ``{stage: "done" | "reused" | "off" | "incomplete" |
+    "by node 0"}`` ("incomplete": the evaluation ran but skipped a task it was asked for; the next run
+    redoes it; "by node 0": another node waited while node 0 ran it)."""
     unknown = [f for f in force if f not in STAGES]
     if unknown:
         raise StageError(f"--force {unknown[0]!r}: expected one of: {', '.join(STAGES)}")
+    if launch.node_rank != 0 and (mine := [f for f in force if f in NODE0_STAGES]):
+        raise StageError(f"--force {mine[0]}: node 0 redoes {' and '.join(NODE0_STAGES)} for every node; "
+                         f"run node {launch.node_rank} without it (it waits for node 0's output)")
     recipe.dump(run_dir(recipe) / "recipe.toml")
     status: dict[str, str] = {}
     redo = False  # a forced stage makes every later one stale: they are redone too
@@ -231,6 +260,9 @@ def run_stages(recipe: Any, *, force: tuple[str, ...] = (), launch: Launch = Lau
             continue
         if stage == "eval" and launch.node_rank != 0:
             status[stage] = "off"  # evaluated once, on the first node
+            continue
+        if stage in NODE0_STAGES and launch.node_rank != 0:
+            status[stage] = _wait_for_node0(recipe, stage, echo)
             continue
         if stage in force or redo:
             _remove(stage_output(recipe, stage))

@@ -3,6 +3,11 @@
 One 3x3 patch is replaced by the same-position 3x3 patch of another product. Which one is the
 masker's 3x3 choice (so AGM camouflages an aligned patch first); a uniform position when the
 masker chose none. The donor is drawn among rows of a different product.
+
+Same position, because the paper says only "a patch of the same scale from another product": the
+donor's patch from the same cell of its own saliency box is the one whose content (a sleeve, a
+collar, a background corner) is plausible at that place, so the head must tell products apart,
+not spot a patch that is out of place (a shortcut), and the store needs no features of other cells.
 """
 
 from __future__ import annotations

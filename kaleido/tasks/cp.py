@@ -7,7 +7,7 @@ masker chose none. The donor is drawn among rows of a different product.
 Same position, because the paper says only "a patch of the same scale from another product": the
 donor's patch from the same cell of its own saliency box is the one whose content (a sleeve, a
 collar, a background corner) is plausible at that place, so the head must tell products apart,
-not spot a patch that is out of place (a shortcut), and the store needs no features of other cells.
+not spot a patch that is out of place (a shortcut).
 """
 
 from __future__ import annotations

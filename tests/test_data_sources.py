@@ -85,9 +85,10 @@ def test_open_file_by_suffix(tmp_path, myntra_dir):
         open_file(tmp_path / "a.csv")
 
 
-def test_an_edited_jsonl_file_gets_a_new_feature_store(tmp_path):
+def test_an_edited_jsonl_file_gets_a_new_feature_store(tmp_path, monkeypatch):
     """The store's key held only the recipe's values (the file's path): an edited JSONL file was
     read from the stale store. Its contents now count; a synthetic recipe's key is unchanged."""
+    from kaleido.features import prepare as prepare_module
     from kaleido.features.prepare import PREPARE_SECTIONS, store_dir
     from kaleido.recipe import load_recipe
 
@@ -110,7 +111,10 @@ def test_an_edited_jsonl_file_gets_a_new_feature_store(tmp_path):
     os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert store_dir(load_recipe(recipe)) not in (before, edited)
     synthetic = load_recipe(recipe, ['data={name = "synthetic"}'])
-    assert store_dir(synthetic).name == f"store-{synthetic.section_hash(*PREPARE_SECTIONS)}"
+    assert store_dir(synthetic).name == f"store-{synthetic.section_hash(*PREPARE_SECTIONS, upstream='v2')}"
+    # code that gives other rows for the same settings raises PREPARE_VERSION: a new store
+    monkeypatch.setattr(prepare_module, "PREPARE_VERSION", 3)
+    assert store_dir(synthetic).name == f"store-{synthetic.section_hash(*PREPARE_SECTIONS, upstream='v3')}"
 
 
 def _bad_lines_file(path, n: int = 12):

@@ -72,6 +72,26 @@ def test_background_on_real_photos(myntra_dir):
         assert 0.03 < frac < 0.98, (row["image"], frac)  # a product, not a speck nor the frame
 
 
+def test_background_finds_a_product_that_touches_the_frame():
+    """A garment cut by the top and bottom edges fills a fifth of the border ring; the ring's plain
+    90th percentile took its colour for background noise and the threshold above it: nothing found."""
+    image = np.full((200, 200, 3), 255, dtype=np.uint8)
+    image[:, 60:140] = (180, 180, 200)  # 120 from white, from edge to edge
+    box, found = registry.sod.get("background")(margin=0.0).box(image)
+    assert found and tuple(box) == (60, 0, 140, 200)
+
+
+def test_background_keeps_the_whole_model_on_real_photos_cut_by_the_frame(myntra_dir):
+    """Real photos of models cut at the frame (myntra-500 11349: jeans; 41693: lounge pants): the
+    box runs (nearly) from the top to the bottom edge, not round a dark part only or the frame."""
+    sod = registry.sod.get("background")(margin=0.0)
+    for name in ("11349.jpg", "41693.jpg"):
+        image = np.asarray(Image.open(myntra_dir / "images" / name).convert("RGB"))
+        h, w = image.shape[:2]
+        box, found = sod.box(image)
+        assert found and box[3] - box[1] >= 0.95 * h and box[2] - box[0] < 0.8 * w, (name, box, (w, h))
+
+
 @pytest.mark.slow
 def test_unet_trains_and_loads(synth, tmp_path):
     from kaleido.sod.train import train_unet

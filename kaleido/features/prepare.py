@@ -28,14 +28,19 @@ log = logging.getLogger(__name__)
 
 PREPARE_SECTIONS = ("data", "sod", "patcher", "backbone", "prepare")
 META_FIELDS = ("index", "text", "category", "subcategory", "product_id", "pose")
+# Part of every store's key, raised when the same settings start to give other rows, so a store
+# of older code is prepared again, not reused: 2 = the background SOD's robust ring spread
+# (photos whose product touches the frame got a box round a dark part only, or none).
+PREPARE_VERSION = 2
 
 
 def prepare_key(recipe: Any) -> str:
-    """The feature store's key: the preparation sections, and the data files' ``fingerprint()``
-    where the dataset has one (an edited JSONL file is prepared again)."""
+    """The feature store's key: the preparation sections, :data:`PREPARE_VERSION`, and the data
+    files' ``fingerprint()`` where the dataset has one (an edited JSONL file is prepared again)."""
     data = recipe.build("data")
     fingerprint = data.fingerprint() if hasattr(data, "fingerprint") else ""
-    return recipe.section_hash(*PREPARE_SECTIONS, upstream=f"data:{fingerprint}" if fingerprint else "")
+    upstream = f"data:{fingerprint}/" if fingerprint else ""
+    return recipe.section_hash(*PREPARE_SECTIONS, upstream=f"{upstream}v{PREPARE_VERSION}")
 
 
 def store_dir(recipe: Any, key: str | None = None) -> Path:

@@ -118,6 +118,7 @@ def test_bad_input_to_show_and_sod_eval_is_one_line_not_a_traceback(recipe_path,
     cases = [
         (["show", "1", "--recipe", str(recipe_path), "--split", "val"], "unknown split 'val'"),
         (["show", "1", "--recipe", str(recipe_path), "--out", str(tmp_path)], "is a folder"),
+        (["show", "9999", "--recipe", str(recipe_path)], "row 9999 is out of range: split train has"),
         (["sod", "eval", "--recipe", str(recipe_path), "--set", "sod.name=unet"], "needs `weights`"),
         (["sod", "eval", "--recipe", str(recipe_path), "--split", "val"], "unknown split 'val'"),
         (["sod", "train", "--recipe", str(recipe_path), "--out", str(tmp_path / "w.safetensors"),

@@ -53,10 +53,10 @@ def _load_image(target: str, resolved, split: str):
     if not target.lstrip("-").isdigit():
         fail(f"{target}: neither an image file nor a row number")
     reader = resolved.build("data").open(split)
-    try:
-        row = reader.row(int(target))
-    except IndexError as exc:  # a BadRow is a ValueError: show's one_line_errors reports it
-        fail(str(exc))
+    index, n = int(target), len(reader)
+    if not 0 <= index < n:  # checked here: a reader's own IndexError says "list index out of range"
+        fail(f"row {index} is out of range: split {split} has {n} rows (0-{n - 1})")
+    row = reader.row(index)  # a BadRow is a ValueError: show's one_line_errors reports it
     return row.image, f"{split} row {row.index}: {row.text[:80]}"
 
 

@@ -98,6 +98,22 @@ def test_evaluate_writes_results_and_learns_categories(pretrained):
     assert "| CR ACC |" in md and "paper: Kaleido-BERT" in md
 
 
+def test_lists_shorter_than_asked_are_said_in_the_results(pretrained, caplog):
+    """16 test products cannot give 1 + 30 candidates: the lists hold 16, chance follows them, and
+    the results say so (they did only by a mean list size in results.md)."""
+    from kaleido.evaluation.run import evaluate
+
+    with caplog.at_level("WARNING", logger="kaleido.evaluation.run"):
+        res = evaluate(_recipe(pretrained, tasks=["itr"], queries=4, negatives=30, batch_size=64),
+                       pretrained / "pretrain", pretrained / "out" / "short", progress=False,
+                       stores=pretrained / "stores")
+    assert res["retrieval"]["mean_list_size"] == 16 and res["retrieval"]["chance"]["itr"]["R@1"] == 100 / 16
+    note = ("retrieval: 4 of 4 lists are shorter than the 31 candidates asked for (mean 16.0): the test "
+            "split has only 16 products; chance is computed from the real sizes")
+    assert res["notes"] == [note] and [r.getMessage() for r in caplog.records] == [note]
+    assert note in (pretrained / "out" / "short" / "results.md").read_text()
+
+
 @pytest.mark.slow
 def test_separate_recognition_fine_tunes_one_encoder_copy_per_task(pretrained):
     """The paper's two tasks: with joint_recognition off, CR is exactly a CR-only run (SUB's loss

@@ -166,6 +166,13 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
             sizes = [len(lst) for lst in lists.lists]
             chance = {"itr": retrieval.chance_recall(sizes), "tir": retrieval.chance_recall(sizes)}
             chance["sum_r"] = retrieval.sum_r(chance["itr"], chance["tir"])
+            if short := lists.counts.get("short_lists", 0):
+                note = (f"retrieval: {short} of {len(sizes)} lists are shorter than the "
+                        f"{settings.negatives + 1} candidates asked for (mean {np.mean(sizes):.1f}): "
+                        f"the test split has only {len(set(test_meta.product_id))} products; "
+                        "chance is computed from the real sizes")
+                results["notes"].append(note)
+                log.warning("%s", note)
             results["retrieval"] = {
                 "queries": len(lists.lists),
                 "mean_list_size": float(np.mean(sizes)),

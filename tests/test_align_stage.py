@@ -144,6 +144,18 @@ def test_show_draws_alignments_and_a_word_heat_map(aligned, tmp_path) -> None:
     assert res.exit_code == 2 and "did not generate 'zzzunseen'" in res.output
 
 
+def test_show_of_a_split_the_aligner_does_not_align_says_to_set_aligner_splits(aligned, tmp_path) -> None:
+    """It said "run kaleido align first", which writes the train split alone again."""
+    from kaleido.cli import app
+
+    path, _, _ = aligned
+    res = CliRunner().invoke(app, ["show", "0", "--split", "test", "--alignments", "--recipe", str(path),
+                                   "--out", str(tmp_path / "t.png")], env={"COLUMNS": "400"})
+    assert res.exit_code == 2, res.output
+    assert "no alignments for split 'test' (alignments exist for train only)" in res.output
+    assert 'set aligner.splits = ["train", "test"] and run `kaleido align` again' in res.output
+
+
 # -- the synthetic parts file: a file that cannot be read, or that lacks rows, is said, not silent ------
 class _Store:
     """Rows whose reader indices are ``sources``."""

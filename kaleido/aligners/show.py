@@ -7,6 +7,7 @@ through ``FeatureStore.source``. The patch boxes are the store's (the ones the a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,22 @@ def store_row(store: Any, reader_row: int, split: str) -> int:
     return int(hits[0])
 
 
+def missing_alignments(recipe: Any, split: str, aligned: Path) -> str:
+    """Why ``split`` has no alignments: `kaleido align` writes only the splits of ``aligner.splits``
+    (train alone by default), so running it again does not help until the recipe names the split."""
+    from kaleido.aligners.align import splits_of
+
+    splits = splits_of(recipe.build("aligner"))
+    if split in splits:
+        return f"no alignments at {aligned}: run `kaleido align` on this recipe first"
+    done = sorted(p.name for p in aligned.parent.iterdir() if p.is_dir() and p.name != "model") \
+        if aligned.parent.is_dir() else []
+    exist = f"alignments exist for {', '.join(done)} only" if done else "no split is aligned yet"
+    wanted = ", ".join(f'"{s}"' for s in [*splits, split])
+    return (f"no alignments for split {split!r} ({exist}): `kaleido align` aligns only aligner.splits "
+            f"({', '.join(splits)}); set aligner.splits = [{wanted}] and run `kaleido align` again")
+
+
 def alignment_view(recipe: Any, split: str, reader_row: int, word: str | None = None) -> AlignmentView:
     """The stored alignments of reader row ``reader_row``; with ``word``, that word's attention map
     from the recipe's trained captioner (re-captioning the image now)."""
@@ -44,14 +61,14 @@ def alignment_view(recipe: Any, split: str, reader_row: int, word: str | None = 
     from kaleido.features.store import FeatureStore
     from kaleido.models.tokenizer import load_tokenizer
 
+    aligned = align_dir(recipe) / split
+    if not aligned.is_dir():  # first: a split the aligner is not set to align needs a recipe change
+        raise FileNotFoundError(missing_alignments(recipe, split, aligned))
     path = store_dir(recipe) / split
     if not path.is_dir():
         raise FileNotFoundError(f"no feature store at {path}: run `kaleido prepare` first")
     store = FeatureStore(path)
     i = store_row(store, reader_row, split)
-    aligned = align_dir(recipe) / split
-    if not aligned.is_dir():
-        raise FileNotFoundError(f"no alignments at {aligned}: run `kaleido align` on this recipe first")
     text = store.meta(i).text
     tokenizer = load_tokenizer(tokenizer_init(recipe))
     offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]

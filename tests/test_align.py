@@ -114,6 +114,18 @@ def test_only_words_of_the_original_description_are_aligned(tokenizer) -> None:
     assert "with" in {pieces[t] for t, _ in with_stop}
 
 
+def test_words_for_whom_a_product_is_are_not_aligned(tokenizer) -> None:
+    """Catalogue titles name the wearer ("Lee Men Blue Jeans"): a whole product, no place in it."""
+    text = "Lee Men Blue Chicago Fit Jeans for Women"
+    region = (0.0, 0.0, 100.0, 100.0)
+    boxes, levels = kaleido_boxes(region)
+    caption = ["men", "blue", "jeans", "women"]
+    pairs = row_alignments(caption, np.full((4, 9), 1 / 9), (3, 3), text, offsets_of(tokenizer, text), region,
+                           boxes, levels, [3, 4, 5], "density")
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert {pieces[t] for t, _ in pairs} == {"blue", "jeans"}
+
+
 def test_vocab_round_trip(tmp_path) -> None:
     vocab = Vocab.build(["Red shirt, red collar.", "Blue shirt", "Café collar"], min_count=2)
     assert vocab.itos[4:] == ["collar", "red", "shirt"]  # by count, then alphabetically; "café" once

@@ -35,6 +35,12 @@ def tokenizer_init(recipe: Any) -> str:
     return str(recipe.params("model").get("init", "minilm"))
 
 
+# Part of the alignments' key, raised when the same settings start to give other pairs, so the
+# alignments of older code are made again: 2 = words for whom a product is (men, women, ...)
+# skipped with the function words.
+ALIGN_VERSION = 2
+
+
 def align_dir(recipe: Any) -> Path:
     """``<output_dir>/cache/align-<key>``: shared by recipes with the same store, aligner and tokenizer.
 
@@ -44,7 +50,7 @@ def align_dir(recipe: Any) -> Path:
     from kaleido.features.prepare import store_dir
 
     payload = {"store": store_dir(recipe).name, "aligner": recipe.build("aligner").key(),
-               "tokenizer": tokenizer_init(recipe)}
+               "tokenizer": tokenizer_init(recipe), "version": ALIGN_VERSION}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
     return Path(recipe.output_dir) / "cache" / f"align-{key}"
 

@@ -156,6 +156,28 @@ def test_show_of_a_split_the_aligner_does_not_align_says_to_set_aligner_splits(a
     assert 'set aligner.splits = ["train", "test"] and run `kaleido align` again' in res.output
 
 
+def test_the_words_of_one_patch_share_one_label(monkeypatch) -> None:
+    """A panel said "3 aligned words" with 2 readable: the labels of one patch lay on each other."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from kaleido.aligners import show
+    from kaleido.aligners.show import AlignmentView
+    from kaleido.commands.prepare import _add_alignment_panel
+
+    skirt, collar = np.array([10.0, 40.0, 60.0, 90.0]), np.array([20.0, 0.0, 40.0, 20.0])
+    view = AlignmentView(0, [("grey", skirt), ("pleated", skirt), ("round", collar), ("grey", collar)])
+    monkeypatch.setattr(show, "alignment_view", lambda *args: view)
+    fig, _ = plt.subplots()
+    _add_alignment_panel(fig, np.zeros((100, 80, 3), np.uint8), "0", None, "train", None)
+    panel = fig.axes[-1]
+    assert [t.get_text() for t in panel.texts] == ["grey, pleated", "round, grey"]
+    assert panel.get_title() == "3 aligned words at 2 patches" and len(panel.patches) == 2
+    plt.close(fig)
+
+
 # -- the synthetic parts file: a file that cannot be read, or that lacks rows, is said, not silent ------
 class _Store:
     """Rows whose reader indices are ``sources``."""

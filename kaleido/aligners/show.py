@@ -24,6 +24,15 @@ class AlignmentView:
     heatmap: tuple[np.ndarray, tuple[int, int, int, int]] | None = None
     caption: list[str] | None = None
 
+    @property
+    def labels(self) -> list[tuple[str, np.ndarray]]:
+        """One label per patch, its words joined ("grey, dress"): one label per word put the words
+        of a patch on top of each other, and only the last drawn was readable."""
+        merged: dict[tuple[float, ...], tuple[list[str], np.ndarray]] = {}
+        for word, box in self.words_and_boxes:
+            merged.setdefault(tuple(np.asarray(box, dtype=float).tolist()), ([], box))[0].append(word)
+        return [(", ".join(words), box) for words, box in merged.values()]
+
 
 def store_row(store: Any, reader_row: int, split: str) -> int:
     """The feature-store row holding reader row ``reader_row`` (one-line error when prepare skipped it)."""

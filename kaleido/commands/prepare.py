@@ -103,9 +103,11 @@ def _add_alignment_panel(fig, image, target: str, resolved, split: str, word: st
         ax.set_subplotspec(grid[0, k])
     ax = fig.add_subplot(grid[0, n])
     fig.set_size_inches(fig.get_size_inches()[0] * (n + 1) / n, fig.get_size_inches()[1])
-    draw_alignments(ax, image, view.words_and_boxes, view.heatmap)
-    ax.set_title(f"{len(view.words_and_boxes)} aligned words" + (f", attention of {word!r}" if word else ""),
-                 fontsize=9)
+    labels = view.labels  # the words of one patch in one label: drawn apart, they overlapped
+    words = len({w for w, _box in view.words_and_boxes})
+    ax.set_title(f"{words} aligned word{'s' * (words != 1)} at {len(labels)} patch{'es' * (len(labels) != 1)}"
+                 + (f", attention of {word!r}" if word else ""), fontsize=9)
+    draw_alignments(ax, image, labels, view.heatmap)
     fig.tight_layout()
 
 

@@ -32,3 +32,10 @@ def test_eval_help_shows_the_eval_section_name():
     result = CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "keyed on its name and [eval], as kaleido run names it" in " ".join(result.output.split())
+
+
+def test_show_word_help_says_only_generated_words_have_a_heat_map():
+    """`--word` read "add that word's attention heat map": a word of the description got an error."""
+    result = CliRunner().invoke(app, ["show", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "only words the captioner generated for this image have one" in " ".join(result.output.split())

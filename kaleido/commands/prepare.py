@@ -66,7 +66,9 @@ def show(target: str = typer.Argument(..., help="an image file, or a row number 
          split: str = typer.Option("train", help="split for a row number"),
          alignments: bool = typer.Option(False, "--alignments",
                                          help="add a panel: each aligned word at its patch (row numbers)"),
-         word: str | None = typer.Option(None, "--word", help="add that word's attention heat map"),
+         word: str | None = typer.Option(
+             None, "--word", help="add that word's attention heat map; only words the captioner generated "
+                                  "for this image have one (for another word, the error shows that caption)"),
          overrides: list[str] = SetOption) -> None:
     """Draw the saliency box and every Kaleido level's grid on an image."""
     from kaleido.patchers.draw import layout_figure

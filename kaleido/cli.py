@@ -37,6 +37,21 @@ for _module in COMMAND_MODULES:
             raise
 
 
+def _help_from_docstrings(group: typer.Typer) -> None:
+    """Each command's `--help` from its docstring, reflowed for the terminal (see ``help_text``)."""
+    from kaleido.commands.common import help_text
+
+    for info in group.registered_commands:
+        if info.help is None and info.callback is not None:
+            info.help = help_text(info.callback.__doc__)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _help_from_docstrings(sub.typer_instance)
+
+
+_help_from_docstrings(app)
+
+
 def main() -> None:
     app()
 

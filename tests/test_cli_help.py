@@ -39,3 +39,17 @@ def test_show_word_help_says_only_generated_words_have_a_heat_map():
     result = CliRunner().invoke(app, ["show", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "only words the captioner generated for this image have one" in " ".join(result.output.split())
+
+
+def test_every_command_help_is_plain_text_reflowed_for_the_terminal():
+    """Typer printed a docstring's later paragraphs with their source line breaks (a line cut at
+    "RANK / WORLD_SIZE", then "in the environment") and RST's ``double backticks`` as they are."""
+    for path, cmd in _commands(typer.main.get_command(app), ["kaleido"]):
+        for paragraph in (cmd.help or "").split("\n\n"):
+            assert "``" not in paragraph, path
+            assert all(line.startswith("- ") for line in paragraph.splitlines()[1:]), (path, paragraph)
+    result = CliRunner().invoke(app, ["prepare", "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "``" not in result.output
+    assert ("write their own shard: run it under `torchrun --nproc-per-node N -m kaleido.cli prepare "
+            "RECIPE`, or set RANK and WORLD_SIZE in the environment.") in " ".join(result.output.split())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +13,26 @@ from rich.console import Console
 console = Console(stderr=True)
 
 RecipeArg = typer.Argument(..., help="a recipe TOML file", show_default=False)
-SetOption = typer.Option([], "--set", help="override a field: --set masker.name=random (repeatable)")
+SetOption = typer.Option([], "--set", metavar="KEY=VALUE",
+                         help="override a field: --set masker.name=random (repeatable)")
+
+
+def help_text(doc: str | None) -> str | None:
+    """A command's docstring as its `--help` text. Typer prints a docstring's later paragraphs
+    with their source line breaks, so each paragraph is joined into one line (a ``- item`` line
+    stays its own) for the terminal to wrap, and RST's double backticks become single ones."""
+    if not doc:
+        return doc
+    paragraphs = []
+    for paragraph in inspect.cleandoc(doc).replace("``", "`").split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not line.lstrip().startswith("- "):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.strip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
 
 
 def fail(message: str, code: int = 2) -> None:

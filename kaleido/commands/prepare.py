@@ -20,8 +20,9 @@ def prepare(recipe: Path = RecipeArg, overrides: list[str] = SetOption,
             progress: bool = typer.Option(True, help="show a progress bar")) -> None:
     """Saliency, patching and feature extraction into the feature store (reused when finished).
 
-    Several processes (``torchrun --nproc-per-node N -m kaleido.cli prepare R`` or RANK / WORLD_SIZE
-    in the environment) each write their own shard.
+    Several processes each write their own shard: run it under
+    `torchrun --nproc-per-node N -m kaleido.cli prepare RECIPE`, or set RANK and WORLD_SIZE in the
+    environment.
     """
     from kaleido.features.prepare import prepare as run_prepare
     from kaleido.features.prepare import store_dir

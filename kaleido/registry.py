@@ -18,6 +18,8 @@ from typing import Any
 
 import catalogue
 
+from kaleido.suggest import did_you_mean
+
 NAMESPACE = "kaleido"
 
 # Each kind maps to the modules that register the built-in components of that kind. The
@@ -49,7 +51,8 @@ class UnknownComponent(LookupError):
 
     def __init__(self, kind: str, name: str, choices: list[str]) -> None:
         self.kind, self.name, self.choices = kind, name, choices
-        super().__init__(f"unknown {kind} component {name!r}; expected one of: {', '.join(choices)}")
+        super().__init__(f"unknown {kind} component {name!r}; expected one of: {', '.join(choices)}"
+                         f"{did_you_mean(name, choices)}")
 
 
 class PluginError(ImportError):

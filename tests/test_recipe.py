@@ -269,11 +269,35 @@ def test_an_unknown_section_given_by_set_is_blamed_on_set_not_the_file(tmp_path)
     with pytest.raises(RecipeError) as info:
         load_recipe(path, ["foo.bar=1", "pretrain.foo=2"])
     problems = _problems(info.value)
-    assert problems["foo"].startswith("--set: foo: got {'bar': 1}, expected no such key")
+    assert problems["foo"].startswith("--set: foo: no such key; allowed keys: name, seed")
     assert problems["bogus"].startswith(f"{path.resolve()}: bogus:")  # the file's own is still the file's
     assert "allowed keys: name, seed" in problems["foo"] and "pretrain" in problems["foo"]
     assert problems["pretrain.foo"].startswith("--set: pretrain.foo:")
     assert "allowed keys: tasks, batch_size, grad_accum" in problems["pretrain.foo"]
+
+
+def test_an_unknown_key_or_name_suggests_the_close_one(tmp_path):
+    """`--set pretrain.epoch=3` read "got 3, expected no such key; allowed keys: ..." (the 3 was
+    not the problem) and left `epochs` to be found in eighteen keys; a mistyped name likewise."""
+    path = _write(tmp_path / "r.toml", BASE + "weight_decey = 0.1\n[sod]\nname = \"backgrund\"\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, ["pretrain.epoch=3", 'masker.name="agn"', 'pretrain.tasks=["amlm", "itn"]',
+                           "pretrian.lr=1", "backbone.zzzzzz=1"])
+    problems = _problems(info.value)
+    file = path.resolve()
+    assert problems["pretrain.epoch"].startswith(
+        "--set: pretrain.epoch: no such key (did you mean 'epochs'?); allowed keys: tasks, batch_size, ")
+    assert problems["pretrain.weight_decey"].startswith(
+        f"{file}: pretrain.weight_decey: no such key (did you mean 'weight_decay'?); allowed keys: tasks, ")
+    assert problems["pretrian"].startswith("--set: pretrian: no such key (did you mean 'pretrain'?); "
+                                           "allowed keys: name, seed, ")
+    assert problems["backbone.zzzzzz"].startswith("--set: backbone.zzzzzz: no such key; allowed keys: ")
+    assert problems["masker.name"].startswith("--set: masker.name: got 'agn', expected one of: agm, ")
+    assert problems["masker.name"].endswith(" (did you mean 'agm'?)")
+    assert problems["pretrain.tasks[1]"].endswith(", rr (did you mean 'itm'?)")
+    assert problems["sod.name"].startswith(f"{file}: sod.name: got 'backgrund', expected one of: ")
+    assert problems["sod.name"].endswith(" (did you mean 'background'?)")
+    assert all("\n" not in m for m in problems.values())
 
 
 def test_kaleido_run_prints_the_notes_check_prints(tmp_path, monkeypatch):

@@ -60,7 +60,7 @@ def test_builtin_lookup_and_unknown_name_lists_choices():
     with pytest.raises(registry.UnknownComponent) as info:
         registry.maskers.get("agmx")
     assert "agm" in info.value.choices and "random" in info.value.choices
-    assert "agmx" in str(info.value)
+    assert "agmx" in str(info.value) and str(info.value).endswith(" (did you mean 'agm'?)")
 
 
 def test_every_kind_has_builtins():

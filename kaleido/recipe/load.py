@@ -28,6 +28,7 @@ from kaleido.recipe.schema import (
     PretrainSettings,
     RecipeModel,
 )
+from kaleido.suggest import did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,8 +56,11 @@ class Problem:
     path: str
     given: Any
     expected: str
+    unknown_key: bool = False  # ``path`` is no key of its table: ``expected`` says which keys are
 
     def __str__(self) -> str:
+        if self.unknown_key:  # "got 3, expected no such key" read as if 3 were the problem
+            return f"{self.file}: {self.path}: {self.expected}"
         given = "nothing" if self.given is _MISSING else repr(self.given)
         return f"{self.file}: {self.path or '(top)'}: got {given}, expected {self.expected}"
 
@@ -261,9 +265,7 @@ def _lookup(data: dict, loc: tuple) -> Any:
 
 
 def _expected(err: dict) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "no such key (unknown key)"
+    kind = err["type"]  # (an unknown key, "extra_forbidden", is worded by _pydantic_problems)
     if kind == "missing":
         return "a value (required)"
     msg = err["msg"]
@@ -292,9 +294,12 @@ def _pydantic_problems(exc: ValidationError, data: dict, origins: dict[str, str]
         dotted = ".".join(str(p) for p in loc)
         expected = _expected(err)
         keys = allowed if allowed is not None else _fields_at(loc[:-1]) if not prefix else None
-        if err["type"] == "extra_forbidden" and keys is not None:
-            expected = f"no such key; allowed keys: {', '.join(keys) or '(none)'}"
-        problems.append(Problem(_origin(origins, dotted, default_file), dotted, _lookup(data, loc), expected))
+        unknown = err["type"] == "extra_forbidden"
+        if unknown:
+            expected = "no such key" if keys is None else (
+                f"no such key{did_you_mean(str(loc[-1]), keys)}; allowed keys: {', '.join(keys) or '(none)'}")
+        problems.append(Problem(_origin(origins, dotted, default_file), dotted, _lookup(data, loc), expected,
+                                unknown_key=unknown))
     return problems
 
 
@@ -415,7 +420,8 @@ def _section_problems(
     try:
         schema = params_model(reg.get(raw["name"]))
     except registry.UnknownComponent as exc:
-        return [Problem(where, f"{section}.name", raw["name"], f"one of: {', '.join(exc.choices)}")]
+        return [Problem(where, f"{section}.name", raw["name"],
+                        f"one of: {', '.join(exc.choices)}{did_you_mean(raw['name'], exc.choices)}")]
     except registry.PluginError as exc:
         return [Problem(where, f"{section}.name", raw["name"], f"an importable component ({exc})")]
     try:
@@ -440,11 +446,12 @@ def _task_problems(
     for i, name in enumerate(task_list if isinstance(task_list, list) else []):
         if name not in task_names:
             problems.append(Problem(_origin(origins, "pretrain.tasks", src), f"pretrain.tasks[{i}]", name,
-                                    f"one of: {', '.join(task_names)}"))
+                                    f"one of: {', '.join(task_names)}{did_you_mean(name, task_names)}"))
     for name, raw in (tables if isinstance(tables, dict) else {}).items():
         if name not in task_names:
             problems.append(Problem(_origin(origins, f"tasks.{name}", src), f"tasks.{name}", name,
-                                    f"a task table named after one of: {', '.join(task_names)}"))
+                                    f"a task table named after one of: {', '.join(task_names)}"
+                                    f"{did_you_mean(name, task_names)}"))
             continue
         if not isinstance(raw, dict):
             continue

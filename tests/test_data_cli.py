@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import h5py
@@ -50,11 +51,15 @@ def test_info_decodes_every_jsonl_image_as_prepare_does(tmp_path, myntra_dir):
     lines = [{"image": name, "text": f"t {i}", "category": "c", "subcategory": "s", "product_id": str(i)}
              for i, name in enumerate(["good.jpg", "cut.jpg", "gone.jpg"])]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    result = runner.invoke(app, ["data", "info", str(tmp_path / "d.jsonl")])
+    result = runner.invoke(app, ["data", "info", str(tmp_path / "d.jsonl")], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "unreadable images (fully decoded) │ 2" in text
-    assert "row 1: unreadable image" in text and "truncated" in text and "row 2: image file not found" in text
+    # by JSONL line, as the dropped lines and prepare name them ("row 2" was the file's third row)
+    assert "line 2: unreadable image" in text and "truncated" in text
+    assert "line 3: image file not found" in text
+    # a long path wraps whole: it was cut to "…/gone…", hiding which file is missing
+    assert "…" not in result.output and str(tmp_path / "gone.jpg") in re.sub(r"[│\s]", "", result.output)
 
 
 def test_errors_are_one_line(tmp_path):

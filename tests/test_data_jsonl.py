@@ -85,8 +85,22 @@ def test_bad_lines_are_skipped_and_counted(broken_dir, caplog):
     # each image decoded in full, as prepare reads it: the truncated file too (its header is good)
     summary = reader.summary()
     assert summary["unreadable_images"] == 3
-    assert [why.split(":")[0] for why in summary["unreadable"]] == ["row 1", "row 2", "row 3"]
+    assert [why.split(":")[0] for why in summary["unreadable"]] == ["line 2", "line 3", "line 4"]
     assert "truncated" in summary["unreadable"][0] and "not found" in summary["unreadable"][2]
+
+
+def test_a_bad_row_names_its_jsonl_line(broken_dir):
+    """A missing image on line 4 was "row 3" to `data info` and "row 2" to prepare's train split
+    (rows renumbered after dropped lines and per split), while dropped lines were "line N"."""
+    reader = JsonlReader(broken_dir / "data.jsonl")
+    with pytest.raises(BadRow) as info:
+        reader.row(3)
+    assert str(info.value).startswith("row 3 (data.jsonl line 4): image file not found: ")
+    assert info.value.where == "row 3 (data.jsonl line 4)" and info.value.reason.startswith("image file")
+    part = reader.subset([2, 3, 4])  # a split: its own row numbers, the same lines
+    assert [part.line(i) for i in range(3)] == [3, 4, 7]
+    with pytest.raises(BadRow, match=r"^row 1 \(data.jsonl line 4\): image file not found"):
+        part.row(1)
 
 
 def test_grey_and_rgba_images_become_rgb(broken_dir):

@@ -122,7 +122,8 @@ def test_prepare_skips_bad_rows_and_resumes_identically(parts, tmp_path):
     reader, sod, patcher, backbone = parts
     n = len(reader)
     full = prepare_rows(FlakyReader(reader), sod, patcher, backbone, tmp_path / "full", "k", batch_size=3)
-    assert full.rows == n - 1 and full.skipped == [(2, "truncated image data")] and full.fallbacks == 1
+    assert full.rows == n - 1 and full.fallbacks == 1
+    assert full.skipped == [(2, "truncated image data", "row 2")]  # (row, why, how messages name it)
     ref = _arrays(tmp_path / "full")
     assert ref["features"].shape == (n - 1, 55, 1280) and ref["grey"].shape == (n - 1, 16, 1280)
     assert 2 not in ref["source"] and ref["fallback"][ref["source"].tolist().index(5)]

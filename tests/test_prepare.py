@@ -166,6 +166,37 @@ def test_the_prepare_bar_starts_at_its_row_count(tmp_path, monkeypatch):
     assert added == [("prepare train", 3, 0)] and len(report.skipped) == 3
 
 
+def test_prepare_names_a_skipped_jsonl_row_by_its_line(tmp_path, caplog):
+    """Line 4's missing image was "train: row 2 skipped" beside "d.jsonl line 1: not JSON"."""
+    rows = [json.dumps({"image": f"gone{i}.jpg", "text": f"t {i}", "category": "c", "subcategory": "s",
+                        "product_id": str(i)}) for i in range(3)]  # every image missing: no backbone pass
+    (tmp_path / "d.jsonl").write_text("\n".join(["{not json", *rows]) + "\n")
+    (tmp_path / "t.jsonl").write_text(rows[0] + "\n")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(textwrap.dedent(f"""
+        output_dir = "{tmp_path / 'runs'}"
+        [data]
+        name = "jsonl"
+        train = "{tmp_path / 'd.jsonl'}"
+        test = "{tmp_path / 't.jsonl'}"
+        [sod]
+        name = "none"
+        [backbone]
+        name = "mobilenet_v2"
+        image_size = 64
+        device = "cpu"
+    """))
+    with caplog.at_level("WARNING"):
+        report = prepare(load_recipe(recipe), "train", out_dir=tmp_path / "store", progress=False)
+    gone = f"image file not found: {tmp_path / 'gone2.jpg'}"
+    assert f"train: row 2 (d.jsonl line 4) skipped: {gone}" in caplog.text
+    lines = report.lines()
+    assert f"    row 2 (d.jsonl line 4): {gone}" in lines
+    assert "    d.jsonl line 1: not JSON (Expecting property name enclosed in double quotes)" in lines
+    reused = prepare(load_recipe(recipe), "train", out_dir=tmp_path / "store", progress=False)
+    assert reused.reused and reused.lines()[4:] == lines[4:]  # a reused store names them alike
+
+
 def test_the_speed_column_has_a_figure_before_rich_has_two_samples():
     """A split of one batch finished as `9/9 -- img/s`: rich's estimate needs two updates."""
     import io

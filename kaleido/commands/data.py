@@ -62,7 +62,7 @@ def info(file: Path = typer.Argument(..., help="a .h5 (Fashion-Gen schema) or .j
             s = reader.summary()
     table = Table(title=f"{file}  ({s['format']})", title_justify="left", show_header=False)
     table.add_column(style="bold cyan")
-    table.add_column()
+    table.add_column(overflow="fold")  # a long image path wraps whole: an ellipsis hid the file name
     shape = s["image_shape"]
     shape_text = " x ".join(map(str, shape)) if shape else "-"
     if s.get("image_shapes", 1) > 1:

@@ -65,6 +65,7 @@ class JsonlReader:
         self.skipped: list[str] = []  # "line N: reason" of each skipped line
         self._fallback_lines: set[int] = set()
         records: list[tuple[RowMeta, str]] = []
+        numbers: list[int] = []  # each record's line in the file
         with open(self.path, "rb") as fh:
             for number, raw in enumerate(fh, start=1):
                 if number == 1 and raw.startswith(BOM):
@@ -91,17 +92,19 @@ class JsonlReader:
                                         category=str(obj["category"]), subcategory=str(obj["subcategory"]),
                                         product_id=str(obj["product_id"]), pose=pose),
                                 str(obj["image"])))
+                numbers.append(number)
         if not records:
             first = f"; first problem: {self.skipped[0]}" if self.skipped else ""
             raise DataError(f"{self.path}: no usable rows (needs keys {', '.join(REQUIRED)}){first}")
         self.skipped_note = ""  # where this file's skipped lines are reported when not by this reader
         self._log_skipped()
-        self._all = records
+        self._all, self._all_lines = records, numbers
         self._select(range(len(records)) if rows is None else rows)
 
     def _select(self, rows: Sequence[int]) -> None:
         """Keep ``rows`` of the file's records (indices into all of them), renumbered from 0."""
         self._origin = list(rows)
+        self._lines = [self._all_lines[old] for old in rows]
         self._records = []
         for new, old in enumerate(rows):
             meta, image = self._all[old]
@@ -150,10 +153,21 @@ class JsonlReader:
     def image_path(self, index: int) -> Path:
         return self.root / self._records[index][1]
 
+    def line(self, index: int) -> int:
+        """The file line of row ``index`` (1-based, as editors and the skipped lines count)."""
+        return self._lines[index]
+
+    def row_name(self, index: int) -> str:
+        """``row 2 (pairs.jsonl line 4)``: a split's row index alone is not where the file has it."""
+        return f"row {index} ({self.path.name} line {self.line(index)})"
+
     def row(self, index: int) -> Row:
         meta = self.meta(index)
-        pixels = read_image(self.image_path(index), meta.index)
-        return Row(**vars(meta), image=to_rgb(pixels, meta.index), text_fallback=self._records[index][2])
+        try:
+            image = to_rgb(read_image(self.image_path(index), meta.index), meta.index)
+        except BadRow as exc:
+            raise BadRow(exc.index, exc.reason, where=self.row_name(index)) from None
+        return Row(**vars(meta), image=image, text_fallback=self._records[index][2])
 
     def product_ids(self) -> np.ndarray:
         return np.array([m.product_id for m, _i, _f in self._records], dtype=str)
@@ -168,8 +182,8 @@ class JsonlReader:
         for i in range(len(self)):
             try:
                 sizes[self.row(i).image.shape] += 1
-            except BadRow as exc:
-                unreadable.append(f"row {i}: {exc.reason}")
+            except BadRow as exc:  # by line: this reader's row numbers are not a split's
+                unreadable.append(f"line {self.line(i)}: {exc.reason}")
             if progress is not None:
                 progress(i + 1, len(self))
         return {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -11,9 +11,10 @@ import numpy as np
 class BadRow(ValueError):
     """A row that cannot be used (corrupt image, wrong shape ...): skipped and counted, never guessed."""
 
-    def __init__(self, index: int, reason: str) -> None:
+    def __init__(self, index: int, reason: str, where: str | None = None) -> None:
         self.index, self.reason = index, reason
-        super().__init__(f"row {index}: {reason}")
+        self.where = where or f"row {index}"  # how messages name the row (see row_name)
+        super().__init__(f"{self.where}: {reason}")
 
 
 class DataError(ValueError):
@@ -38,6 +39,13 @@ class Row(RowMeta):
 
     image: np.ndarray | None = None
     text_fallback: bool = False  # its text was not UTF-8 and was read as cp1252 (counted by prepare)
+
+
+def row_name(reader: Any, index: int) -> str:
+    """How messages name row ``index`` of ``reader``: ``row 2``, or what the reader's own
+    ``row_name`` says (a JSONL row adds its line: the number a user finds in an editor)."""
+    name = getattr(reader, "row_name", None)
+    return name(index) if name is not None else f"row {index}"
 
 
 class Reader(Protocol):

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from kaleido.data.images import to_rgb
-from kaleido.data.rows import BadRow
+from kaleido.data.rows import BadRow, row_name
 from kaleido.features.store import FeatureStore, ShardWriter, shard_name, shard_world
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,13 @@ def store_dir(recipe: Any, key: str | None = None) -> Path:
 
 @dataclass
 class Report:
-    """What a prepare run did: rows written, rows skipped (row id, why), fallbacks, time."""
+    """What a prepare run did: rows written, rows skipped (row id, why, how the reader names the
+    row: a JSONL row with its line), fallbacks, time."""
 
     split: str
     path: Path
     rows: int
-    skipped: list[tuple[int, str]] = field(default_factory=list)
+    skipped: list[tuple] = field(default_factory=list)  # stores before the name: (row id, why)
     fallbacks: int = 0
     text_fallbacks: int = 0
     seconds: float = 0.0
@@ -73,7 +74,7 @@ class Report:
                 + (f", resumed after {self.resumed_at} rows" if self.resumed_at else ""))
         out = [head, f"  no foreground found (whole image used): {self.fallbacks}",
                f"  text not UTF-8 (read as cp1252): {self.text_fallbacks}", f"  skipped: {len(self.skipped)}"]
-        out += [f"    row {i}: {why}" for i, why in self.skipped[:20]]
+        out += [f"    {where[0] if where else f'row {i}'}: {why}" for i, why, *where in self.skipped[:20]]
         if len(self.skipped) > 20:
             out.append(f"    ... and {len(self.skipped) - 20} more (see the shard manifests)")
         out.append(f"  dropped by the reader (never rows): {len(self.source_skipped)}")
@@ -119,10 +120,9 @@ class _Rows(Dataset):
             image = to_rgb(row.image, index)
             box, found = self.sod.box(image)
             layout = self.patcher.layout(box, image.shape[1], image.shape[0])
-        except BadRow as exc:
-            return {"index": index, "bad": exc.reason}
         except (OSError, ValueError) as exc:  # a decoder or a shape problem in this row only
-            return {"index": index, "bad": f"{type(exc).__name__}: {exc}"}
+            why = exc.reason if isinstance(exc, BadRow) else f"{type(exc).__name__}: {exc}"
+            return {"index": index, "bad": why, "where": row_name(self.reader, index)}
         meta = {k: getattr(row, k) for k in META_FIELDS}
         return {"index": index, "meta": meta, "image": image, "layout": layout, "found": found,
                 "text_fallback": row.text_fallback}
@@ -185,9 +185,9 @@ def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, 
     passes0 = backbone.passes
     for batch in loader:
         good = [b for b in batch if "bad" not in b]
-        skipped = [(b["index"], b["bad"]) for b in batch if "bad" in b]
-        for index, why in skipped:
-            log.warning("%s: row %d skipped: %s", split, index, why)
+        skipped = [(b["index"], b["bad"], b["where"]) for b in batch if "bad" in b]
+        for _index, why, where in skipped:  # a JSONL row by its line too, as the dropped lines are
+            log.warning("%s: %s skipped: %s", split, where, why)
         rows: dict[str, np.ndarray] = {}
         if good:
             views = backbone.views([b["image"] for b in good], [b["layout"].boxes for b in good],

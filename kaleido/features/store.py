@@ -115,7 +115,7 @@ class ShardWriter:
             _sync(f)
 
     def commit(self, rows: dict[str, np.ndarray], metas: list[RowMeta], next_pos: int,
-               skipped: list[tuple[int, str]] = (), fallbacks: int = 0, text_fallbacks: int = 0) -> None:
+               skipped: list[tuple] = (), fallbacks: int = 0, text_fallbacks: int = 0) -> None:
         """Write a chunk of rows after the committed ones, then advance the counter atomically."""
         start, n = self.committed, len(metas)
         if start + n > self.manifest["capacity"]:
@@ -202,7 +202,8 @@ class FeatureStore:
         return int(self._starts[-1])
 
     @property
-    def skipped(self) -> list[tuple[int, str]]:
+    def skipped(self) -> list[tuple]:
+        """(reader row, why[, how the reader names the row]) of each row prepare skipped."""
         return [tuple(s) for m in self._manifests for s in m["skipped"]]
 
     @property

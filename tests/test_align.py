@@ -313,6 +313,26 @@ def test_draw_alignments_labels_each_aligned_word_at_its_patch(tokenizer, tmp_pa
     assert (tmp_path / "a.png").stat().st_size > 1000
 
 
+def test_labels_of_patches_that_share_a_corner_do_not_overlap() -> None:
+    """The first cells of the 3x3, 4x4 and 5x5 grids share the top-left corner: three labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from kaleido.aligners.draw import draw_alignments
+
+    boxes = [np.array([0.0, 0.0, 100 / g, 100 / g]) for g in (3, 4, 5)]
+    fig, ax = plt.subplots()
+    draw_alignments(ax, np.zeros((100, 100, 3), np.uint8), list(zip(["collar", "red", "sleeve"], boxes,
+                                                                      strict=True)))
+    fig.canvas.draw()
+    extents = [t.get_window_extent() for t in ax.texts]
+    assert [t.get_text() for t in ax.texts] == ["collar", "red", "sleeve"]
+    assert not any(a.overlaps(b) for i, a in enumerate(extents) for b in extents[i + 1:])
+    plt.close(fig)
+
+
 def test_align_command_without_a_feature_store_fails_in_one_line(tmp_path) -> None:
     from typer.testing import CliRunner
 

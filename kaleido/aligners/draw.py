@@ -9,6 +9,8 @@ import numpy as np
 
 from kaleido.aligners.heatmap import word_token_positions
 
+LINE_PT = 11  # one 8-pt label with its box, in points
+
 
 def words_and_boxes(text: str, offsets: Sequence[tuple[int, int]], pairs: Sequence[tuple[int, int]],
                     boxes: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -43,13 +45,20 @@ def draw_alignments(ax: Any, image: np.ndarray, words_and_boxes: Sequence[tuple[
         ax.imshow(heat / max(float(heat.max()), 1e-12), extent=(x1, x2, y2, y1), cmap="jet", alpha=0.45,
                   interpolation="bilinear")
     colours = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
+    # patches of different levels can share a top-left corner (every grid's first cell does):
+    # the labels anchored there are stacked one text line apart instead of drawn on each other
+    at_corner: dict[tuple[int, int], int] = {}
     for k, (word, box) in enumerate(words_and_boxes):
         x1, y1, x2, y2 = (float(v) for v in box)
         colour = colours[k % len(colours)]
         ax.add_patch(mpatches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour,
                                         linewidth=2))
-        ax.text(x1 + 1, y1 + 1, word, color="white", fontsize=8, va="top", ha="left",
-                bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "edgecolor": "none"})
+        corner = (round(x1), round(y1))
+        below = at_corner.get(corner, 0)
+        at_corner[corner] = below + 1
+        ax.annotate(word, (x1, y1), xytext=(2, -2 - LINE_PT * below), textcoords="offset points",
+                    color="white", fontsize=8, va="top", ha="left",
+                    bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "edgecolor": "none"})
     ax.set_xlim(0, image.shape[1])
     ax.set_ylim(image.shape[0], 0)
     ax.set_axis_off()

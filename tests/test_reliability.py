@@ -122,7 +122,7 @@ def test_corrupt_and_truncated_image_bytes_are_counted_logged_skips(odd_images, 
         with pytest.raises(BadRow, match="unreadable image") as info:
             reader.row(index)
         one_line(info.value)
-    skipped = dict(report.skipped)
+    skipped = {s.row: s.why for s in report.skipped}
     assert sorted(skipped) == [1, 2] and all("unreadable image" in why for why in skipped.values())
     assert report.rows == len(reader) - 2 == len(odd_images["store"])
     assert 1 not in set(odd_images["store"].source(np.arange(report.rows)).tolist())
@@ -132,7 +132,7 @@ def test_corrupt_and_truncated_image_bytes_are_counted_logged_skips(odd_images, 
         prepare_rows(JsonlReader(reader.path, rows=[0, 1]), registry.sod.get("none")(),
                      registry.patchers.get("kaleido")(), _backbone(), odd_images["store"].path.parent / "s2",
                      key="k", batch_size=2)
-    assert any("row 1 skipped" in r.getMessage() for r in caplog.records)
+    assert any("row 1 (pairs.jsonl line 2) skipped" in r.getMessage() for r in caplog.records)
 
 
 def test_descriptions_that_are_not_utf8_decode_with_a_counted_fallback(tmp_path):
@@ -153,8 +153,8 @@ def test_descriptions_that_are_not_utf8_decode_with_a_counted_fallback(tmp_path)
 def test_empty_descriptions_are_counted_skips_in_both_readers(tmp_path, odd_images):
     path = write_fashiongen(tmp_path / "t.h5", [b"a red shirt", b"   ", b"a blue shirt"])
     report, store = prepare_reader(FashionGenReader(path), tmp_path / "store", sod="none")
-    assert report.rows == 2 and [i for i, _ in report.skipped] == [1]
-    assert "empty description" in one_line(report.skipped[0][1])
+    assert report.rows == 2 and [s.row for s in report.skipped] == [1]
+    assert "empty description" in one_line(report.skipped[0].why)
     assert [m.text for m in store.meta(np.arange(2))] == ["a red shirt", "a blue shirt"]
     # JSONL: the line with an empty text is skipped and counted when the file is read, and prepare's
     # report (and the store it wrote) says so too, with the reason

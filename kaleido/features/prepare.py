@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kaleido.data.images import to_rgb
 from kaleido.data.rows import BadRow, row_name
-from kaleido.features.store import FeatureStore, ShardWriter, shard_name, shard_world
+from kaleido.features.store import FeatureStore, ShardWriter, SkippedRow, shard_name, shard_world
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Report:
     split: str
     path: Path
     rows: int
-    skipped: list[tuple] = field(default_factory=list)  # stores before the name: (row id, why)
+    skipped: list[SkippedRow] = field(default_factory=list)
     fallbacks: int = 0
     text_fallbacks: int = 0
     seconds: float = 0.0
@@ -74,7 +74,7 @@ class Report:
                 + (f", resumed after {self.resumed_at} rows" if self.resumed_at else ""))
         out = [head, f"  no foreground found (whole image used): {self.fallbacks}",
                f"  text not UTF-8 (read as cp1252): {self.text_fallbacks}", f"  skipped: {len(self.skipped)}"]
-        out += [f"    {where[0] if where else f'row {i}'}: {why}" for i, why, *where in self.skipped[:20]]
+        out += [f"    {s.where}: {s.why}" for s in self.skipped[:20]]
         if len(self.skipped) > 20:
             out.append(f"    ... and {len(self.skipped) - 20} more (see the shard manifests)")
         out.append(f"  dropped by the reader (never rows): {len(self.source_skipped)}")
@@ -185,9 +185,9 @@ def prepare_rows(reader: Any, sod: Any, patcher: Any, backbone: Any, out: Path, 
     passes0 = backbone.passes
     for batch in loader:
         good = [b for b in batch if "bad" not in b]
-        skipped = [(b["index"], b["bad"], b["where"]) for b in batch if "bad" in b]
-        for _index, why, where in skipped:  # a JSONL row by its line too, as the dropped lines are
-            log.warning("%s: %s skipped: %s", split, where, why)
+        skipped = [SkippedRow(b["index"], b["bad"], b["where"]) for b in batch if "bad" in b]
+        for s in skipped:  # a JSONL row by its line too, as the dropped lines are
+            log.warning("%s: %s skipped: %s", split, s.where, s.why)
         rows: dict[str, np.ndarray] = {}
         if good:
             views = backbone.views([b["image"] for b in good], [b["layout"].boxes for b in good],
@@ -225,8 +225,9 @@ def _reused(store: FeatureStore, split: str) -> Report:
 
 def _report(writer: ShardWriter, split: str, out: Path, start: float, reused: bool) -> Report:
     m = writer.manifest
-    return Report(split=split, path=Path(out), rows=m["committed"], skipped=[tuple(s) for s in m["skipped"]],
-                  fallbacks=m["fallbacks"], text_fallbacks=m.get("text_fallbacks", 0),
+    return Report(split=split, path=Path(out), rows=m["committed"],
+                  skipped=[SkippedRow.of(s) for s in m["skipped"]], fallbacks=m["fallbacks"],
+                  text_fallbacks=m.get("text_fallbacks", 0),
                   seconds=time.perf_counter() - start, reused=reused,
                   source_skipped=list(m.get("source_skipped", [])), source_file=m.get("source_file", ""),
                   source_note=m.get("source_note", ""))

@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -56,6 +58,21 @@ def _shapes(spec: dict) -> dict[str, tuple[tuple[int, ...], str]]:
 
 def _row_bytes(shape: tuple[int, ...], dtype: str) -> int:
     return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+class SkippedRow(NamedTuple):
+    """A row prepare skipped: its reader row, why, and how messages name it (a JSONL row with its
+    file line, as the reader's dropped lines are named)."""
+
+    row: int
+    why: str
+    where: str
+
+    @classmethod
+    def of(cls, entry: Sequence) -> SkippedRow:
+        """From a manifest entry: ``[row, why, where]``, or ``[row, why]`` in older stores."""
+        row, why, *where = entry
+        return cls(int(row), str(why), str(where[0]) if where else f"row {row}")
 
 
 class ShardWriter:
@@ -115,7 +132,7 @@ class ShardWriter:
             _sync(f)
 
     def commit(self, rows: dict[str, np.ndarray], metas: list[RowMeta], next_pos: int,
-               skipped: list[tuple] = (), fallbacks: int = 0, text_fallbacks: int = 0) -> None:
+               skipped: Sequence[Sequence] = (), fallbacks: int = 0, text_fallbacks: int = 0) -> None:
         """Write a chunk of rows after the committed ones, then advance the counter atomically."""
         start, n = self.committed, len(metas)
         if start + n > self.manifest["capacity"]:
@@ -202,9 +219,9 @@ class FeatureStore:
         return int(self._starts[-1])
 
     @property
-    def skipped(self) -> list[tuple]:
-        """(reader row, why[, how the reader names the row]) of each row prepare skipped."""
-        return [tuple(s) for m in self._manifests for s in m["skipped"]]
+    def skipped(self) -> list[SkippedRow]:
+        """Each row prepare skipped: reader row, why, and how messages name it."""
+        return [SkippedRow.of(s) for m in self._manifests for s in m["skipped"]]
 
     @property
     def source_skipped(self) -> list[str]:

@@ -132,29 +132,27 @@ def test_bad_input_to_show_and_sod_eval_is_one_line_not_a_traceback(recipe_path,
     assert not list(tmp_path.glob(".*.tmp-*"))
 
 
+def _gone_rows(n: int) -> list[str]:
+    """JSONL lines of ``n`` products whose images do not exist: every row skipped, no backbone pass."""
+    return [json.dumps({"image": f"gone{i}.jpg", "text": f"t {i}", "category": "c", "subcategory": "s",
+                        "product_id": str(i)}) for i in range(n)]
+
+
+def _jsonl_recipe(tmp_path, data: str, extra: str = ""):
+    """A recipe on ``tmp_path/d.jsonl`` (``data``: more [data] keys), no saliency, a 64-px MobileNetV2."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'output_dir = "{tmp_path / "runs"}"\n[data]\nname = "jsonl"\n'
+                      f'train = "{tmp_path / "d.jsonl"}"\n{data}\n[sod]\nname = "none"\n'
+                      f'[backbone]\nname = "mobilenet_v2"\nimage_size = 64\ndevice = "cpu"\n{extra}\n')
+    return recipe
+
+
 def test_the_prepare_bar_starts_at_its_row_count(tmp_path, monkeypatch):
     """The bars started as `0/? -- img/s` although the row count is known before the first batch."""
     from rich.progress import Progress
 
-    lines = [json.dumps({"image": f"gone{i}.jpg", "text": f"t {i}", "category": "c", "subcategory": "s",
-                         "product_id": str(i)}) for i in range(5)]  # every image missing: no backbone pass
-    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
-    recipe = tmp_path / "r.toml"
-    recipe.write_text(textwrap.dedent(f"""
-        output_dir = "{tmp_path / 'runs'}"
-        [data]
-        name = "jsonl"
-        train = "{tmp_path / 'd.jsonl'}"
-        test_fraction = 0.4
-        [sod]
-        name = "none"
-        [backbone]
-        name = "mobilenet_v2"
-        image_size = 64
-        device = "cpu"
-        [prepare]
-        batch_size = 2
-    """))
+    (tmp_path / "d.jsonl").write_text("\n".join(_gone_rows(5)) + "\n")
+    recipe = _jsonl_recipe(tmp_path, "test_fraction = 0.4", "[prepare]\nbatch_size = 2")
     added, add_task = [], Progress.add_task
 
     def spy(self, description, *args, **kwargs):
@@ -168,24 +166,10 @@ def test_the_prepare_bar_starts_at_its_row_count(tmp_path, monkeypatch):
 
 def test_prepare_names_a_skipped_jsonl_row_by_its_line(tmp_path, caplog):
     """Line 4's missing image was "train: row 2 skipped" beside "d.jsonl line 1: not JSON"."""
-    rows = [json.dumps({"image": f"gone{i}.jpg", "text": f"t {i}", "category": "c", "subcategory": "s",
-                        "product_id": str(i)}) for i in range(3)]  # every image missing: no backbone pass
+    rows = _gone_rows(3)
     (tmp_path / "d.jsonl").write_text("\n".join(["{not json", *rows]) + "\n")
     (tmp_path / "t.jsonl").write_text(rows[0] + "\n")
-    recipe = tmp_path / "r.toml"
-    recipe.write_text(textwrap.dedent(f"""
-        output_dir = "{tmp_path / 'runs'}"
-        [data]
-        name = "jsonl"
-        train = "{tmp_path / 'd.jsonl'}"
-        test = "{tmp_path / 't.jsonl'}"
-        [sod]
-        name = "none"
-        [backbone]
-        name = "mobilenet_v2"
-        image_size = 64
-        device = "cpu"
-    """))
+    recipe = _jsonl_recipe(tmp_path, f"test = \"{tmp_path / 't.jsonl'}\"")
     with caplog.at_level("WARNING"):
         report = prepare(load_recipe(recipe), "train", out_dir=tmp_path / "store", progress=False)
     gone = f"image file not found: {tmp_path / 'gone2.jpg'}"

@@ -103,10 +103,10 @@ def ground_truth(recipe: Any, split: str, store: Any,
     data = recipe.build("data")
     if not hasattr(data, "path"):
         return None
-    from kaleido.data.synth import read_parts
+    from kaleido.data.synth import parts_path, read_parts
 
     h5 = Path(data.path(split))
-    side = h5.with_name(h5.name + ".parts.json")
+    side = parts_path(h5)
     try:
         by_index = {int(r["index"]): r["parts"] for r in read_parts(h5)}
     except (FileNotFoundError, ValueError) as exc:  # ValueError: a JSON error, an unknown format

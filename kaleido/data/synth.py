@@ -909,7 +909,7 @@ def write_synthetic(out: Path, products: int, seed: int, poses: tuple[int, int] 
     counts = rng.integers(lo, hi + 1, size=products)
     n = int(counts.sum())
     out.parent.mkdir(parents=True, exist_ok=True)
-    parts_path = out.with_name(out.name + ".parts.json")
+    parts_file = parts_path(out)
     rows = [(p, k) for p, c in zip(items, counts, strict=True) for k in range(int(c))]
 
     def text(values: list[str]) -> np.ndarray:
@@ -931,7 +931,7 @@ def write_synthetic(out: Path, products: int, seed: int, poses: tuple[int, int] 
     }
     side_rows = []
     # the parts file is renamed into place first, the HDF5 file (what callers test for) last
-    with atomic_file(out) as tmp_h5, atomic_file(parts_path) as tmp_parts:
+    with atomic_file(out) as tmp_h5, atomic_file(parts_file) as tmp_parts:
         with h5py.File(tmp_h5, "w", libver="earliest", track_order=False) as f:
             for key, values in fields.items():
                 f.create_dataset(key, data=text(values), track_times=False)
@@ -970,10 +970,15 @@ def write_synthetic(out: Path, products: int, seed: int, poses: tuple[int, int] 
     return out
 
 
+def parts_path(h5_path: str | Path) -> Path:
+    """The side file of part boxes beside a synthetic file: ``<file>.parts.json``."""
+    path = Path(h5_path)
+    return path.with_name(path.name + ".parts.json")
+
+
 def read_parts(h5_path: Path) -> list[dict]:
     """The per-row part boxes written beside a synthetic file (``<file>.parts.json``)."""
-    path = Path(h5_path)
-    side = path.with_name(path.name + ".parts.json")
+    side = parts_path(h5_path)
     if not side.is_file():
         raise FileNotFoundError(f"{side}: no parts side file (only synthetic data has one)")
     data = json.loads(side.read_text(encoding="utf-8"))

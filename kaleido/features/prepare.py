@@ -22,7 +22,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from kaleido.data.images import to_rgb
 from kaleido.data.rows import BadRow, row_name
-from kaleido.features.store import FeatureStore, ShardWriter, SkippedRow, shard_name, shard_world
+from kaleido.features.store import (
+    FeatureStore,
+    ShardWriter,
+    SkippedRow,
+    shard_name,
+    shard_world,
+    source_info,
+)
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +236,7 @@ def _report(writer: ShardWriter, split: str, out: Path, start: float, reused: bo
                   skipped=[SkippedRow.of(s) for s in m["skipped"]], fallbacks=m["fallbacks"],
                   text_fallbacks=m.get("text_fallbacks", 0),
                   seconds=time.perf_counter() - start, reused=reused,
-                  source_skipped=list(m.get("source_skipped", [])), source_file=m.get("source_file", ""),
-                  source_note=m.get("source_note", ""))
+                  source_skipped=list(m.get("source_skipped", [])), **source_info(m))
 
 
 def complete_store(path: Path, key: str) -> FeatureStore | None:

@@ -75,6 +75,11 @@ class SkippedRow(NamedTuple):
         return cls(int(row), str(why), str(where[0]) if where else f"row {row}")
 
 
+def source_info(manifest: dict) -> dict[str, str]:
+    """``source_file`` and ``source_note`` of a shard manifest ("" where it has none)."""
+    return {"source_file": manifest.get("source_file", ""), "source_note": manifest.get("source_note", "")}
+
+
 class ShardWriter:
     """Appends rows to one shard; resumes a shard whose manifest matches ``key`` and ``spec``."""
 
@@ -233,8 +238,7 @@ class FeatureStore:
     def source_info(self) -> dict[str, str]:
         """The data file the rows came from and the reader's note on it (``source_file``,
         ``source_note``); like ``source_skipped``, one shard's is the store's."""
-        first = self._manifests[0] if self._manifests else {}
-        return {"source_file": first.get("source_file", ""), "source_note": first.get("source_note", "")}
+        return source_info(self._manifests[0] if self._manifests else {})
 
     @property
     def fallbacks(self) -> int:

@@ -34,7 +34,14 @@ REQUIRED = ("image", "text", "category", "subcategory", "product_id")
 STRINGS = ("image", "text")  # must be JSON strings: 123 as a description is a mistake, not a text
 IDS = ("category", "subcategory", "product_id", "pose")  # strings, or integers read as their digits
 SHOWN = 20  # skipped lines logged one by one; the rest are counted
-_logged: set[tuple[str, int, int]] = set()  # (file, size, mtime) whose skipped lines were logged
+_logged: set[tuple[str, int, int]] = set()  # file_version()s whose skipped lines were logged
+
+
+def file_version(path: Path) -> tuple[str, int, int]:
+    """A file as it is now (resolved path, size, mtime): the key of what a process does once per
+    version of a file (log its skipped lines, hash its bytes, compare its products)."""
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
 
 
 def _field_problems(obj: dict) -> str | None:
@@ -123,8 +130,7 @@ class JsonlReader:
     def _log_skipped(self) -> None:
         """Log the skipped lines, once per file (as it is now) per process: the splits of one file
         and later stages (align) read it again, and the same lines would be warned again."""
-        st = self.path.stat()
-        key = (str(self.path.resolve()), st.st_size, st.st_mtime_ns)
+        key = file_version(self.path)
         if not self.skipped or key in _logged:
             return
         _logged.add(key)

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # a file's content hash by (resolved path, size, mtime_ns): every stage's key hashes the data files,
 # and one `kaleido run` asks for those keys a dozen times; an edit changes the size or the mtime
 _content_hashes: dict[tuple[str, int, int], bytes] = {}
+_overlap_checked: set[tuple] = set()  # (train, test) file_version()s compared for shared products
 
 SPLITS = ("train", "test")
 TEST_SEED_OFFSET = 1_000_000  # the synthetic test split uses seed + this, and product ids after train's
@@ -71,8 +72,7 @@ def file_fingerprint(*paths: str | Path | None, contents: bool = True) -> str:
 
 def _content_hash(path: Path) -> bytes:
     """The sha256 of a file's bytes, read once per version of the file in this process."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = jsonl.file_version(path)
     if key not in _content_hashes:
         digest = hashlib.sha256()
         with open(path, "rb") as fh:
@@ -226,8 +226,14 @@ class JsonlData:
 
     def _warn_shared_products(self, test: JsonlReader) -> None:
         """A test file sharing products with the train file is allowed (a check of memorisation)
-        but never silent: its figures would not measure generalisation."""
-        train_ids = set(JsonlReader(_existing("train", self.train)).product_ids().tolist())
+        but never silent: its figures would not measure generalisation. Read and said once per
+        process per version of the two files."""
+        train = _existing("train", self.train)
+        key = (jsonl.file_version(train), jsonl.file_version(test.path))
+        if key in _overlap_checked:  # once per process: every stage opens the test split again
+            return
+        _overlap_checked.add(key)
+        train_ids = set(JsonlReader(train).product_ids().tolist())
         test_ids = set(test.product_ids().tolist())
         shared = test_ids & train_ids
         if shared:

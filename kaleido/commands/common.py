@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -35,7 +36,7 @@ def help_text(doc: str | None) -> str | None:
     return "\n\n".join(paragraphs)
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print a clear error (one line per problem) and exit."""
     from rich.markup import escape
 

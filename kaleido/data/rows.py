@@ -54,7 +54,10 @@ class Reader(Protocol):
     Safe with several DataLoader workers: each process opens its own file handle.
     """
 
-    text_fallbacks: int  # rows whose text needed a decoding fallback
+    @property
+    def text_fallbacks(self) -> int:
+        """Rows whose text needed a decoding fallback (read-only: a plain attribute or a property)."""
+        ...
 
     def __len__(self) -> int: ...
 

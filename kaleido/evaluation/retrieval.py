@@ -14,7 +14,7 @@ import numpy as np
 KS: tuple[int, ...] = (1, 5, 10)
 
 
-def positive_ranks(scores: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+def positive_ranks(scores: Sequence[Sequence[float] | np.ndarray] | np.ndarray) -> np.ndarray:
     """1-based rank of the positive (element 0) in each query's candidate scores (lists may differ
     in length). A NaN score is an error: it would silently rank anywhere."""
     ranks = np.empty(len(scores), dtype=np.int64)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def classification_metrics(y_true: Sequence, y_pred: Sequence) -> dict[str, float]:
+def classification_metrics(y_true: Sequence | np.ndarray, y_pred: Sequence | np.ndarray) -> dict[str, float]:
     """``acc`` as a percentage (the paper's unit) and ``macro_f1`` in [0, 1] (as the paper prints)."""
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -23,7 +23,7 @@ def classification_metrics(y_true: Sequence, y_pred: Sequence) -> dict[str, floa
             "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
 
 
-def chance_classification(y_true: Sequence) -> dict[str, float]:
+def chance_classification(y_true: Sequence | np.ndarray) -> dict[str, float]:
     """What always answering the most frequent test label scores (the floor to beat)."""
     y_true = np.asarray(y_true)
     values, counts = np.unique(y_true, return_counts=True)

@@ -56,8 +56,8 @@ def _check_store(store: Any) -> tuple[int, ...]:
     return grids
 
 
-def encode_pairs(store: Any, tokenizer: Any, text_rows: Sequence[int], image_rows: Sequence[int],
-                 max_text_len: int = 64) -> dict[str, torch.Tensor]:
+def encode_pairs(store: Any, tokenizer: Any, text_rows: Sequence[int] | np.ndarray,
+                 image_rows: Sequence[int] | np.ndarray, max_text_len: int = 64) -> dict[str, torch.Tensor]:
     """A model batch pairing the text of ``text_rows[k]`` with the image of ``image_rows[k]``:
     ``input_ids``, ``attention_mask`` (B, T), ``features`` (B, P, D), ``positions`` (B, P, 5)."""
     if len(text_rows) != len(image_rows):

@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,11 +70,11 @@ def barrier(info: DistInfo) -> None:
             dist.barrier()
 
 
-def all_gather_objects(info: DistInfo, obj: object) -> list[object]:
+def all_gather_objects(info: DistInfo, obj: T) -> list[T]:
     """Every rank's ``obj`` (on every rank); ``[obj]`` for a single process."""
     if not info.distributed:
         return [obj]
-    out: list[object] = [None] * info.world_size
+    out: list[Any] = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -219,7 +221,7 @@ def _blob_source(n: int = 24, size: int = 40) -> tuple[AlignSource, list[tuple[s
 
     def image(i):
         if images[i] is None:
-            raise BadRow(i, "truncated image")
+            raise BadRow(i, "truncated image", where=f"row {i} (pairs.jsonl line {i + 2})")
         return images[i]
 
     def feature_map(batch):  # centred colour channels pooled to a 5x5 grid
@@ -235,6 +237,17 @@ def _blob_source(n: int = 24, size: int = 40) -> tuple[AlignSource, list[tuple[s
                           "offset_mapping"], feature_map, grid_key="blobs")
     return src, truth
 
+
+
+def test_sat_names_a_skipped_image_by_its_file_line(tmp_path, caplog) -> None:
+    """An image unreadable at align time (changed after prepare) is logged by store row and by
+    where the data file has it, not by the store row alone."""
+    src, _ = _blob_source()
+    aligner = registry.aligners.get("sat")(feature_dim=16)
+    with caplog.at_level(logging.WARNING, logger="kaleido.aligners.sat"):
+        grids = aligner.grids(src, tmp_path, progress=False)
+    assert grids["skipped"] == 1 and not grids["valid"][5] and grids["valid"].sum() == 23
+    assert "store row 5, row 5 (pairs.jsonl line 7): truncated image" in caplog.text
 
 
 class _Stop(Exception):

@@ -305,7 +305,7 @@ class SATAligner:
                         image = source.image(i)
                     except BadRow as exc:
                         skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
-                        log.warning("sat: skipping row %d: %s", i, exc.reason)
+                        log.warning("sat: skipping store row %d, %s: %s", i, exc.where, exc.reason)
                         pbar.advance(1)
                         continue
                     region = crop_region(image, source.boxes(i), self.region)

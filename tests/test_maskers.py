@@ -149,3 +149,35 @@ def test_a_masker_without_the_hidden_keyword_fails_at_build_time() -> None:
         check_masker(Old())
     for ok in (Open(), RandomMasker(), AGMMasker()):
         check_masker(ok)
+
+
+@pytest.mark.parametrize("masker", [cls(patch_quotas={3: 3, 4: 2}) for cls in (RandomMasker, AGMMasker)])
+def test_a_tasks_limit_caps_a_larger_quota(masker) -> None:
+    # CP camouflages one 3x3 patch: a quota of 3 must plan one, else two planned patches stay
+    # visible and AGM bars their aligned tokens too (neither side of those pairs masked).
+    hidden = Hidden(tokens=True, grids=frozenset({3, 4}), limits=((3, 1),))
+    pairs = [(0, START[3]), (2, START[3] + 4), (4, START[3] + 8)]
+    for seed in range(30):
+        plan = masker.plan(40, LEVELS, GRIDS, pairs, np.random.default_rng(seed), hidden=hidden)
+        assert _per_level(plan.patches) == {1: 0, 2: 0, 3: 1, 4: 2, 5: 0}
+        if isinstance(masker, AGMMasker):  # one side of every pair, the capped 3x3 ones included
+            tokens, patches = set(plan.tokens.tolist()), set(plan.patches.tolist())
+            assert all((t in tokens) != (p in patches) for t, p in pairs)
+
+
+@pytest.mark.parametrize("masker", [cls(patch_quotas={1: 3, 2: 9}) for cls in (RandomMasker, AGMMasker)])
+def test_a_quota_larger_than_its_level_plans_the_whole_level(masker) -> None:
+    plan = masker.plan(20, LEVELS, GRIDS, None, np.random.default_rng(0))
+    assert _per_level(plan.patches) == {1: 1, 2: 4, 3: 0, 4: 0, 5: 0}
+
+
+def test_agm_ignores_alignments_to_tokens_cut_off_by_truncation() -> None:
+    # The aligner saw the whole description; the dataset passes the truncated length. A pair on
+    # position n_tokens (the first cut-off one) must neither take a token slot nor bar its patch.
+    n_tokens = 12
+    pairs = [(n_tokens, START[5] + k) for k in range(5)] + [(n_tokens + 3, START[4])]
+    for seed in range(50):
+        plan = AGMMasker().plan(n_tokens, LEVELS, GRIDS, pairs, np.random.default_rng(seed))
+        assert plan.tokens.size == 2 and plan.tokens.max() < n_tokens
+        r = RandomMasker().plan(n_tokens, LEVELS, GRIDS, None, np.random.default_rng(seed))
+        assert np.array_equal(plan.tokens, r.tokens) and np.array_equal(plan.patches, r.patches)

@@ -309,6 +309,20 @@ def test_hidden_by_the_tasks() -> None:
     assert hidden_by(tasks("itm", "g2cm")) == Hidden(tokens=False, grids=frozenset({4}))
 
 
+def test_hidden_by_caps_a_grid_only_when_every_task_hiding_it_is_capped() -> None:
+    # Two (plugin) tasks on one grid: the masker may plan what the more permissive one hides.
+    from kaleido.tasks.base import Task
+
+    def hiding(grid, cap):
+        attrs = {"name": "t", "grid": grid, "hides_patches": True, "hides_at_most": cap}
+        return type(f"T{grid}{cap}", (Task,), attrs)()
+
+    cp = registry.tasks.get("cp")()
+    assert hidden_by([cp, hiding(3, None)]).limits == ()
+    assert hidden_by([cp, hiding(3, 2)]).limits == ((3, 2),)
+    assert hidden_by([hiding(3, 2), cp, hiding(4, 1)]).limits == ((3, 2), (4, 1))
+
+
 def test_a_task_reading_the_planned_patches_must_declare_that_it_hides_them() -> None:
     """The masker plans patches only for tasks that declare ``hides_patches``; a (plugin) task
     reading them undeclared would silently always get none: it is told so instead."""

@@ -24,9 +24,9 @@ def ablate(
     paper: bool = typer.Option(False, "--paper", help="every Table-4 column (the shipped column recipes)"),
     recipes_dir: Path = typer.Option(None, "--recipes-dir", help="where --paper finds the column recipes"),
     seeds: int = typer.Option(1, "--seeds", min=1, help="runs per setting (mean ± sd reported)"),
-    nproc_per_node: int = typer.Option(None, "--nproc-per-node", min=1,
+    nproc_per_node: int | None = typer.Option(None, "--nproc-per-node", min=1,
                                        help="training processes per run (default: launch.nproc_per_node)"),
-    out: Path = typer.Option(None, "--out", help="folder of ablation.md/json/png (default: "
+    out: Path | None = typer.Option(None, "--out", help="folder of ablation.md/json/png (default: "
                                                  "<output_dir>/ablate-<base name>)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar"),
 ) -> None:

@@ -42,9 +42,9 @@ RunDirArg = typer.Argument(..., help="run folder (or a pretrain folder)", show_d
 
 def eval_command(run_dir: Path = RunDirArg,
                  recipe: Path = typer.Option(..., "--recipe", "-r", help="the recipe of that run"),
-                 out: Path = typer.Option(None, "--out", help="output folder (default: eval-<key> beside the "
-                                          "pretrain folder, keyed on its name and \\[eval], as "
-                                          "kaleido run names it)"),
+                 out: Path | None = typer.Option(None, "--out", help="output folder (default: eval-<key> "
+                                                 "beside the pretrain folder, keyed on its name "
+                                                 "and \\[eval], as kaleido run names it)"),
                  overrides: list[str] = SetOption) -> None:
     """Fine-tune and evaluate ITR, TIR, CR, SUB and FC; write results.json and results.md."""
     resolved = load(recipe, overrides)

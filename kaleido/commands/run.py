@@ -15,7 +15,7 @@ def run(
     overrides: list[str] = SetOption,
     force: list[str] = typer.Option(
         [], "--force", help="redo this stage and the later ones: prepare, align, pretrain or eval"),
-    nproc_per_node: int = typer.Option(None, "--nproc-per-node", min=1,
+    nproc_per_node: int | None = typer.Option(None, "--nproc-per-node", min=1,
                                        help="training processes per node (default: the recipe's \\[launch])"),
     nnodes: int = typer.Option(1, "--nnodes", min=1, help="number of nodes"),
     node_rank: int = typer.Option(0, "--node-rank", min=0, help="this node's rank"),
@@ -53,7 +53,7 @@ def run(
 
 def plot(
     run_dir: Path = typer.Argument(..., help="a run folder, or one of its pretrain-* folders"),
-    out: Path = typer.Option(None, "--out", help="PNG path (default: loss.png beside the log)"),
+    out: Path | None = typer.Option(None, "--out", help="PNG path (default: loss.png beside the log)"),
 ) -> None:
     """Draw the per-task pre-training loss curves (the paper's Fig. 6) to a PNG."""
     from kaleido.training.plot import plot_losses

@@ -22,6 +22,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,7 +169,7 @@ class Trainer:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.info.device.type, dtype=dtype)
 
-    def _reduce(self, values: dict[str, float | torch.Tensor]) -> dict[str, float]:
+    def _reduce(self, values: Mapping[str, float | torch.Tensor]) -> dict[str, float]:
         """Average each logged value over the ranks that reported it (one small all-reduce)."""
         if self._keys is None:
             names = all_gather_objects(self.info, sorted(values))

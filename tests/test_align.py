@@ -128,6 +128,23 @@ def test_words_for_whom_a_product_is_are_not_aligned(tokenizer) -> None:
     assert {pieces[t] for t, _ in pairs} == {"blue", "jeans"}
 
 
+
+def test_skip_words_of_ones_own_are_not_aligned(tokenizer) -> None:
+    """A catalogue's brands are generated and aligned like any word; ``skip_words`` (given as
+    written, normalised like the text) leaves them out, here "Lee" and "Levi's"."""
+    text = "Lee Men Blue Jeans by Levi's"
+    region = (0.0, 0.0, 100.0, 100.0)
+    boxes, levels = kaleido_boxes(region)
+    caption = ["lee", "blue", "jeans", "levi"]
+    aligner = registry.aligners.get("sat")(skip_words=["LEE", "Levi's"])
+    assert aligner.skip_words == {"lee", "levi", "s"}
+    assert "skip_words" in aligner.key() and "skip_words" not in aligner._train_key()
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
+    for skip, kept in (((), {"lee", "blue", "jeans", "levi"}), (aligner.skip_words, {"blue", "jeans"})):
+        pairs = row_alignments(caption, np.full((4, 9), 1 / 9), (3, 3), text, offsets_of(tokenizer, text),
+                               region, boxes, levels, [3, 4, 5], "density", skip_words=skip)
+        assert {pieces[t] for t, _ in pairs} == kept
+
 def test_vocab_round_trip(tmp_path) -> None:
     vocab = Vocab.build(["Red shirt, red collar.", "Blue shirt", "Café collar"], min_count=2)
     assert vocab.itos[4:] == ["collar", "red", "shirt"]  # by count, then alphabetically; "café" once

@@ -8,7 +8,7 @@ raster cell, so fractional box edges cost nothing extra).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Literal
 
 import numpy as np
@@ -106,17 +106,20 @@ def word_token_positions(text: str, offsets: Sequence[tuple[int, int]]) -> dict[
 def row_alignments(caption_words: Sequence[str], alphas: np.ndarray, grid_hw: tuple[int, int], text: str,
                    offsets: Sequence[tuple[int, int]], region: Sequence[float], boxes: np.ndarray,
                    levels: np.ndarray, candidate_levels: Sequence[int], select: Select = "density",
-                   raster: int = 64, skip_stopwords: bool = True) -> list[tuple[int, int]]:
+                   raster: int = 64, skip_stopwords: bool = True,
+                   skip_words: Collection[str] = ()) -> list[tuple[int, int]]:
     """``(token_position, patch_index)`` pairs of one row.
 
     Every generated word that also occurs in the original description (same normalisation) is
-    aligned; a word generated several times uses the mean of its attention maps. Each wordpiece
-    of every occurrence of the word in the description gets the chosen patch(es).
+    aligned, except the function words (``skip_stopwords``) and ``skip_words`` (normalised words
+    of the user's own, e.g. a catalogue's brands); a word generated several times uses the mean
+    of its attention maps. Each wordpiece of every occurrence of the word in the description gets
+    the chosen patch(es).
     """
     targets = word_token_positions(text, offsets)
     maps: dict[str, list[np.ndarray]] = {}
     for word, alpha in zip(caption_words, alphas, strict=True):
-        if word in targets and not (skip_stopwords and word in STOPWORDS):
+        if word in targets and not (skip_stopwords and word in STOPWORDS) and word not in skip_words:
             maps.setdefault(word, []).append(np.asarray(alpha, dtype=np.float32).reshape(grid_hw))
     pairs: list[tuple[int, int]] = []
     for word, grids in maps.items():

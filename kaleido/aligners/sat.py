@@ -32,7 +32,7 @@ from kaleido import registry
 from kaleido.aligners.base import AlignSource, Pairs
 from kaleido.aligners.captioner import Caption, Captioner, caption_loss
 from kaleido.aligners.heatmap import Select, row_alignments
-from kaleido.aligners.vocab import SPECIALS, Vocab
+from kaleido.aligners.vocab import SPECIALS, Vocab, words
 from kaleido.atomic import atomic_file, atomic_folder
 from kaleido.data.rows import BadRow
 from kaleido.progress import bar
@@ -158,6 +158,7 @@ class SATAligner:
         select: Select = "density",
         raster: int = 64,
         stopwords: bool = True,
+        skip_words: list[str] = [],  # noqa: B006
         splits: list[Literal["train", "test"]] = ["train"],  # noqa: B006
         checkpoint_every: int = 200,
         seed: int = 0,
@@ -201,6 +202,9 @@ class SATAligner:
         self.min_count, self.max_vocab, self.max_len = min_count, max_vocab, max_len
         self.decode, self.beam_size = decode, beam_size
         self.levels, self.select, self.raster, self.stopwords = list(levels), select, raster, stopwords
+        # words never aligned besides the function words (a catalogue's brands, say: they are
+        # generated and aligned like any word, docs/ALIGNMENT.md), normalised like the text's
+        self.skip_words = frozenset(w for phrase in skip_words for w in words(phrase))
         self.splits = list(splits)
         self.checkpoint_every, self.seed, self.device_name = checkpoint_every, seed, device
         self.threads = threads  # CPU threads of the captioner's training and decoding (not in the key)
@@ -213,7 +217,7 @@ class SATAligner:
 
     def _train_key(self) -> dict:
         """What shapes the trained captioner (decoding and patch choice do not)."""
-        skip = {"decode", "beam_size", "levels", "select", "raster", "stopwords"}
+        skip = {"decode", "beam_size", "levels", "select", "raster", "stopwords", "skip_words"}
         return {k: v for k, v in self.key().items() if k not in skip}
 
     @property
@@ -470,12 +474,13 @@ class SATAligner:
                 texts = [source.texts[i] for i in rows]
                 offsets = source.offsets(texts)
                 for i, cap, text, offs in zip(rows, caps, texts, offsets, strict=True):
-                    words = [vocab.itos[t] for t in cap.ids]
-                    pairs = row_alignments(words, cap.alphas.numpy(), hw, text, offs, grids["regions"][i],
-                                           source.boxes(int(i)), source.levels, candidates, self.select,
-                                           self.raster, self.stopwords)
+                    caption_words = [vocab.itos[t] for t in cap.ids]
+                    pairs = row_alignments(caption_words, cap.alphas.numpy(), hw, text, offs,
+                                           grids["regions"][i], source.boxes(int(i)), source.levels,
+                                           candidates, self.select, self.raster, self.stopwords,
+                                           self.skip_words)
                     out[int(i)] = pairs
-                    words_total += len(words)
+                    words_total += len(caption_words)
                     matched += len({t for t, _ in pairs})
                 pbar.advance(len(rows))
         aligned = sum(1 for p in out if p)

@@ -135,6 +135,20 @@ def test_amlm_80_10_10_split(tokenizer) -> None:
     assert abs(kept / total - 0.1) < 0.03
 
 
+def test_amlm_random_tokens_are_never_special(tokenizer) -> None:
+    # A random [PAD] would drop out of attention (the mask is ids != pad), a random [SEP] or [CLS]
+    # would fake the sequence's structure: the 10% random tokens come from the rest of the vocabulary.
+    amlm = {"mask_prob": 0.0, "random_prob": 1.0}
+    ds = _dataset(tokenizer, ["amlm"], masker=RandomMasker(token_rate=0.5), amlm=amlm)
+    special = set(tokenizer.all_special_ids)
+    pool = set(ds.random_token_ids.tolist())
+    assert not pool & special and len(pool) == len(tokenizer) - len(special)
+    for i in range(len(ds)):
+        s = ds[i]
+        shown = s.input_ids[s.labels["amlm"]["positions"]]
+        assert shown.size and set(shown.tolist()) <= pool
+
+
 def test_itm_negatives_are_other_products_and_silence_reconstruction(tokenizer) -> None:
     store = FakeStore(n=24, poses=4)
     ds = _dataset(tokenizer, ALL, store=store)
@@ -162,6 +176,25 @@ def test_itm_negatives_are_other_products_and_silence_reconstruction(tokenizer) 
             assert not s.labels["g2cm"]["valid"].any() and not s.labels["b2cm"]["valid"].any()
             assert np.all(s.features[s.labels["b2cm"]["index"]] == 0)
     assert 0.35 < matched / n < 0.65
+
+
+def test_image_tasks_of_a_negative_read_its_image_row(tokenizer) -> None:
+    # A negative's text and image come from two rows: the rotated 1x1 feature must be the image
+    # row's, and the camouflage donor another product than the image's (not than the text's).
+    store = FakeStore(n=24, poses=3)
+    ds = _dataset(tokenizer, ["itm", "rr", "cp"], store=store)
+    pids = store.product_ids()
+    negatives = 0
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            s = ds[i]
+            negatives += not s.matched
+            r, donor = s.labels["rr"]["label"], s.labels["cp"]["donor"]
+            shown = store.rotations(s.image_row)[r - 1] if r else store.features(s.image_row)[0]
+            assert np.array_equal(s.features[0], shown.astype(np.float32))
+            assert pids[donor] != pids[s.image_row]
+    assert negatives > 20
 
 
 def test_itm_ratio_is_configurable(tokenizer) -> None:
@@ -370,6 +403,39 @@ def test_itm_negatives_replace_the_text_or_the_image_about_equally(tokenizer) ->
     negatives = other_text + other_image
     assert negatives > 60
     assert 0.35 < other_text / negatives < 0.65 and 0.35 < other_image / negatives < 0.65
+
+
+def _patch_labels(start: int, n: int) -> dict:
+    return {"index": start + np.arange(n), "target": np.ones((n, 3)), "valid": np.ones(n, bool)}
+
+
+def test_collate_pads_shorter_label_lists_as_unlabelled() -> None:
+    # AGM may hide fewer patches (or tokens) than its quota when their partners are hidden: the
+    # padded slots must be neither losses nor items (the trainer divides by loss_items).
+    model = type("M", (), {"hidden_size": 4, "feature_dim": 3, "vocab_size": 10})()
+    for name in ("g2cm", "b2cm"):
+        task = registry.tasks.get(name)()
+        task.bind((1, 2, 3, 4, 5))
+        batch = task.collate([_patch_labels(task.start, n) for n in (2, 1, 0)])
+        assert batch[f"{name}/valid"].tolist() == [[True, True], [True, False], [False, False]]
+        assert int(task.build_head(model).loss_items(batch)) == 3
+    amlm = registry.tasks.get("amlm")()
+    batch = amlm.collate([{"positions": np.arange(1, n + 1), "labels": np.full(n, 7)} for n in (3, 1)])
+    assert batch["amlm/labels"].tolist() == [[7, 7, 7], [7, -100, -100]]
+    assert int(amlm.build_head(model).loss_items(batch)) == 4
+
+
+def test_accuracy_counts_only_the_rows_weighted_1() -> None:
+    # The dense-slot path (accelerators) passes padded slots with weight 0; an untrained model's
+    # accuracy is 0 either way, so the dense-vs-sparse comparison cannot see this.
+    from kaleido.tasks.base import accuracy
+
+    logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([1, 0, 1, -100])
+    assert accuracy(logits, labels).item() == 0.5
+    assert accuracy(logits, labels, torch.tensor([1.0, 1.0, 0.0, 0.0])).item() == 1.0
+    assert accuracy(logits, labels, torch.tensor([0.0, 1.0, 1.0, 0.0])).item() == 0.5
+    assert accuracy(logits, labels, torch.zeros(4)).item() == 0.0
 
 
 def _head_batch(examples: int, text_len: int, **labels) -> dict:

@@ -444,6 +444,10 @@ def test_amlm_and_itm_heads_start_from_the_init_checkpoints_own_heads(tmp_path) 
     torch.testing.assert_close(mlm.bias, reference.predictions.bias)
     torch.testing.assert_close(itm.classifier.weight, reference.seq_relationship.weight.flip(0))
     torch.testing.assert_close(itm.classifier.bias, reference.seq_relationship.bias.flip(0))
+    hidden = torch.randn(3, 32)
+    with torch.no_grad():  # the whole heads, not only their weights: dense, GELU, LayerNorm, tied decoder
+        torch.testing.assert_close(mlm.logits(hidden, model), reference.predictions(hidden))
+        torch.testing.assert_close(itm.logits(hidden).flip(-1), reference.seq_relationship(hidden))
     # the published bert-base-uncased files keep LayerNorm's old names, gamma / beta
     from safetensors.torch import load_file, save_file
 

@@ -61,6 +61,22 @@ def test_scores_grouped_per_query_with_positive_first():
     assert store.rows_read == stats["rows_read"] == 12  # every row read from the store once
 
 
+def test_several_lists_in_one_chunk_keep_their_own_scores():
+    # The test above fits one list per chunk; here whole lists share a chunk and its batches, so
+    # each list's scores must be cut at its own offset (2N + 1 pairs), not at N + 1.
+    lists = [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 11], [12, 13]]
+
+    def match(batch):
+        return 1.0 * batch["text"] + 0.01 * batch["image"]
+
+    itr, tir, stats = score_lists(lists, ArrayStore(), encode, match, batch_size=3)
+    assert stats["pairs"] == 7 + 5 + 9 + 3 and stats["batches"] == 8  # one chunk, batches across lists
+    for lst, i, t in zip(lists, itr, tir, strict=True):
+        q = lst[0]
+        assert np.allclose(i, [r + 0.01 * q for r in lst])  # texts of the list against image q
+        assert np.allclose(t, [q + 0.01 * r for r in lst])  # images of the list against text q
+
+
 def test_cached_store_serves_the_same_features_and_refuses_other_rows():
     store = ArrayStore()
     view = CachedStore(store, [3, 1, 3])

@@ -167,3 +167,87 @@ def test_caption_metrics_report_each_step(monkeypatch):
                                               progress=lambda done, total: seen.append((done, total)))
     assert set(out) == {"ours", "baseline"}
     assert seen == [(n, 10) for n in range(11)]
+
+
+def test_cmlm_mask_masks_every_slot_of_half_the_captions_and_some_of_the_rest():
+    from kaleido.evaluation.captioning import cmlm_mask
+
+    lengths = torch.arange(400) % 7 + 1  # 1..7 labelled slots of 8
+    known = torch.arange(8)[None, :] < lengths[:, None]
+    masked = cmlm_mask(known, torch.Generator().manual_seed(0))
+    assert not (masked & ~known).any()  # only labelled slots carry a loss
+    count = masked.sum(1)
+    assert (count >= 1).all() and (count <= lengths).all()
+    full = (count == lengths).float().mean().item()
+    assert 0.5 < full < 0.75  # half by design, plus the partial draws that happen to take all n
+    assert ((count > 1) & (count < lengths)).any()  # and partial masks of varied sizes
+    assert torch.equal(masked, cmlm_mask(known, torch.Generator().manual_seed(0)))
+    again = cmlm_mask(known, torch.Generator().manual_seed(1))
+    assert not torch.equal(masked, again)
+
+
+def test_reveal_shows_tokens_in_the_slots_only_where_asked(tok):
+    from kaleido.evaluation.captioning import reveal
+
+    batch = caption_batch({"input_ids": torch.zeros(2, 8, dtype=torch.long),
+                           "attention_mask": torch.ones(2, 8, dtype=torch.long)}, tok, 4)
+    tokens = torch.tensor([[11, 12, 13, 14], [21, 22, 23, 24]])
+    shown = torch.tensor([[True, False, True, False], [False, False, False, True]])
+    ids = reveal(batch, tokens, shown)["input_ids"]
+    m = tok.mask_token_id
+    assert ids[:, 0].tolist() == [tok.cls_token_id] * 2
+    assert ids[:, 1:5].tolist() == [[11, m, 13, m], [m, m, m, 24]]
+    assert torch.equal(ids[:, 5:], batch["input_ids"][:, 5:])
+    assert (batch["input_ids"][:, 1:5] == m).all()  # the caller's batch is not changed
+
+
+class _ContextHead:
+    """A stand-in encoder + head whose slot 1 reads slot 0: with slot 0 masked it is unsure
+    (bag 0.55 / boots 0.45); with "red" shown, it is sure of "boots" (row 0) or of [SEP], then
+    "shoes" (row 1). Slot 0 is "red", slot 2 [SEP]. It records the slots it was shown."""
+
+    def __init__(self, tok) -> None:
+        self.tok, self.seen = tok, []
+        self.id = {w: tok.convert_tokens_to_ids(w) for w in ("red", "bag", "boots", "shoes", "[SEP]")}
+
+    def encoder(self, batch):
+        self.seen.append(batch["input_ids"][:, 1:5].clone())
+        return batch["input_ids"][..., None].float(), None
+
+    def logits(self, hidden, model):
+        ids = hidden[..., 0].long()
+        out = torch.full((ids.shape[0], ids.shape[1], len(self.tok)), -20.0)
+        out[:, 0, self.id["red"]] = 5.0
+        for b in range(ids.shape[0]):
+            if ids[b, 0] == self.id["red"]:  # slot 0 shown
+                second = ("boots", "shoes") if b == 0 else ("[SEP]", "shoes")
+                out[b, 1, self.id[second[0]]], out[b, 1, self.id[second[1]]] = 5.0, 3.0
+            else:
+                out[b, 1, self.id["bag"]], out[b, 1, self.id["boots"]] = 0.2, 0.0
+        out[:, 2:, self.id["[SEP]"]] = 5.0
+        return out
+
+
+def test_mask_predict_rewrites_the_least_confident_words_with_the_others_shown(tok):
+    from kaleido.evaluation.captioning import generate
+
+    fake = _ContextHead(tok)
+
+    class Encoder(torch.nn.Module):
+        def forward(self, batch):
+            return fake.encoder(batch)
+
+    def encode(store, texts, images):
+        return {"input_ids": torch.zeros(len(texts), 8, dtype=torch.long),
+                "attention_mask": torch.ones(len(texts), 8, dtype=torch.long)}
+
+    head = torch.nn.Module()
+    head.logits = fake.logits
+    rows = np.arange(2)
+    assert generate(Encoder(), head, tok, None, encode, rows, 4, 2) == ["red bag", "red bag"]
+    fake.seen.clear()
+    # one refinement: 1 of the 2 words (the least sure, "bag") is predicted again with "red" and
+    # the end marker shown; the length stays, so row 1's [SEP] gives way to its next best word
+    assert generate(Encoder(), head, tok, None, encode, rows, 4, 2, refine=1) == ["red boots", "red shoes"]
+    m, red, sep = tok.mask_token_id, fake.id["red"], tok.sep_token_id
+    assert [s.tolist() for s in fake.seen] == [[[m, m, m, m]] * 2, [[red, m, sep, m]] * 2]

@@ -297,12 +297,13 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                 settings.seed,
                 tick,
                 closed_vocab=settings.caption_closed_vocab,
+                refine=settings.caption_refine > 0,
             )
             rows = np.random.default_rng(settings.seed).permutation(len(test))[: settings.caption_samples]
             rows = np.sort(rows)
             generated = generate(
                 encoder, head, tokenizer, test, encode, rows, settings.caption_tokens, settings.batch_size,
-                progress=lambda d, t: tick("fc captions", d, t),
+                progress=lambda d, t: tick("fc captions", d, t), refine=settings.caption_refine,
             )
             # references: every text of the image's product (its poses share one description)
             refs_of: dict[str, list[str]] = {}

@@ -97,6 +97,8 @@ class EvalSettings(Strict):
     caption_epochs: float = Field(3.0, gt=0, description="epochs of captioning fine-tuning")
     caption_closed_vocab: bool = Field(False, description="only the train captions' WordPieces")
     caption_tokens: int = Field(24, ge=2, description="text slots of a generated caption ([SEP] included)")
+    caption_refine: int = Field(
+        0, ge=0, description="mask-predict passes after the one-pass caption (0: one pass, as the authors)")
     max_train_rows: int | None = Field(None, ge=1, description="cap on train rows used to fine-tune")
     batch_size: int = Field(64, ge=1)
     caption_samples: int = Field(200, ge=1, description="test images captioned and scored")

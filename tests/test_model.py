@@ -74,6 +74,27 @@ def test_each_level_has_its_own_projector() -> None:
     assert differs[5:14].all() and not differs[:5].any() and not differs[14:].any()
 
 
+def test_visual_embedding_sums_its_level_projection_position_and_level_embedding_then_normalises() -> None:
+    """SPEC section 9: per patch, its level's FC of the feature + one bias-free FC of the 5-d position
+    + its level's type embedding, then LayerNorm; by hand, patch by patch."""
+    from kaleido.models.embeddings import VisualEmbeddings
+
+    torch.manual_seed(0)
+    emb = VisualEmbeddings(6, 8, (1, 2, 3), dropout=0.0).eval()
+    with torch.no_grad():  # weights large enough (and a LayerNorm far enough from 1 / 0) to show
+        for p in (emb.position.weight, emb.level.weight, emb.norm.weight, emb.norm.bias):
+            p.normal_()
+    assert emb.position.bias is None
+    feats, pos = torch.randn(2, 14, 6), torch.rand(2, 14, 5)
+    levels = [0] + [1] * 4 + [2] * 9
+    position, level = pos @ emb.position.weight.T, emb.level.weight
+    parts = [emb.project[lv](feats[:, k]) + position[:, k] + level[lv] for k, lv in enumerate(levels)]
+    summed = torch.stack(parts, dim=1)
+    expected = F.layer_norm(summed, (8,), emb.norm.weight, emb.norm.bias, emb.norm.eps)
+    with torch.no_grad():
+        torch.testing.assert_close(emb(feats, pos), expected)
+
+
 def test_save_load_round_trip_and_plain_bert_loads(tmp_path) -> None:
     from transformers import BertModel, BertTokenizerFast
 

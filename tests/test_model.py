@@ -168,6 +168,22 @@ def test_objective_reports_every_task_and_weights_the_sum() -> None:
     assert all(p.grad is not None for p in objective.heads.parameters())
 
 
+def test_loss_scale_scales_each_tasks_loss_and_metrics_alike() -> None:
+    """The trainer adds up micro-batches scaled by their share of the step's count: an unscaled
+    metric would log as a sum of the micro-batches' accuracies (test_loss_normalisation checks only
+    AMLM's, which is 0 for an untrained model, scaled or not)."""
+    objective, ds = _objective()
+    batch = ds.collate([ds[i] for i in range(len(ds))])
+    scale = {n: torch.tensor(0.25 * (i + 1)) for i, n in enumerate(ALL)}
+    with torch.no_grad():
+        plain, scaled = objective(batch), objective(batch, loss_scale=scale)
+    assert sum(plain.metrics[f"{n}/acc"].item() > 0 for n in ALL) >= 2
+    for n in ALL:
+        k, acc = scale[n].item(), f"{n}/acc"
+        assert scaled.losses[n].item() == pytest.approx(k * plain.losses[n].item(), rel=1e-5)
+        assert scaled.metrics[acc].item() == pytest.approx(k * plain.metrics[acc].item(), rel=1e-5)
+
+
 def test_objective_save_load_and_evaluation_helpers(tmp_path) -> None:
     objective, ds = _objective()
     objective.weights["cp"] = 0.5

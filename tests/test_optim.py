@@ -63,3 +63,11 @@ def test_cpu_parameters_get_the_fused_kernel_and_step_as_the_loop_does() -> None
     slow.step()
     for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p, q, msg=name)
+
+
+def test_the_recipe_betas_eps_and_lr_reach_adamw() -> None:
+    """The authors' scripts use beta2 0.98 and eps 1e-6 (SPEC section 9). Adam's first step moves by
+    lr * sign(grad) whatever the betas, so the step comparison above cannot see a lost beta."""
+    optimizer = build_optimizer(Tiny(), lr=1e-4, weight_decay=0.01, betas=[0.9, 0.98], eps=1e-6)
+    settings = [(g["lr"], g["betas"], g["eps"]) for g in optimizer.param_groups]
+    assert settings == [(1e-4, (0.9, 0.98), 1e-6)] * 2

@@ -203,3 +203,19 @@ def test_pruning_after_resuming_from_an_older_checkpoint_keeps_the_good_ones(tmp
     assert ckpt.load_latest(tmp_path)[0] == 15
     # set aside, not deleted: a read that failed only for a moment must not cost a good file
     assert (tmp_path / "step-00000020.pt.unreadable").read_bytes() == b"garbage"
+
+
+def test_rng_state_round_trip_restores_python_numpy_and_torch_draws():
+    """A resumed run (and the SAT aligner's resume) must draw what the uninterrupted one would; the
+    SIGKILL test only sees the streams its toy run happens to use."""
+    import random
+
+    import numpy as np
+
+    state = ckpt.rng_state()
+    first = (random.random(), float(np.random.rand()), float(torch.rand(())))
+    random.seed(123)
+    np.random.seed(123)
+    torch.manual_seed(123)
+    ckpt.set_rng_state(state)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == first

@@ -186,3 +186,13 @@ def test_a_batch_pads_its_text_to_its_longest_text_and_trains_the_same(tokenizer
         torch.testing.assert_close(grads_a[name], grad, rtol=1e-4, atol=1e-6, msg=name)
     with pytest.raises(ValueError, match="pad_text must be 'longest'"):
         PretrainDataset(store, tokenizer, AGMMasker(), tasks, pad_text="min")
+
+
+def test_other_product_falls_back_to_an_exhaustive_draw_when_one_product_dominates(tokenizer) -> None:
+    # 63 rows of one product and 1 of another: the 16 rejection draws from a row of the big
+    # product mostly fail, and the fallback must still return the other product, never its own.
+    store = FakeStore(n=64, product_ids=["big"] * 63 + ["small"])
+    ds = _dataset(tokenizer, store=store)
+    rng = np.random.default_rng(0)
+    assert {ds.other_product(row, rng) for row in range(63) for _ in range(3)} == {63}
+    assert all(ds.other_product(63, rng) < 63 for _ in range(50))

@@ -22,6 +22,8 @@ def test_a_label_only_predicted_still_counts_in_macro_f1():
 def test_majority_baseline():
     m = chance_classification(["a", "a", "a", "b"])
     assert m["acc"] == 75.0 and m["macro_f1"] == pytest.approx((6 / 7 + 0) / 2)
+    # the most frequent label, not the first in sorted order (which "a" also was above)
+    assert chance_classification(["b", "a", "b", "c", "b"])["acc"] == 60.0
 
 
 def test_sum_cls_reproduces_the_paper():

@@ -32,6 +32,17 @@ def test_negatives_share_the_subcategory_and_never_the_product():
     assert len({pids[lst[0]] for lst in c.lists}) == 20  # distinct query products
 
 
+def test_query_and_negative_rows_are_random_poses_of_their_products():
+    # Always a product's first row (often its front view) would make the benchmark one pose's.
+    pids, cats, subs = _split()
+    first = {p: int(np.flatnonzero(pids == p)[0]) for p in set(pids)}
+    c = build_candidates(pids, cats, subs, queries=60, negatives=5, seed=0)
+    several = [lst[0] for lst in c.lists if (pids == pids[lst[0]]).sum() > 1]
+    assert sum(q != first[pids[q]] for q in several) > len(several) / 4
+    negs = [n for lst in c.lists for n in lst[1:] if (pids == pids[n]).sum() > 1]
+    assert sum(n != first[pids[n]] for n in negs) > len(negs) / 4
+
+
 def test_fallback_to_category_then_any_product():
     pids, cats, subs = _split()
     c = build_candidates(pids, cats, subs, queries=10, negatives=25, seed=0)

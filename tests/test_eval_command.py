@@ -47,20 +47,23 @@ def test_default_output_is_the_folder_kaleido_run_uses(tmp_path, monkeypatch) ->
     from kaleido.training.pipeline import eval_dir
 
     written: list[Path] = []
+    bars: list[bool] = []
 
     def fake_evaluate(recipe, pretrain, out, progress=True):
         written.append(Path(out))
+        bars.append(progress)
         Path(out).mkdir(parents=True)
         (Path(out) / "results.md").write_text("ok")
 
     monkeypatch.setattr(run_module, "evaluate", fake_evaluate)
-    for sets in ([], ["--set", "masker.name=random"]):
-        recipe = load_recipe(TINY, [s for s in sets if s != "--set"])
+    for sets in ([], ["--set", "masker.name=random", "--no-progress"]):
+        recipe = load_recipe(TINY, [s for s in sets if s not in ("--set", "--no-progress")])
         _finished(tmp_path / pretrain_dir(recipe).name, 1_000)
         result = CliRunner().invoke(app, ["eval", str(tmp_path), "--recipe", str(TINY), *sets])
         assert result.exit_code == 0, result.output
         assert written[-1] == tmp_path / eval_dir(recipe).name
     assert written[0] != written[1]
+    assert bars == [True, False]  # --no-progress, as run, align and prepare take it
 
 
 def test_default_output_is_keyed_on_the_pretrain_folder_read(tmp_path, monkeypatch) -> None:

@@ -45,7 +45,9 @@ def eval_command(run_dir: Path = RunDirArg,
                  out: Path | None = typer.Option(None, "--out", help="output folder (default: eval-<key> "
                                                  "beside the pretrain folder, keyed on its name "
                                                  "and \\[eval], as kaleido run names it)"),
-                 overrides: list[str] = SetOption) -> None:
+                 overrides: list[str] = SetOption,
+                 progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
+                 ) -> None:
     """Fine-tune and evaluate ITR, TIR, CR, SUB and FC; write results.json and results.md."""
     resolved = load(recipe, overrides)
     if not run_dir.is_dir():
@@ -56,7 +58,7 @@ def eval_command(run_dir: Path = RunDirArg,
     from kaleido.evaluation.run import evaluate
 
     with one_line_errors():
-        evaluate(resolved, pretrain, out, progress=True)
+        evaluate(resolved, pretrain, out, progress=progress)
     console.print((out / "results.md").read_text(encoding="utf-8"), highlight=False, markup=False)
     console.print(f"[green]wrote[/] {out / 'results.json'} and {out / 'results.md'}")
 

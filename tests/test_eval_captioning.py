@@ -82,11 +82,10 @@ def test_caption_batch_puts_masks_in_the_slots_not_the_text(tok):
     slots = 5
     out = caption_batch(batch, tok, slots)
     ids, mask = out["input_ids"], out["attention_mask"]
-    assert ids.shape == batch["input_ids"].shape
+    assert ids.shape == (4, slots + 1)  # no padding after the slots: it would only cost time
     assert (ids[:, 0] == tok.cls_token_id).all()
     assert (ids[:, 1 : slots + 1] == tok.mask_token_id).all()
-    assert (ids[:, slots + 1 :] == tok.pad_token_id).all()
-    assert (mask[:, : slots + 1] == 1).all() and (mask[:, slots + 1 :] == 0).all()
+    assert (mask == 1).all() and mask.dtype == batch["attention_mask"].dtype
     assert out["features"] is batch["features"] and out["positions"] is batch["positions"]
     with pytest.raises(ValueError, match="does not fit"):
         caption_batch(batch, tok, 16)
@@ -196,8 +195,7 @@ def test_reveal_shows_tokens_in_the_slots_only_where_asked(tok):
     ids = reveal(batch, tokens, shown)["input_ids"]
     m = tok.mask_token_id
     assert ids[:, 0].tolist() == [tok.cls_token_id] * 2
-    assert ids[:, 1:5].tolist() == [[11, m, 13, m], [m, m, m, 24]]
-    assert torch.equal(ids[:, 5:], batch["input_ids"][:, 5:])
+    assert ids[:, 1:5].tolist() == [[11, m, 13, m], [m, m, m, 24]] and ids.shape == (2, 5)
     assert (batch["input_ids"][:, 1:5] == m).all()  # the caller's batch is not changed
 
 
@@ -251,3 +249,23 @@ def test_mask_predict_rewrites_the_least_confident_words_with_the_others_shown(t
     assert generate(Encoder(), head, tok, None, encode, rows, 4, 2, refine=1) == ["red boots", "red shoes"]
     m, red, sep = tok.mask_token_id, fake.id["red"], tok.sep_token_id
     assert [s.tolist() for s in fake.seen] == [[[m, m, m, m]] * 2, [[red, m, sep, m]] * 2]
+
+
+def test_caption_slots_read_the_same_without_the_padding_after_them(tok):
+    """The caption block is [CLS] + slots, not padded to the model's text length: the slots' hidden
+    states are those of the padded block (masked padding changes nothing but the time)."""
+    from kaleido.models.kaleido import Kaleido
+
+    torch.manual_seed(0)
+    model = Kaleido(init="scratch", hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
+                    max_text_len=16).build(16, (1, 2, 3, 4, 5)).eval()
+    rows = np.arange(3)
+    batch = encode_pairs(FakeStore(n=3), tok, rows, rows, 16)
+    short = caption_batch(batch, tok, 5)
+    padded = {**short, "input_ids": torch.cat([short["input_ids"], torch.zeros(3, 10, dtype=torch.long)], 1),
+              "attention_mask": torch.cat([short["attention_mask"], torch.zeros(3, 10, dtype=torch.long)], 1)}
+    with torch.no_grad():
+        a, _ = model(short)
+        b, _ = model(padded)
+    torch.testing.assert_close(a[:, :6], b[:, :6])  # [CLS] + the slots
+    torch.testing.assert_close(a[:, 6:], b[:, 16:])  # the patches

@@ -51,15 +51,15 @@ Encode = Callable[[Any, np.ndarray, np.ndarray], dict]
 
 
 def caption_batch(batch: dict, tokenizer: Any, slots: int) -> dict:
-    """Replace the text of an encoded batch by ``[CLS]`` + ``slots`` x ``[MASK]`` (+ padding)."""
+    """Replace the text of an encoded batch by ``[CLS]`` + ``slots`` x ``[MASK]``: a text block of
+    ``slots + 1`` positions, every one attended (padding after it would only cost time, as the
+    model takes any text block up to its ``max_text_len``, see ``trim_text_padding``)."""
     ids = batch["input_ids"]
     if slots + 1 > ids.shape[1]:
         raise ValueError(f"caption_tokens={slots} does not fit the model's {ids.shape[1]} text positions")
-    new_ids = torch.full_like(ids, tokenizer.pad_token_id)
+    new_ids = torch.full((ids.shape[0], slots + 1), tokenizer.mask_token_id, dtype=ids.dtype)
     new_ids[:, 0] = tokenizer.cls_token_id
-    new_ids[:, 1 : slots + 1] = tokenizer.mask_token_id
-    mask = torch.zeros_like(batch["attention_mask"])
-    mask[:, : slots + 1] = 1
+    mask = torch.ones_like(new_ids, dtype=batch["attention_mask"].dtype)
     return {**batch, "input_ids": new_ids, "attention_mask": mask}
 
 

@@ -21,8 +21,7 @@ import torch
 
 from kaleido.aligners.align import align_dir, build_source, open_alignments
 from kaleido.aligners.draw import words_and_boxes
-from kaleido.aligners.heatmap import box_mass, upsample, word_token_positions
-from kaleido.aligners.vocab import STOPWORDS
+from kaleido.aligners.heatmap import box_mass, density, upsample, word_maps, word_token_positions
 from kaleido.recipe import load_recipe
 
 
@@ -63,8 +62,8 @@ def main() -> None:
 
 def attention_sharpness(recipe, source, store) -> dict[str, list[float]]:
     """Word -> the sharpness of its averaged attention map on each row it was aligned in: the
-    captioner's maps again (the alignment store keeps only the chosen patches), read the way
-    :func:`kaleido.aligners.heatmap.choose_patches` reads them for ``select = "density"``."""
+    captioner's maps again (the alignment store keeps only the chosen patches), filtered and read
+    as :func:`kaleido.aligners.heatmap.row_alignments` reads them for ``select = "density"``."""
     aligner = recipe.build("aligner")
     workdir = align_dir(recipe) / "model"
     model, vocab, hw = aligner.load(workdir)
@@ -79,20 +78,13 @@ def attention_sharpness(recipe, source, store) -> dict[str, list[float]]:
             caps = aligner.caption(model, vocab, grid)
         texts = [source.texts[i] for i in rows]
         for i, cap, text, offs in zip(rows, caps, texts, source.offsets(texts), strict=True):
-            targets = word_token_positions(text, offs)
-            maps: dict[str, list[np.ndarray]] = collections.defaultdict(list)
-            for t, alpha in zip(cap.ids, cap.alphas.numpy(), strict=True):
-                word = vocab.itos[t]
-                if word in targets and word not in STOPWORDS and word not in aligner.skip_words:
-                    maps[word].append(alpha.reshape(hw))
-            x1, y1, x2, y2 = (float(v) for v in grids["regions"][i])
-            boxes = np.asarray(store.boxes(int(i)), dtype=np.float64)[candidates]
-            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            share = area / max((x2 - x1) * (y2 - y1), 1e-9)
+            maps = word_maps([vocab.itos[t] for t in cap.ids], cap.alphas.numpy(), hw,
+                             word_token_positions(text, offs), aligner.stopwords, aligner.skip_words)
+            region = grids["regions"][i]
+            boxes = np.asarray(store.boxes(int(i)))[candidates]
             for word, ms in maps.items():
                 heat = upsample(np.mean(ms, axis=0), (aligner.raster, aligner.raster))
-                mass = box_mass(heat, (x1, y1, x2, y2), boxes)
-                out[word].append(float(np.max(mass / np.clip(share, 1e-9, None))))
+                out[word].append(float(np.max(density(box_mass(heat, region, boxes), region, boxes))))
     return out
 
 

@@ -10,7 +10,14 @@ import torch
 
 from kaleido import registry
 from kaleido.aligners.base import AlignSource
-from kaleido.aligners.heatmap import box_mass, choose_patches, row_alignments, upsample, word_token_positions
+from kaleido.aligners.heatmap import (
+    box_mass,
+    choose_patches,
+    density,
+    row_alignments,
+    upsample,
+    word_token_positions,
+)
 from kaleido.aligners.quality import overlaps, precision
 from kaleido.aligners.store import AlignmentStore, write_store
 from kaleido.aligners.vocab import Vocab, words
@@ -50,6 +57,8 @@ def test_box_mass_is_exact_for_fractional_boxes_and_clips_to_region() -> None:
                       [60, 120, 500, 500]])
     mass = box_mass(heat, region, boxes)
     np.testing.assert_allclose(mass, [1.0, 0.5, (33.3 / 100) * (66.7 / 200), 0.0, 0.25], atol=1e-6)
+    # a uniform map is 1 per unit of area share inside the region (bench/align_words.py's scale)
+    np.testing.assert_allclose(density(mass[:3], region, boxes[:3]), [1.0, 1.0, 1.0], atol=1e-4)
 
 
 def test_patch_chosen_for_a_hand_made_heat_map() -> None:

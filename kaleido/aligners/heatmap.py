@@ -54,6 +54,15 @@ def box_mass(heat: np.ndarray, region: Sequence[float], boxes: np.ndarray) -> np
     return np.clip(mass, 0.0, None)
 
 
+def density(mass: np.ndarray, region: Sequence[float], boxes: np.ndarray) -> np.ndarray:
+    """Each box's share of the attention per unit of its share of ``region``'s area: 1 for a
+    uniform map, higher where the attention is sharper than that."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    area = np.clip((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-9, None)
+    x1, y1, x2, y2 = (float(v) for v in region)
+    return mass / area * max((x2 - x1) * (y2 - y1), 1e-9)
+
+
 def choose_patches(heat: np.ndarray, region: Sequence[float], boxes: np.ndarray, levels: np.ndarray,
                    candidate_levels: Sequence[int], select: Select = "density") -> list[int]:
     """The patch(es) a heat map points at, among the patches of ``candidate_levels``.
@@ -70,9 +79,7 @@ def choose_patches(heat: np.ndarray, region: Sequence[float], boxes: np.ndarray,
     if select == "mass":
         return [int(candidates[int(np.argmax(mass))])]
     if select == "density":
-        b = np.asarray(boxes, dtype=np.float64)[candidates]
-        area = np.clip((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-9, None)
-        return [int(candidates[int(np.argmax(mass / area))])]
+        return [int(candidates[int(np.argmax(density(mass, region, np.asarray(boxes)[candidates])))])]
     if select == "per_level":
         out = []
         for level in candidate_levels:
@@ -103,6 +110,18 @@ def word_token_positions(text: str, offsets: Sequence[tuple[int, int]]) -> dict[
     return out
 
 
+def word_maps(caption_words: Sequence[str], alphas: np.ndarray, grid_hw: tuple[int, int],
+              targets: Collection[str], skip_stopwords: bool = True,
+              skip_words: Collection[str] = ()) -> dict[str, list[np.ndarray]]:
+    """The attention grids of each generated word that an alignment may use: one the description
+    holds (``targets``), neither a function word (``skip_stopwords``) nor one of ``skip_words``."""
+    maps: dict[str, list[np.ndarray]] = {}
+    for word, alpha in zip(caption_words, alphas, strict=True):
+        if word in targets and not (skip_stopwords and word in STOPWORDS) and word not in skip_words:
+            maps.setdefault(word, []).append(np.asarray(alpha, dtype=np.float32).reshape(grid_hw))
+    return maps
+
+
 def row_alignments(caption_words: Sequence[str], alphas: np.ndarray, grid_hw: tuple[int, int], text: str,
                    offsets: Sequence[tuple[int, int]], region: Sequence[float], boxes: np.ndarray,
                    levels: np.ndarray, candidate_levels: Sequence[int], select: Select = "density",
@@ -117,12 +136,8 @@ def row_alignments(caption_words: Sequence[str], alphas: np.ndarray, grid_hw: tu
     the chosen patch(es).
     """
     targets = word_token_positions(text, offsets)
-    maps: dict[str, list[np.ndarray]] = {}
-    for word, alpha in zip(caption_words, alphas, strict=True):
-        if word in targets and not (skip_stopwords and word in STOPWORDS) and word not in skip_words:
-            maps.setdefault(word, []).append(np.asarray(alpha, dtype=np.float32).reshape(grid_hw))
     pairs: list[tuple[int, int]] = []
-    for word, grids in maps.items():
+    for word, grids in word_maps(caption_words, alphas, grid_hw, targets, skip_stopwords, skip_words).items():
         heat = upsample(np.mean(grids, axis=0), (raster, raster))
         for patch in choose_patches(heat, region, boxes, levels, candidate_levels, select):
             pairs.extend((pos, patch) for pos in targets[word])

@@ -78,7 +78,7 @@ def cmlm_mask(known: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     rows, slots = known.shape
     n = known.sum(1)
     k = (torch.rand(rows, generator=generator) * n).long() + 1  # uniform in 1..n
-    k = torch.where(torch.rand(rows, generator=generator) < 0.5, n, k.clamp(max=n))
+    k = torch.where(torch.rand(rows, generator=generator) < 0.5, n, k)
     score = torch.rand(rows, slots, generator=generator).masked_fill(~known, 2.0)
     rank = score.argsort(1).argsort(1)  # a random order of the labelled slots, the others last
     return known & (rank < k[:, None])

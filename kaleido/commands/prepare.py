@@ -16,7 +16,8 @@ sod_app = typer.Typer(help="Saliency (SOD): train the `unet` component, measure 
 
 
 def prepare(recipe: Path = RecipeArg, overrides: list[str] = SetOption,
-            split: list[str] = typer.Option(["train", "test"], "--split", help="split(s) to prepare"),
+            split: list[str] = typer.Option(["train", "test"], "--split", metavar="SPLIT",
+                                             help="a split to prepare (repeatable)"),
             progress: bool = typer.Option(True, help="show a progress bar")) -> None:
     """Saliency, patching and feature extraction into the feature store (reused when finished).
 

@@ -14,7 +14,8 @@ def run(
     recipe: Path = RecipeArg,
     overrides: list[str] = SetOption,
     force: list[str] = typer.Option(
-        [], "--force", help="redo this stage and the later ones: prepare, align, pretrain or eval"),
+        [], "--force", metavar="STAGE",
+        help="redo this stage and the later ones: prepare, align, pretrain or eval (repeatable)"),
     nproc_per_node: int | None = typer.Option(None, "--nproc-per-node", min=1,
                                        help="training processes per node (default: the recipe's \\[launch])"),
     nnodes: int = typer.Option(1, "--nnodes", min=1, help="number of nodes"),

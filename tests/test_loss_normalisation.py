@@ -96,9 +96,13 @@ def _two_ranks(folder: Path) -> list[dict]:
 
 
 def _assert_same(grads: dict, reference: dict, what: str) -> None:
+    """Equal up to float32 summation order: an element summed from large terms of both signs (a
+    position embedding's gradient) keeps their rounding, ~2e-6 of the tensor's largest entry on an
+    AVX-512 CPU, whatever its own size; a wrong split weights whole micro-batches, far above that."""
     assert grads.keys() == reference.keys(), what
     for name, grad in reference.items():
-        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-7, msg=f"{what}: {name}")
+        atol = 1e-7 + 2e-5 * float(grad.abs().max())
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=atol, msg=f"{what}: {name}")
 
 
 LOGGED = ("loss", "loss/amlm", "loss/g2cm", "loss/b2cm", "loss/itm", "loss/rr", "metric/amlm/acc")

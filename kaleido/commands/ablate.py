@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from kaleido.commands.common import SetOption, console, fail
 
-_SEVERAL = "(repeatable: several values, one variant each)"
+
+def _variants(flag: str, metavar: str, what: str) -> Any:
+    """A repeatable option whose every value makes one variant of the base recipe."""
+    return typer.Option([], flag, metavar=metavar,
+                        help=f"{what} (repeatable: several values, one variant each)")
 
 
 def ablate(
     base: Path = typer.Option(None, "--base", help="the base recipe (default: recipes/full.toml)"),
     overrides: list[str] = SetOption,
-    patcher: list[str] = typer.Option([], "--patcher", metavar="PATCHER",
-                                 help=f"a patcher, e.g. 'fixed grid=8' {_SEVERAL}"),
-    sod: list[str] = typer.Option([], "--sod", metavar="SOD",
-                                 help=f"a saliency component, e.g. none {_SEVERAL}"),
-    masker: list[str] = typer.Option([], "--masker", metavar="MASKER",
-                                 help=f"a masker, e.g. random {_SEVERAL}"),
-    aligner: list[str] = typer.Option([], "--aligner", metavar="ALIGNER",
-                                 help=f"an aligner, e.g. none {_SEVERAL}"),
-    tasks: list[str] = typer.Option([], "--tasks", metavar="TASKS",
-                                 help=f"B, B+I, B+I~IV, B+V ... or amlm,itm,rr {_SEVERAL}"),
-    variant: list[Path] = typer.Option([], "--variant", metavar="RECIPE",
-                                       help=f"a recipe file whose own keys override the base {_SEVERAL}"),
+    patcher: list[str] = _variants("--patcher", "PATCHER", "a patcher, e.g. 'fixed grid=8'"),
+    sod: list[str] = _variants("--sod", "SOD", "a saliency component, e.g. none"),
+    masker: list[str] = _variants("--masker", "MASKER", "a masker, e.g. random"),
+    aligner: list[str] = _variants("--aligner", "ALIGNER", "an aligner, e.g. none"),
+    tasks: list[str] = _variants("--tasks", "TASKS", "B, B+I, B+I~IV, B+V ... or amlm,itm,rr"),
+    variant: list[Path] = _variants("--variant", "RECIPE", "a recipe file whose own keys override the base"),
     paper: bool = typer.Option(False, "--paper", help="every Table-4 column (the shipped column recipes)"),
     recipes_dir: Path = typer.Option(None, "--recipes-dir", help="where --paper finds the column recipes"),
     seeds: int = typer.Option(1, "--seeds", min=1, help="runs per setting (mean ± sd reported)"),

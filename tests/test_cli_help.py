@@ -58,7 +58,7 @@ def test_every_command_help_is_plain_text_reflowed_for_the_terminal():
 def test_no_repeatable_option_shows_a_python_type_as_its_metavar():
     """`kaleido run --help` showed `--force <list[str]>`: the reader learns nothing of what to give."""
     shown = []
-    for path, cmd in _commands(typer.main.get_command(app), ["kaleido"]):
+    for path, _cmd in _commands(typer.main.get_command(app), ["kaleido"]):
         result = CliRunner().invoke(app, [*path[1:], "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0, (path, result.output)
         shown += [f"{' '.join(path)}: {m}" for m in re.findall(r"<list\[\w+\]>", result.output)]

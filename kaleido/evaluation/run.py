@@ -73,6 +73,14 @@ def _candidates(recipe: Any, metas: _Metas, settings: Any) -> CandidateLists:
     return lists
 
 
+def _same_subcategory_share(counts: dict[str, int], sizes: list[int]) -> float:
+    """The share of the lists' negatives drawn from the query's sub-category (the rest are the
+    fallbacks ``build_candidates`` counts: same category, then any product)."""
+    negatives = sum(sizes) - len(sizes)
+    fallbacks = counts.get("from_category", 0) + counts.get("from_any", 0)
+    return (negatives - fallbacks) / negatives if negatives else 0.0
+
+
 def _train_rows(n: int, cap: int | None, seed: int) -> np.ndarray:
     rows = np.arange(n)
     if cap is not None and cap < n:
@@ -173,10 +181,19 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                         "chance is computed from the real sizes")
                 results["notes"].append(note)
                 log.warning("%s", note)
+            hard_share = _same_subcategory_share(lists.counts, sizes)
+            if settings.finetune_itm and abs(settings.itm_hard_negatives - hard_share) > 0.25:
+                note = (f"retrieval: {100 * hard_share:.0f}% of the lists' negatives share the query's "
+                        f"sub-category, but ITM fine-tuning draws {100 * settings.itm_hard_negatives:.0f}% "
+                        f"of its negatives from the same sub-category (eval.itm_hard_negatives = "
+                        f"{settings.itm_hard_negatives:g}); a share near the lists' trains as they test "
+                        "(docs/EVALUATION.md)")
+                results["notes"].append(note)  # advice on a setting, not a fault of the data: INFO
+                log.info("%s", note)
             results["retrieval"] = {
                 "queries": len(lists.lists),
                 "mean_list_size": float(np.mean(sizes)),
-                "sampling": lists.counts,
+                "sampling": {**lists.counts, "same_subcategory_share": hard_share},
                 "chance": chance,
                 "scorers": {},
             }

@@ -342,8 +342,8 @@ def test_itm_negatives_unlike_the_lists_are_said(pretrained, caplog):
     res = run(1.0, "hard")
     assert res["retrieval"]["sampling"]["same_subcategory_share"] == pytest.approx(0.6)
     note = ("retrieval: 60% of the lists' negatives share the query's sub-category, but ITM fine-tuning "
-            "draws 100% of its negatives from the same sub-category (eval.itm_hard_negatives = 1); a share "
-            "near the lists' trains as they test (docs/EVALUATION.md)")
+            "asks for 100% of its negatives from the same sub-category (eval.itm_hard_negatives = 1); "
+            "a share near the lists' trains as they test (docs/EVALUATION.md)")
     assert res["notes"] == [note] and note in [r.getMessage() for r in caplog.records]
     assert note in (pretrained / "out" / "hard" / "results.md").read_text()
     assert run(0.5, "near")["notes"] == []

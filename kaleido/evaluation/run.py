@@ -183,8 +183,9 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                 log.warning("%s", note)
             hard_share = _same_subcategory_share(lists.counts, sizes)
             if settings.finetune_itm and abs(settings.itm_hard_negatives - hard_share) > 0.25:
+                asked = settings.itm_hard_negatives
                 note = (f"retrieval: {100 * hard_share:.0f}% of the lists' negatives share the query's "
-                        f"sub-category, but ITM fine-tuning draws {100 * settings.itm_hard_negatives:.0f}% "
+                        f"sub-category, but ITM fine-tuning asks for {100 * asked:.0f}% "
                         f"of its negatives from the same sub-category (eval.itm_hard_negatives = "
                         f"{settings.itm_hard_negatives:g}); a share near the lists' trains as they test "
                         "(docs/EVALUATION.md)")

@@ -11,9 +11,12 @@ def _results():
         "info": {"recipe": "quick"},
         "retrieval": {"queries": 50, "mean_list_size": 101.0,
                       "scorers": {"pretrained ITM": {"itr": rec, "tir": dict(rec, **{"R@1": 12.5}),
+                                                     "itr_ci": {"R@1": [5.6, 23.4], "R@5": [12.8, 35.2],
+                                                                "R@10": [21.6, 46.8]},
                                                      "sum_r": 133.5}},
                       "chance": {"itr": chance, "tir": chance, "sum_r": 31.68}},
-        "cr": {"acc": 93.5, "macro_f1": 0.81, "chance": {"acc": 40.0, "macro_f1": 0.1}},
+        "cr": {"acc": 93.5, "macro_f1": 0.81, "acc_ci": [88.04, 96.61],
+               "chance": {"acc": 40.0, "macro_f1": 0.1}},
         "sub": {"acc": 70.25, "macro_f1": 0.55, "chance": {"acc": 20.0, "macro_f1": 0.05}},
         "sum_cls": {"ours": 298.75, "chance": 75.0},
         "fc": {"samples": 20,
@@ -38,7 +41,9 @@ def test_table2_puts_ours_then_chance_then_every_paper_column():
     header = _header(md, "Table 2 (%)")
     assert header[1:3] == ["ours: pretrained ITM", "chance (same lists)"]
     assert header[3:] == [f"paper: {m}" for m in paper.TABLE2_MODELS]
-    assert _row(md, "TIR R@1")[1:3] == ["12.50", "0.99"]
+    assert _row(md, "TIR R@1")[1:3] == ["12.50", "0.99"]  # no interval given: none printed
+    assert _row(md, "ITR R@10")[1:3] == ["33.00 [21.6, 46.8]", "9.90"]
+    assert "Brackets after one of our figures: its 95% interval (Wilson)" in md
     assert _row(md, "SumR")[1] == "133.50" and _row(md, "SumR")[-1] == "319.52"
     assert _row(md, "ITR R@10")[3:] == [f"{v:.2f}" for v in paper.TABLE2["ITR R@10"]]
 
@@ -47,7 +52,8 @@ def test_table3_keeps_published_figures_apart_and_marks_missing_cells():
     md = render(_results())
     header = _header(md, "Table 3")
     assert header[1:3] == ["ours", "chance / baseline"] and header[3] == "paper: FashionBERT"
-    assert _row(md, "CR ACC") == ["CR ACC", "93.50", "40.00", "91.25", "90.77", "91.79", "95.07"]
+    assert _row(md, "CR ACC") == ["CR ACC", "93.50 [88.0, 96.6]", "40.00", "91.25", "90.77", "91.79", "95.07"]
+    assert _row(md, "SUB ACC")[1] == "70.25"
     assert _row(md, "SUB macro-F")[1:] == ["0.550", "0.050", "0.620", "-", "0.591", "0.636"]
     assert _row(md, "SumCAP")[1:3] == ["12.00", "2.00"] and _row(md, "SumCAP")[-1] == "84.00"
 

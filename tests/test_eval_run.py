@@ -8,6 +8,7 @@ import pytest
 
 from kaleido.data.rows import RowMeta
 from kaleido.evaluation.candidates import CandidateLists
+from kaleido.evaluation.intervals import share_interval
 from kaleido.features.store import FeatureStore, ShardWriter, shard_name
 from kaleido.recipe.load import Recipe
 from kaleido.recipe.schema import ComponentSection, EvalSettings, RecipeModel
@@ -108,6 +109,10 @@ def test_lists_shorter_than_asked_are_said_in_the_results(pretrained, caplog):
                        pretrained / "pretrain", pretrained / "out" / "short", progress=False,
                        stores=pretrained / "stores")
     assert res["retrieval"]["mean_list_size"] == 16 and res["retrieval"]["chance"]["itr"]["R@1"] == 100 / 16
+    for scorer in res["retrieval"]["scorers"].values():  # each R@K within its interval over the 4 queries
+        for t in ("itr", "tir"):
+            for k, interval in scorer[f"{t}_ci"].items():
+                assert interval == share_interval(round(scorer[t][k] * 4 / 100), 4)
     note = ("retrieval: 4 of 4 lists are shorter than the 31 candidates asked for (mean 16.0): the test "
             "split has only 16 products; chance is computed from the real sizes")
     assert res["notes"] == [note] and [r.getMessage() for r in caplog.records] == [note]

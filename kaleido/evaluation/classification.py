@@ -11,16 +11,29 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kaleido.evaluation.intervals import share_interval
+
+
+def _labels(y_true: Sequence | np.ndarray, y_pred: Sequence | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1 or y_true.size == 0:
+        raise ValueError(f"need two equal, non-empty 1-d label arrays; got {y_true.shape} and {y_pred.shape}")
+    return y_true, y_pred
+
 
 def classification_metrics(y_true: Sequence | np.ndarray, y_pred: Sequence | np.ndarray) -> dict[str, float]:
     """``acc`` as a percentage (the paper's unit) and ``macro_f1`` in [0, 1] (as the paper prints)."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.shape != y_pred.shape or y_true.ndim != 1 or y_true.size == 0:
-        raise ValueError(f"need two equal, non-empty 1-d label arrays; got {y_true.shape} and {y_pred.shape}")
+    y_true, y_pred = _labels(y_true, y_pred)
     return {"acc": float(100.0 * accuracy_score(y_true, y_pred)),
             "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
+
+
+def accuracy_interval(y_true: Sequence | np.ndarray, y_pred: Sequence | np.ndarray) -> list[float]:
+    """The accuracy's 95% interval over the test images (Wilson, :mod:`kaleido.evaluation.intervals`)."""
+    y_true, y_pred = _labels(y_true, y_pred)
+    return share_interval(int(np.count_nonzero(y_true == y_pred)), y_true.size)
 
 
 def chance_classification(y_true: Sequence | np.ndarray) -> dict[str, float]:

@@ -16,6 +16,11 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _with_interval(value: float, interval: Sequence[float] | None, digits: int = 2) -> str:
+    """``value`` and, where measured, its 95% interval: ``45.00 [25.8, 65.8]``."""
+    return _fmt(value, digits) + ("" if interval is None else f" [{interval[0]:.1f}, {interval[1]:.1f}]")
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -33,7 +38,9 @@ def _retrieval_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             ours = [_fmt(s["sum_r"]) for _, s in systems] + [_fmt(chance["sum_r"])]
         else:
             task, k = label.split(" ")
-            ours = [_fmt(s[task.lower()][k]) for _, s in systems] + [_fmt(chance[task.lower()][k])]
+            t = task.lower()
+            ours = [_with_interval(s[t][k], s.get(f"{t}_ci", {}).get(k)) for _, s in systems]
+            ours.append(_fmt(chance[t][k]))
         rows.append([label, *ours, *(_fmt(v) for v in paper.TABLE2[label])])
     return header, rows
 
@@ -46,7 +53,8 @@ def _table3_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             r = results[task]
             for metric, key, digits in (("ACC", "acc", 2), ("macro-F", "macro_f1", 3)):
                 label = f"{task.upper()} {metric}"
-                rows.append([label, _fmt(r[key], digits), _fmt(r["chance"][key], digits),
+                rows.append([label, _with_interval(r[key], r.get(f"{key}_ci"), digits),
+                             _fmt(r["chance"][key], digits),
                              *(_fmt(v, digits) for v in paper.TABLE3[label])])
     if "sum_cls" in results:
         rows.append(["SumCLS", _fmt(results["sum_cls"]["ours"]), _fmt(results["sum_cls"]["chance"]),
@@ -72,7 +80,8 @@ def render(results: dict) -> str:
     lines.append("Columns headed `ours` are measured by this run on its own test split; `chance` is a "
                  "random ranker on the same candidate lists, the majority class, or a constant caption. "
                  "Columns headed `paper:` are the figures published on Fashion-Gen (Kaleido-BERT, "
-                 "CVPR 2021, Tables 2 and 3), copied, not measured here.")
+                 "CVPR 2021, Tables 2 and 3), copied, not measured here. Brackets after one of our "
+                 "figures: its 95% interval (Wilson) over the queries or the test images.")
     lines.append("")
     if "retrieval" in results:
         r = results["retrieval"]

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kaleido.evaluation.intervals import share_interval
+
 KS: tuple[int, ...] = (1, 5, 10)
 
 
@@ -34,6 +36,14 @@ def recall_at(ranks: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
     if ranks.size == 0:
         raise ValueError("no queries to rank")
     return {f"R@{k}": float(100.0 * np.mean(ranks <= k)) for k in ks}
+
+
+def recall_interval(ranks: np.ndarray, ks: Sequence[int] = KS) -> dict[str, list[float]]:
+    """Each R@K's 95% interval over the queries (Wilson, :mod:`kaleido.evaluation.intervals`)."""
+    ranks = np.asarray(ranks)
+    if ranks.size == 0:
+        raise ValueError("no queries to rank")
+    return {f"R@{k}": share_interval(int(np.count_nonzero(ranks <= k)), ranks.size) for k in ks}
 
 
 def chance_recall(list_sizes: Sequence[int], ks: Sequence[int] = KS) -> dict[str, float]:

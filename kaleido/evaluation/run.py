@@ -232,11 +232,13 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                     settings.batch_size,
                     progress=lambda d, t, n=name: tick(f"rank ({n})", d, t),
                 )
-                itr = retrieval.recall_at(retrieval.positive_ranks(itr_s))
-                tir = retrieval.recall_at(retrieval.positive_ranks(tir_s))
+                itr_ranks, tir_ranks = retrieval.positive_ranks(itr_s), retrieval.positive_ranks(tir_s)
+                itr, tir = retrieval.recall_at(itr_ranks), retrieval.recall_at(tir_ranks)
                 entry = {
                     "itr": itr,
                     "tir": tir,
+                    "itr_ci": retrieval.recall_interval(itr_ranks),  # 95%, over the queries
+                    "tir_ci": retrieval.recall_interval(tir_ranks),
                     "sum_r": retrieval.sum_r(itr, tir),
                     "pairs_per_s": stats["pairs"] / max(1e-9, time.perf_counter() - t0),
                     **stats,
@@ -277,6 +279,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                     unseen = sum(1 for y in truth[k] if y not in spaces[k].ids)
                     results[k] = {
                         **metrics,
+                        "acc_ci": classification.accuracy_interval(truth[k], pred[k]),  # 95%
                         "classes": len(spaces[k]),
                         "test_labels_unseen_in_train": unseen,
                         "chance": classification.chance_classification(truth[k]),

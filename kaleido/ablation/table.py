@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kaleido.atomic import atomic_file, write_json, write_text
+from kaleido.evaluation.retrieval import sum_r_per_query
 
 METRICS: tuple[tuple[str, str], ...] = (("sum_r", "SumR"), ("sum_cls", "SumCLS"), ("sum_cap", "SumCAP"))
 SCORER = "pre-trained ITM"
@@ -31,6 +32,9 @@ def scores(results: dict) -> dict[str, Any]:
     fc = results.get("fc", {}).get("ours", {})
     out: dict[str, Any] = {"sum_r": scorer.get("sum_r"), "sum_cls": results.get("sum_cls", {}).get("ours"),
                            "sum_cap": fc.get("sum_cap")}
+    if "itr_ranks" in scorer and "tir_ranks" in scorer:  # per query, to pair two runs' SumR query by query
+        out["sum_r_queries"] = sum_r_per_query(scorer["itr_ranks"], scorer["tir_ranks"]).tolist()
+        out["lists"] = results["retrieval"].get("lists_sha")
     missing = {}
     for skipped in results.get("incomplete", []):
         metric = TASK_METRIC.get(skipped.get("task"))
@@ -75,12 +79,43 @@ class Row:
     def stat(self, metric: str) -> tuple[float | None, float | None]:
         return mean_sd([r[metric] for r in self.runs])
 
+    def sum_r_interval(self, base: Row) -> list[float] | None:
+        """The change of SumR relative to the base, its 95% interval over the test queries: each
+        seed's run against the base's of the same seed, query by query, where both ranked the
+        same candidate lists (pooled over those seeds); ``None`` where no pair qualifies."""
+        base_by_seed = dict(zip(base.seeds, base.runs, strict=True))
+        diffs: list[float] = []
+        for seed, run in zip(self.seeds, self.runs, strict=True):
+            other = base_by_seed.get(seed, {})
+            mine, theirs = run.get("sum_r_queries"), other.get("sum_r_queries")
+            same_lists = run.get("lists") is not None and run.get("lists") == other.get("lists")
+            if mine is None or theirs is None or not same_lists:
+                continue
+            diffs += [a - b for a, b in zip(mine, theirs, strict=True)]
+        return paired_interval(diffs)
+
     def delta(self, base: Row, metric: str) -> tuple[float | None, float | None]:
         """Change relative to the base: mean and sd of the differences paired by seed."""
         base_by_seed = dict(zip(base.seeds, (r[metric] for r in base.runs), strict=True))
         diffs = [r[metric] - base_by_seed[s] for s, r in zip(self.seeds, self.runs, strict=True)
                  if r[metric] is not None and base_by_seed.get(s) is not None]
         return mean_sd(diffs)
+
+
+def paired_interval(diffs: Sequence[float], confidence: float = 0.95) -> list[float] | None:
+    """The 95% interval of the mean of paired differences, by bootstrap over the pairs (scipy,
+    percentile method, a fixed seed: the table is the same each time it is written)."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    if len(diffs) < 2:
+        return None
+    data = np.asarray(diffs, dtype=float)
+    if np.all(data == data[0]):  # every resample has the same mean
+        return [float(data[0]), float(data[0])]
+    ci = bootstrap((data,), np.mean, confidence_level=confidence, n_resamples=9999, method="percentile",
+                   rng=np.random.default_rng(0)).confidence_interval
+    return [float(ci.low), float(ci.high)]
 
 
 def build_table(base: Row, rows: Sequence[Row], chance_scores: dict[str, float | None] | None = None) -> dict:
@@ -97,6 +132,8 @@ def build_table(base: Row, rows: Sequence[Row], chance_scores: dict[str, float |
             mean, sd = row.stat(key)
             d_mean, d_sd = row.delta(base, key)
             out[key] = {"mean": mean, "sd": sd, "delta": d_mean, "delta_sd": d_sd}
+            if key == "sum_r" and row is not base:
+                out[key]["delta_ci"] = row.sum_r_interval(base)
             if row.paper is not None and base.paper is not None:
                 out[key]["paper_delta"] = round(row.paper[key] - base.paper[key], 2)
         return out
@@ -115,7 +152,9 @@ def _fmt(mean: float | None, sd: float | None, signed: bool = False) -> str:
 def _cell(metric: dict, with_delta: bool) -> str:
     value = _fmt(metric["mean"], metric["sd"])
     if with_delta and metric["mean"] is not None:
-        value += f" ({_fmt(metric['delta'], metric['delta_sd'], signed=True)})"
+        interval = metric.get("delta_ci")
+        within = "" if not interval else f"; 95% [{interval[0]:+.2f}, {interval[1]:+.2f}]"
+        value += f" ({_fmt(metric['delta'], metric['delta_sd'], signed=True)}{within})"
     return value
 
 
@@ -136,7 +175,9 @@ def to_markdown(table: dict, title: str = "Ablation") -> str:
         head += [f"paper {label}" for _, label in METRICS]
     lines = [f"# {title}", "",
              f"Seeds per setting: {table['seeds']}. Cells: mean ± sd over seeds; in brackets the change "
-             "relative to the base (mean ± sd of the differences paired by seed). SumR ranks with the "
+             "relative to the base (mean ± sd of the differences paired by seed; for SumR, after `95%`, "
+             "the interval of the change over the test queries, both runs having ranked the same lists: "
+             "a paired bootstrap). SumR ranks with the "
              f"{table['scorer']} score.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 

@@ -52,6 +52,16 @@ def chance_recall(list_sizes: Sequence[int], ks: Sequence[int] = KS) -> dict[str
     return {f"R@{k}": float(100.0 * np.mean(np.minimum(k, sizes) / sizes)) for k in ks}
 
 
+def sum_r_per_query(itr_ranks: np.ndarray, tir_ranks: np.ndarray, ks: Sequence[int] = KS) -> np.ndarray:
+    """Each query's share of SumR: 100 x its hits within each K, ITR and TIR together (0 to 600
+    for K = 1, 5, 10), so that the mean over the queries is SumR. Ablations compare two runs on
+    the same lists query by query with it."""
+    itr_ranks, tir_ranks = np.asarray(itr_ranks), np.asarray(tir_ranks)
+    if itr_ranks.shape != tir_ranks.shape:
+        raise ValueError(f"ITR and TIR ranks of different queries: {itr_ranks.shape} vs {tir_ranks.shape}")
+    return 100.0 * sum((itr_ranks <= k).astype(float) + (tir_ranks <= k) for k in ks)
+
+
 def sum_r(itr: dict[str, float], tir: dict[str, float], ks: Sequence[int] = KS) -> float:
     """SumR = R@1 + R@5 + R@10 of ITR plus the same of TIR (percentages)."""
     return float(sum(itr[f"R@{k}"] for k in ks) + sum(tir[f"R@{k}"] for k in ks))

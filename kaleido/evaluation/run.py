@@ -195,6 +195,8 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                 "queries": len(lists.lists),
                 "mean_list_size": float(np.mean(sizes)),
                 "sampling": {**lists.counts, "same_subcategory_share": hard_share},
+                "lists_sha": hashlib.sha256(json.dumps([[int(r) for r in c] for c in lists.lists])
+                                            .encode()).hexdigest()[:16],  # runs ranked the same lists?
                 "chance": chance,
                 "scorers": {},
             }
@@ -239,6 +241,8 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                     "tir": tir,
                     "itr_ci": retrieval.recall_interval(itr_ranks),  # 95%, over the queries
                     "tir_ci": retrieval.recall_interval(tir_ranks),
+                    "itr_ranks": itr_ranks.tolist(),  # per query: ablations pair runs query by query
+                    "tir_ranks": tir_ranks.tolist(),
                     "sum_r": retrieval.sum_r(itr, tir),
                     "pairs_per_s": stats["pairs"] / max(1e-9, time.perf_counter() - t0),
                     **stats,

@@ -59,3 +59,17 @@ def test_paired_interval_is_a_bootstrap_of_the_mean_difference():
     assert lo < 0 < hi and lo > -100 and hi < 100
     assert paired_interval(diffs) == [lo, hi]  # seeded: the same table every time
     assert paired_interval([5.0]) is None
+
+
+def test_seeds_on_the_same_lists_are_averaged_per_query_not_counted_twice():
+    """Two seeds ranking the same 20 queries are 20 resampling units, not 40: the interval equals
+    that of the per-query mean change."""
+    rng = np.random.default_rng(1)
+    ranks = [(rng.integers(1, 40, 20).tolist(), rng.integers(1, 40, 20).tolist()) for _ in range(4)]
+    base = _row("agm", [_results(*ranks[0]), _results(*ranks[1])], "base")
+    variant = _row("random", [_results(*ranks[2]), _results(*ranks[3])])
+    def per_query(r):
+        return sum_r_per_query(np.array(r[0]), np.array(r[1]))
+
+    per_seed = [per_query(ranks[2]) - per_query(ranks[0]), per_query(ranks[3]) - per_query(ranks[1])]
+    assert variant.sum_r_interval(base) == paired_interval(((per_seed[0] + per_seed[1]) / 2).tolist())

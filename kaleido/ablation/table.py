@@ -82,16 +82,18 @@ class Row:
     def sum_r_interval(self, base: Row) -> list[float] | None:
         """The change of SumR relative to the base, its 95% interval over the test queries: each
         seed's run against the base's of the same seed, query by query, where both ranked the
-        same candidate lists (pooled over those seeds); ``None`` where no pair qualifies."""
+        same candidate lists; ``None`` where no pair qualifies. Seeds that ranked the same lists
+        are averaged per query first: the query, not the (seed, query) pair, is the unit resampled."""
         base_by_seed = dict(zip(base.seeds, base.runs, strict=True))
-        diffs: list[float] = []
+        by_lists: dict[str, list[list[float]]] = {}
         for seed, run in zip(self.seeds, self.runs, strict=True):
             other = base_by_seed.get(seed, {})
             mine, theirs = run.get("sum_r_queries"), other.get("sum_r_queries")
             same_lists = run.get("lists") is not None and run.get("lists") == other.get("lists")
             if mine is None or theirs is None or not same_lists:
                 continue
-            diffs += [a - b for a, b in zip(mine, theirs, strict=True)]
+            by_lists.setdefault(run["lists"], []).append([a - b for a, b in zip(mine, theirs, strict=True)])
+        diffs = [sum(seeds) / len(seeds) for group in by_lists.values() for seeds in zip(*group, strict=True)]
         return paired_interval(diffs)
 
     def delta(self, base: Row, metric: str) -> tuple[float | None, float | None]:

@@ -81,6 +81,16 @@ def _same_subcategory_share(counts: dict[str, int], sizes: list[int]) -> float:
     return (negatives - fallbacks) / negatives if negatives else 0.0
 
 
+def _negatives_note(lists_share: float, asked: float) -> str | None:
+    """Said when ITM fine-tuning's share of same-sub-category negatives is far from the lists'."""
+    if abs(asked - lists_share) <= 0.25:
+        return None
+    return (f"retrieval: {100 * lists_share:.0f}% of the lists' negatives share the query's sub-category, "
+            f"but ITM fine-tuning asks for {100 * asked:.0f}% of its negatives from the same sub-category "
+            f"(eval.itm_hard_negatives = {asked:g}); a share near the lists' trains as they test "
+            "(docs/EVALUATION.md)")
+
+
 def _train_rows(n: int, cap: int | None, seed: int) -> np.ndarray:
     rows = np.arange(n)
     if cap is not None and cap < n:
@@ -182,13 +192,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                 results["notes"].append(note)
                 log.warning("%s", note)
             hard_share = _same_subcategory_share(lists.counts, sizes)
-            if settings.finetune_itm and abs(settings.itm_hard_negatives - hard_share) > 0.25:
-                asked = settings.itm_hard_negatives
-                note = (f"retrieval: {100 * hard_share:.0f}% of the lists' negatives share the query's "
-                        f"sub-category, but ITM fine-tuning asks for {100 * asked:.0f}% "
-                        f"of its negatives from the same sub-category (eval.itm_hard_negatives = "
-                        f"{settings.itm_hard_negatives:g}); a share near the lists' trains as they test "
-                        "(docs/EVALUATION.md)")
+            if settings.finetune_itm and (note := _negatives_note(hard_share, settings.itm_hard_negatives)):
                 results["notes"].append(note)  # advice on a setting, not a fault of the data: INFO
                 log.info("%s", note)
             results["retrieval"] = {

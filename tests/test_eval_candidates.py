@@ -79,3 +79,18 @@ def test_bad_input_is_a_clear_error():
         build_candidates(["a", "a"], ["c", "c"], ["s", "s"])
     with pytest.raises(ValueError, match="one entry per row"):
         build_candidates(["a", "b"], ["c"], ["s", "s"])
+
+
+def test_fingerprint_names_the_lists_and_the_share_of_hard_negatives_is_counted(tmp_path):
+    """Runs compare query by query only on the same lists: a saved and reloaded copy has the same
+    fingerprint, another seed's lists another; the same-sub-category share is what the counts leave."""
+    pids, cats, subs = _split()
+    c = build_candidates(pids, cats, subs, queries=10, negatives=25, seed=0)
+    c.save(tmp_path / "c.json")
+    assert CandidateLists.load(tmp_path / "c.json").fingerprint() == c.fingerprint()
+    other = build_candidates(pids, cats, subs, queries=10, negatives=25, seed=1)
+    assert other.fingerprint() != c.fingerprint()
+    negatives = sum(len(lst) - 1 for lst in c.lists)
+    same_sub = sum(subs[n] == subs[lst[0]] for lst in c.lists for n in lst[1:])
+    assert c.same_subcategory_share() == pytest.approx(same_sub / negatives)
+    assert 0 < c.same_subcategory_share() < 1  # the fallbacks were needed (25 negatives)

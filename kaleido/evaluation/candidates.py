@@ -17,6 +17,7 @@ Sampling rule (documented in docs/EVALUATION.md):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -41,6 +42,19 @@ class CandidateLists:
     @property
     def queries(self) -> list[int]:
         return [c[0] for c in self.lists]
+
+    def fingerprint(self) -> str:
+        """A short hash of the lists themselves: two runs with the same one ranked the same pairs
+        (what lets an ablation compare them query by query)."""
+        rows = json.dumps([[int(r) for r in c] for c in self.lists]).encode()
+        return hashlib.sha256(rows).hexdigest()[:16]
+
+    def same_subcategory_share(self) -> float:
+        """The share of the negatives drawn from the query's sub-category (the rest are the
+        fallbacks counted in ``counts``: same category, then any product)."""
+        negatives = sum(len(c) - 1 for c in self.lists)
+        fallbacks = self.counts.get("from_category", 0) + self.counts.get("from_any", 0)
+        return (negatives - fallbacks) / negatives if negatives else 0.0
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "seed": self.seed, "negatives": self.negatives, "counts": self.counts,

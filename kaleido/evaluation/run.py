@@ -73,14 +73,6 @@ def _candidates(recipe: Any, metas: _Metas, settings: Any) -> CandidateLists:
     return lists
 
 
-def _same_subcategory_share(counts: dict[str, int], sizes: list[int]) -> float:
-    """The share of the lists' negatives drawn from the query's sub-category (the rest are the
-    fallbacks ``build_candidates`` counts: same category, then any product)."""
-    negatives = sum(sizes) - len(sizes)
-    fallbacks = counts.get("from_category", 0) + counts.get("from_any", 0)
-    return (negatives - fallbacks) / negatives if negatives else 0.0
-
-
 def _negatives_note(lists_share: float, asked: float) -> str | None:
     """Said when ITM fine-tuning's share of same-sub-category negatives is far from the lists'."""
     if abs(asked - lists_share) <= 0.25:
@@ -191,7 +183,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                         "chance is computed from the real sizes")
                 results["notes"].append(note)
                 log.warning("%s", note)
-            hard_share = _same_subcategory_share(lists.counts, sizes)
+            hard_share = lists.same_subcategory_share()
             if settings.finetune_itm and (note := _negatives_note(hard_share, settings.itm_hard_negatives)):
                 results["notes"].append(note)  # advice on a setting, not a fault of the data: INFO
                 log.info("%s", note)
@@ -199,8 +191,7 @@ def evaluate(recipe: Any, pretrain_dir: str | Path, out_dir: str | Path, progres
                 "queries": len(lists.lists),
                 "mean_list_size": float(np.mean(sizes)),
                 "sampling": {**lists.counts, "same_subcategory_share": hard_share},
-                "lists_sha": hashlib.sha256(json.dumps([[int(r) for r in c] for c in lists.lists])
-                                            .encode()).hexdigest()[:16],  # runs ranked the same lists?
+                "lists_sha": lists.fingerprint(),  # did two runs rank the same lists?
                 "chance": chance,
                 "scorers": {},
             }

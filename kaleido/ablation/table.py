@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kaleido.atomic import atomic_file, write_json, write_text
 from kaleido.evaluation.retrieval import sum_r_per_query
 
@@ -107,16 +109,12 @@ class Row:
 def paired_interval(diffs: Sequence[float], confidence: float = 0.95) -> list[float] | None:
     """The 95% interval of the mean of paired differences, by bootstrap over the pairs (scipy,
     percentile method, a fixed seed: the table is the same each time it is written)."""
-    import numpy as np
     from scipy.stats import bootstrap
 
     if len(diffs) < 2:
         return None
-    data = np.asarray(diffs, dtype=float)
-    if np.all(data == data[0]):  # every resample has the same mean
-        return [float(data[0]), float(data[0])]
-    ci = bootstrap((data,), np.mean, confidence_level=confidence, n_resamples=9999, method="percentile",
-                   rng=np.random.default_rng(0)).confidence_interval
+    ci = bootstrap((np.asarray(diffs, dtype=float),), np.mean, confidence_level=confidence, n_resamples=9999,
+                   method="percentile", rng=np.random.default_rng(0)).confidence_interval
     return [float(ci.low), float(ci.high)]
 
 
